@@ -1,0 +1,70 @@
+//! Gateway authentication: clients present a key as `Authorization: Bearer` (OpenAI SDKs) or
+//! `x-portkey-api-key` (Portkey SDKs). Keys are kept only as SHA-256 digests and compared in
+//! constant time.
+
+use actix_web::http::header::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::AuthKey;
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The presented key, if any.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim());
+        }
+    }
+    headers
+        .get("x-portkey-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The name of the key that matches, checking every key so timing does not reveal which.
+pub fn check<'a>(keys: &'a [AuthKey], presented: &str) -> Option<&'a str> {
+    let digest = sha256(presented.as_bytes());
+    let mut found = None;
+    for k in keys {
+        if bool::from(k.sha256.ct_eq(&digest)) {
+            found = Some(k.name.as_str());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_roundtrip_and_check() {
+        let d = sha256(b"secret");
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_sha256_hex(&hex), Some(d));
+        assert_eq!(parse_sha256_hex("zz"), None);
+        let keys = vec![AuthKey {
+            name: "a".into(),
+            sha256: d,
+        }];
+        assert_eq!(check(&keys, "secret"), Some("a"));
+        assert_eq!(check(&keys, "secreT"), None);
+    }
+}

@@ -1,0 +1,575 @@
+//! Configuration: `config.toml` is read, type-checked (`deny_unknown_fields`), validated and
+//! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
+//! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
+
+pub mod raw;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use raw::ProviderKind;
+use raw::{RawFile, RawNode, RawVirtualKey};
+pub use tree::{Leaf, Mode, Node, NodeKind, Retry, Tree, TreeError};
+
+/// A credential. Its `Debug`/`Display`/`Serialize` never show the value, so it cannot leak into
+/// logs, errors or admin output by accident; only [`Secret::expose`] reveals it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Where in the tree the error is (empty for unreadable files).
+    pub fn path(&self) -> &str {
+        match self {
+            ConfigError::Read { .. } => "",
+            ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub default_config: Option<String>,
+    pub max_body_bytes: usize,
+    #[serde(serialize_with = "ser_ms")]
+    pub request_deadline: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub stream_idle_timeout: Duration,
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub max_queue_wait: Option<Duration>,
+    #[serde(serialize_with = "ser_ms")]
+    pub shutdown_grace: Duration,
+    pub workers: usize,
+    pub request_log_size: usize,
+    pub max_messages: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthKey {
+    pub name: String,
+    /// SHA-256 of the key; the key itself is not kept.
+    #[serde(skip)]
+    pub sha256: [u8; 32],
+}
+
+/// One provider account (`[virtual_keys.NAME]`), owned at run time by one target actor.
+/// `PartialEq` decides on reload whether the actor (and its budget and health) is kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetSpec {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub deployment: Option<String>,
+    pub api_version: Option<String>,
+    pub anthropic_version: String,
+    pub default_max_tokens: u64,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub failure_threshold: u32,
+    #[serde(serialize_with = "ser_ms")]
+    pub cooldown: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub max_cooldown: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub rate_limit_cooldown: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub max_retry_after: Duration,
+    #[serde(serialize_with = "ser_opt_ms")]
+    pub health_check_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+/// A validated, compiled configuration snapshot.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: ServerSettings,
+    pub admin: Option<AdminSettings>,
+    pub auth: Vec<AuthKey>,
+    /// Targets sorted by name; tree leaves refer to them by index.
+    pub targets: Vec<Arc<TargetSpec>>,
+    target_index: HashMap<String, u32>,
+    pub configs: HashMap<String, Arc<Tree>>,
+    /// One single-leaf tree per virtual key, for `x-portkey-virtual-key`.
+    direct: Vec<Arc<Tree>>,
+    pub pricing: HashMap<String, Price>,
+}
+
+const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+impl Config {
+    /// Reads and validates `path`, resolving secrets from the environment and files.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `text` as if read from `path`; `env` resolves `*_env` references.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let invalid = |path: &str, message: String| ConfigError::Invalid {
+            file: file.clone(),
+            path: path.to_owned(),
+            message,
+        };
+        let de = toml::Deserializer::new(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_owned();
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                message = format!("{message} (line {line})");
+            }
+            invalid(if path == "." { "" } else { &path }, message)
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+
+        let server = compile_server(&raw, &invalid)?;
+        let admin = match &raw.admin {
+            None => None,
+            Some(a) => Some(AdminSettings {
+                listen: parse_addr(&a.listen).map_err(|m| invalid("admin.listen", m))?,
+                token: match &a.token_env {
+                    None => None,
+                    Some(var) => Some(Secret::new(env(var).filter(|v| !v.is_empty()).ok_or_else(
+                        || {
+                            invalid(
+                                "admin.token_env",
+                                format!("environment variable `{var}` is not set"),
+                            )
+                        },
+                    )?)),
+                },
+            }),
+        };
+        if let Some(a) = &admin {
+            if a.listen == server.listen {
+                return Err(invalid(
+                    "admin.listen",
+                    "admin.listen must differ from server.listen".into(),
+                ));
+            }
+        }
+
+        let mut auth = Vec::new();
+        if let Some(a) = &raw.auth {
+            if a.keys.is_empty() {
+                return Err(invalid(
+                    "auth.keys",
+                    "auth.keys is empty; list at least one key or remove [auth]".into(),
+                ));
+            }
+            for (i, k) in a.keys.iter().enumerate() {
+                let p = format!("auth.keys[{i}]");
+                let sha256 = match (&k.key_env, &k.key_file, &k.sha256) {
+                    (Some(var), None, None) => {
+                        let v = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                            invalid(
+                                &format!("{p}.key_env"),
+                                format!("environment variable `{var}` is not set"),
+                            )
+                        })?;
+                        crate::auth::sha256(v.as_bytes())
+                    }
+                    (None, Some(f), None) => {
+                        let v = read_secret_file(base_dir, f)
+                            .map_err(|m| invalid(&format!("{p}.key_file"), m))?;
+                        crate::auth::sha256(v.as_bytes())
+                    }
+                    (None, None, Some(hex)) => {
+                        crate::auth::parse_sha256_hex(hex).ok_or_else(|| {
+                            invalid(
+                                &format!("{p}.sha256"),
+                                "expected 64 hex characters (sha256 of the key)".into(),
+                            )
+                        })?
+                    }
+                    _ => {
+                        return Err(invalid(
+                            &p,
+                            "give exactly one of key_env, key_file or sha256".into(),
+                        ))
+                    }
+                };
+                auth.push(AuthKey {
+                    name: k.name.clone(),
+                    sha256,
+                });
+            }
+        }
+
+        let mut targets = Vec::with_capacity(raw.virtual_keys.len());
+        for (name, vk) in &raw.virtual_keys {
+            targets.push(Arc::new(compile_target(name, vk, base_dir, env, &invalid)?));
+        }
+        // BTreeMap iteration already sorted them by name.
+        let target_index: HashMap<String, u32> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i as u32))
+            .collect();
+        let by_name: HashMap<&str, u32> =
+            target_index.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+
+        let mut configs = HashMap::with_capacity(raw.configs.len());
+        for (id, node) in &raw.configs {
+            let tree = tree::compile(id, node, &format!("configs.{id}"), &by_name)
+                .map_err(|e| invalid(&e.path, e.message))?;
+            configs.insert(id.clone(), Arc::new(tree));
+        }
+        if let Some(d) = &server.default_config {
+            if !configs.contains_key(d) {
+                return Err(invalid(
+                    "server.default_config",
+                    format!("default_config `{d}` names no [configs.{d}] table"),
+                ));
+            }
+        }
+        let direct = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Arc::new(tree::direct(&t.name, i as u32)))
+            .collect();
+        let mut pricing = HashMap::new();
+        for (model, p) in &raw.pricing {
+            if !(p.input_per_mtok >= 0.0 && p.output_per_mtok >= 0.0) {
+                return Err(invalid(
+                    &format!("pricing.{model}"),
+                    "prices must be numbers >= 0".into(),
+                ));
+            }
+            pricing.insert(
+                model.clone(),
+                Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                },
+            );
+        }
+        Ok(Config {
+            file: path.to_owned(),
+            server,
+            admin,
+            auth,
+            targets,
+            target_index,
+            configs,
+            direct,
+            pricing,
+        })
+    }
+
+    pub fn target_index(&self, name: &str) -> Option<u32> {
+        self.target_index.get(name).copied()
+    }
+
+    pub fn direct_tree(&self, name: &str) -> Option<&Arc<Tree>> {
+        self.target_index(name).map(|i| &self.direct[i as usize])
+    }
+
+    /// Compiles a client's inline config (`x-portkey-config` JSON). Leaves may only name
+    /// virtual keys defined here, so a client can never bring a host or a key.
+    pub fn inline_tree(&self, json: &str) -> Result<Tree, TreeError> {
+        const HEADER: &str = "x-portkey-config";
+        let mut de = serde_json::Deserializer::from_str(json);
+        let raw: RawNode = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let p = e.path().to_string();
+            TreeError {
+                path: if p == "." {
+                    HEADER.into()
+                } else {
+                    format!("{HEADER}.{p}")
+                },
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let by_name: HashMap<&str, u32> = self
+            .target_index
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        tree::compile("inline", &raw, HEADER, &by_name)
+    }
+
+    /// Model names the configs route to (from `override_params.model`), for `GET /v1/models`.
+    pub fn models(&self) -> Vec<String> {
+        fn walk(node: &Node, out: &mut Vec<String>) {
+            match &node.kind {
+                NodeKind::Leaf(l) => {
+                    if let Some(serde_json::Value::String(m)) = l.override_params.get("model") {
+                        out.push(m.clone());
+                    }
+                }
+                NodeKind::Group(g) => g.children.iter().for_each(|c| walk(c, out)),
+            }
+        }
+        let mut out = Vec::new();
+        for t in self.configs.values() {
+            walk(&t.root, &mut out);
+        }
+        for t in &self.targets {
+            if let Some(d) = &t.deployment {
+                out.push(d.clone());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn compile_server(raw: &RawFile, invalid: &Invalid<'_>) -> Result<ServerSettings, ConfigError> {
+    let s = &raw.server;
+    let ms = |v: Option<u64>, default: u64, field: &str| -> Result<Duration, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(
+                &format!("server.{field}"),
+                format!("{field} must be > 0 (milliseconds)"),
+            )),
+            v => Ok(Duration::from_millis(v.unwrap_or(default))),
+        }
+    };
+    let max_body_bytes = s.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    if max_body_bytes < 1024 {
+        return Err(invalid(
+            "server.max_body_bytes",
+            "max_body_bytes must be at least 1024".into(),
+        ));
+    }
+    Ok(ServerSettings {
+        listen: parse_addr(&s.listen).map_err(|m| invalid("server.listen", m))?,
+        default_config: s.default_config.clone(),
+        max_body_bytes,
+        request_deadline: ms(s.request_deadline_ms, 600_000, "request_deadline_ms")?,
+        stream_idle_timeout: ms(s.stream_idle_timeout_ms, 60_000, "stream_idle_timeout_ms")?,
+        max_queue_wait: s
+            .max_queue_wait_ms
+            .filter(|&v| v > 0)
+            .map(Duration::from_millis),
+        shutdown_grace: ms(s.shutdown_grace_ms, 30_000, "shutdown_grace_ms")?,
+        workers: match s.workers {
+            Some(0) => return Err(invalid("server.workers", "workers must be > 0".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        },
+        request_log_size: s.request_log_size.unwrap_or(1000),
+        max_messages: s.max_messages.unwrap_or(2048),
+    })
+}
+
+fn compile_target(
+    name: &str,
+    vk: &RawVirtualKey,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    invalid: &Invalid<'_>,
+) -> Result<TargetSpec, ConfigError> {
+    let p = format!("virtual_keys.{name}");
+    let field = |f: &str| format!("{p}.{f}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            &p,
+            "virtual key names may use only letters, digits, '-', '_' and '.'".into(),
+        ));
+    }
+    let api_key = match (&vk.api_key_env, &vk.api_key, &vk.api_key_file) {
+        (None, None, None) => None,
+        (Some(var), None, None) => Some(Secret::new(
+            env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                invalid(
+                    &field("api_key_env"),
+                    format!(
+                        "environment variable `{var}` is not set; export it or use api_key_file"
+                    ),
+                )
+            })?,
+        )),
+        (None, Some(k), None) => Some(Secret::new(k.as_str())),
+        (None, None, Some(f)) => Some(Secret::new(
+            read_secret_file(base_dir, f).map_err(|m| invalid(&field("api_key_file"), m))?,
+        )),
+        _ => {
+            return Err(invalid(
+                &p,
+                "give at most one of api_key_env, api_key_file or api_key".into(),
+            ))
+        }
+    };
+    let provider = vk.provider;
+    let base_url = match (&vk.base_url, provider) {
+        (Some(u), _) => u.trim_end_matches('/').to_owned(),
+        (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
+        (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
+        (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
+            return Err(invalid(
+                &field("base_url"),
+                format!("provider `{}` needs a base_url", provider.as_str()),
+            ))
+        }
+    };
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(invalid(
+            &field("base_url"),
+            format!("base_url must start with http:// or https://, got `{base_url}`"),
+        ));
+    }
+    if provider == ProviderKind::AzureOpenai && vk.deployment.as_deref().unwrap_or("").is_empty() {
+        return Err(invalid(
+            &field("deployment"),
+            "azure-openai needs `deployment` (the Azure deployment name)".into(),
+        ));
+    }
+    if provider != ProviderKind::AzureOpenai
+        && (vk.deployment.is_some() || vk.api_version.is_some())
+    {
+        return Err(invalid(
+            &p,
+            "`deployment` and `api_version` apply only to provider = \"azure-openai\"".into(),
+        ));
+    }
+    if matches!(vk.rpm, Some(0)) || matches!(vk.tpm, Some(0)) {
+        return Err(invalid(
+            &p,
+            "rpm/tpm must be > 0; remove them for no local limit".into(),
+        ));
+    }
+    if matches!(vk.failure_threshold, Some(0)) {
+        return Err(invalid(
+            &field("failure_threshold"),
+            "failure_threshold must be >= 1".into(),
+        ));
+    }
+    let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
+    let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);
+    Ok(TargetSpec {
+        name: name.to_owned(),
+        provider,
+        base_url,
+        api_key,
+        deployment: vk.deployment.clone(),
+        api_version: match provider {
+            ProviderKind::AzureOpenai => Some(
+                vk.api_version
+                    .clone()
+                    .unwrap_or_else(|| "2024-10-21".into()),
+            ),
+            _ => None,
+        },
+        anthropic_version: vk
+            .anthropic_version
+            .clone()
+            .unwrap_or_else(|| "2023-06-01".into()),
+        default_max_tokens: vk.default_max_tokens.unwrap_or(4096).max(1),
+        rpm: vk.rpm,
+        tpm: vk.tpm,
+        failure_threshold: vk.failure_threshold.unwrap_or(5),
+        cooldown,
+        max_cooldown,
+        rate_limit_cooldown: Duration::from_millis(
+            vk.rate_limit_cooldown_ms.unwrap_or(10_000).max(1),
+        ),
+        max_retry_after: Duration::from_millis(vk.max_retry_after_ms.unwrap_or(120_000).max(1)),
+        health_check_interval: vk
+            .health_check_interval_ms
+            .filter(|&v| v > 0)
+            .map(Duration::from_millis),
+    })
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not a socket address; write it like \"127.0.0.1:8787\""))
+}
+
+fn read_secret_file(base_dir: &Path, f: &Path) -> Result<String, String> {
+    let full = base_dir.join(f);
+    let v = std::fs::read_to_string(&full)
+        .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(format!("{} is empty", full.display()));
+    }
+    Ok(v.to_owned())
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}

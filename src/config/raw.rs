@@ -1,0 +1,169 @@
+//! The on-disk (TOML) and inline (`x-portkey-config` JSON) shapes of a config, exactly as
+//! written by operators and Portkey clients. Nothing here is validated beyond types: see
+//! [`super::compile`] for the checks that need the whole tree.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub virtual_keys: BTreeMap<String, RawVirtualKey>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, RawNode>,
+    #[serde(default)]
+    pub pricing: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: String,
+    pub default_config: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Overall budget for one request: all retries and fallbacks together.
+    pub request_deadline_ms: Option<u64>,
+    /// Largest gap between two chunks of an upstream stream.
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// How long a request may wait for a rate-limit budget before getting a 429.
+    pub max_queue_wait_ms: Option<u64>,
+    /// Grace period for in-flight requests on SIGTERM.
+    pub shutdown_grace_ms: Option<u64>,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Bounded in-memory request log size.
+    pub request_log_size: Option<usize>,
+    pub max_messages: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub keys: Vec<RawAuthKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthKey {
+    pub name: String,
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// Hex SHA-256 of the key, so the config file never holds the key itself.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    AzureOpenai,
+    Anthropic,
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::AzureOpenai => "azure-openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVirtualKey {
+    pub provider: ProviderKind,
+    pub api_key_env: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub base_url: Option<String>,
+    pub deployment: Option<String>,
+    pub api_version: Option<String>,
+    pub anthropic_version: Option<String>,
+    pub default_max_tokens: Option<u64>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Consecutive failures (5xx, timeouts, connection errors) that open the circuit.
+    pub failure_threshold: Option<u32>,
+    /// First cooldown after the circuit opens; doubles on each failed probe.
+    pub cooldown_ms: Option<u64>,
+    pub max_cooldown_ms: Option<u64>,
+    /// Cooldown after an upstream 429 that carried no reset hint.
+    pub rate_limit_cooldown_ms: Option<u64>,
+    /// Cap on any upstream-provided Retry-After.
+    pub max_retry_after_ms: Option<u64>,
+    /// Active health check interval (`GET {base_url}/models`); off when absent.
+    pub health_check_interval_ms: Option<u64>,
+}
+
+/// One node of a strategy tree. Every entry of `targets` is again a node.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub strategy: Option<RawStrategy>,
+    pub targets: Option<Vec<RawNode>>,
+    pub virtual_key: Option<String>,
+    pub weight: Option<f64>,
+    pub override_params: Option<Map<String, Value>>,
+    pub retry: Option<RawRetry>,
+    pub request_timeout: Option<u64>,
+    /// Free-form label; Portkey configs sometimes carry one.
+    pub name: Option<String>,
+    // Accepted by Portkey but refused by llmux with a specific message (see compile).
+    pub provider: Option<IgnoredAny>,
+    pub api_key: Option<IgnoredAny>,
+    pub custom_host: Option<IgnoredAny>,
+    pub forward_headers: Option<IgnoredAny>,
+    pub cache: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrategy {
+    pub mode: String,
+    pub on_status_codes: Option<Vec<u16>>,
+    pub conditions: Option<IgnoredAny>,
+    pub default: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    #[serde(default)]
+    pub attempts: u32,
+    pub on_status_codes: Option<Vec<u16>>,
+    #[serde(default = "yes")]
+    pub use_retry_after_header: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}

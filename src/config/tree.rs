@@ -1,0 +1,397 @@
+//! Compiled strategy trees: the validated, inheritance-resolved form of a Portkey config that
+//! the supervisor walks for every request. Compilation does all per-tree work once (weights
+//! checked, `override_params`/`retry`/`request_timeout` inherited down to the leaves, the
+//! targets under every node collected) so that selection is a cheap walk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::raw::{RawNode, RawRetry};
+
+/// Status codes a leaf retries on when `retry.attempts > 0` names none (Portkey's default).
+pub const DEFAULT_RETRY_CODES: [u16; 5] = [429, 500, 502, 503, 504];
+/// Portkey caps retries at 5; more only multiplies load on a struggling provider.
+const MAX_RETRY_ATTEMPTS: u32 = 5;
+
+#[derive(Debug)]
+pub struct Tree {
+    /// Stored config id, or `"inline"` / `"virtual_key:NAME"`.
+    pub id: Arc<str>,
+    pub root: Node,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub weight: f64,
+    pub kind: NodeKind,
+    /// Every leaf below this node (itself, for a leaf), so that the availability of a whole
+    /// subtree is a scan of a short slice rather than a walk.
+    pub leaves: Box<[Arc<Leaf>]>,
+}
+
+#[derive(Debug)]
+pub enum NodeKind {
+    Leaf(Arc<Leaf>),
+    Group(Group),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Single,
+    Loadbalance,
+    Fallback,
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub mode: Mode,
+    /// Statuses that make a fallback node move on; `None` = any failure does.
+    pub on_status_codes: Option<Box<[u16]>>,
+    pub children: Vec<Node>,
+}
+
+/// A leaf with everything inherited from its ancestors already applied.
+#[derive(Debug)]
+pub struct Leaf {
+    /// Portkey's option index, e.g. `config.targets[1].targets[0]`.
+    pub path: Arc<str>,
+    pub target: u32,
+    pub virtual_key: Arc<str>,
+    pub override_params: Map<String, Value>,
+    pub retry: Retry,
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub on_status_codes: Box<[u16]>,
+    pub use_retry_after_header: bool,
+}
+
+impl Retry {
+    pub fn none() -> Retry {
+        Retry {
+            attempts: 0,
+            on_status_codes: Box::new([]),
+            use_retry_after_header: true,
+        }
+    }
+
+    pub fn retries_on(&self, status: u16) -> bool {
+        self.on_status_codes.contains(&status)
+    }
+}
+
+/// A problem found while compiling a tree: where (`path`, in the operator's terms) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeError {
+    pub path: String,
+    pub message: String,
+}
+
+impl TreeError {
+    fn at(path: &str, field: &str, message: impl Into<String>) -> TreeError {
+        let path = if field.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
+        TreeError {
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where inheritance stands at one node while descending.
+struct Inherited<'a> {
+    override_params: &'a Map<String, Value>,
+    retry: &'a Retry,
+    request_timeout: Option<u64>,
+}
+
+/// Compiles `raw` into a tree. `err_path` prefixes error paths (e.g. `configs.main`, or
+/// `x-portkey-config` for inline configs); `targets` maps virtual key names to indices.
+/// `inline` forbids what a client must never bring (keys, hosts).
+pub fn compile(
+    id: &str,
+    raw: &RawNode,
+    err_path: &str,
+    targets: &HashMap<&str, u32>,
+) -> Result<Tree, TreeError> {
+    let empty = Map::new();
+    let no_retry = Retry::none();
+    let root = compile_node(
+        raw,
+        err_path,
+        "config",
+        targets,
+        Inherited {
+            override_params: &empty,
+            retry: &no_retry,
+            request_timeout: None,
+        },
+    )?;
+    Ok(Tree {
+        id: id.into(),
+        root,
+    })
+}
+
+/// A one-leaf tree routing straight to one virtual key (`x-portkey-virtual-key`).
+pub fn direct(name: &str, index: u32) -> Tree {
+    Tree {
+        id: format!("virtual_key:{name}").into(),
+        root: leaf_node(
+            1.0,
+            Leaf {
+                path: "config".into(),
+                target: index,
+                virtual_key: name.into(),
+                override_params: Map::new(),
+                retry: Retry::none(),
+                request_timeout: None,
+            },
+        ),
+    }
+}
+
+fn compile_node(
+    raw: &RawNode,
+    err_path: &str,
+    route_path: &str,
+    targets: &HashMap<&str, u32>,
+    inherited: Inherited<'_>,
+) -> Result<Node, TreeError> {
+    for (present, field) in [
+        (raw.api_key.is_some(), "api_key"),
+        (raw.provider.is_some(), "provider"),
+        (raw.custom_host.is_some(), "custom_host"),
+    ] {
+        if present {
+            return Err(TreeError::at(
+                err_path,
+                field,
+                format!(
+                    "`{field}` is not allowed in an llmux config: credentials and hosts live in \
+                     config.toml; name a `virtual_key` defined under [virtual_keys] instead"
+                ),
+            ));
+        }
+    }
+    for (present, field) in [
+        (raw.forward_headers.is_some(), "forward_headers"),
+        (raw.cache.is_some(), "cache"),
+    ] {
+        if present {
+            return Err(TreeError::at(
+                err_path,
+                field,
+                format!("`{field}` is not supported by llmux; remove it"),
+            ));
+        }
+    }
+
+    let weight = raw.weight.unwrap_or(1.0);
+    if !weight.is_finite() || weight < 0.0 {
+        return Err(TreeError::at(
+            err_path,
+            "weight",
+            format!("weight must be a finite number >= 0, got {weight}"),
+        ));
+    }
+    if let Some(0) = raw.request_timeout {
+        return Err(TreeError::at(
+            err_path,
+            "request_timeout",
+            "request_timeout is in milliseconds and must be > 0",
+        ));
+    }
+
+    // Inheritance (Portkey): override_params merge with the child winning per key; retry and
+    // request_timeout are taken whole from the parent only when the child has none.
+    let merged;
+    let override_params = match &raw.override_params {
+        Some(own) if !own.is_empty() => {
+            let mut m = inherited.override_params.clone();
+            m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            merged = m;
+            &merged
+        }
+        _ => inherited.override_params,
+    };
+    let own_retry;
+    let retry = match &raw.retry {
+        Some(r) => {
+            own_retry = compile_retry(r, err_path)?;
+            &own_retry
+        }
+        None => inherited.retry,
+    };
+    let request_timeout = raw.request_timeout.or(inherited.request_timeout);
+
+    match (&raw.virtual_key, &raw.targets, &raw.strategy) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(TreeError::at(
+            err_path,
+            "",
+            "a node is either a leaf (`virtual_key`) or a strategy node (`strategy` + `targets`), not both",
+        )),
+        (Some(vk), None, None) => {
+            let &target = targets.get(vk.as_str()).ok_or_else(|| {
+                let mut known: Vec<&str> = targets.keys().copied().collect();
+                known.sort_unstable();
+                TreeError::at(
+                    err_path,
+                    "virtual_key",
+                    format!(
+                        "unknown virtual key `{vk}`; define it under [virtual_keys.{vk}] or use one of: {}",
+                        if known.is_empty() { "(none defined)".to_owned() } else { known.join(", ") }
+                    ),
+                )
+            })?;
+            Ok(leaf_node(
+                weight,
+                Leaf {
+                    path: route_path.into(),
+                    target,
+                    virtual_key: vk.as_str().into(),
+                    override_params: override_params.clone(),
+                    retry: retry.clone(),
+                    request_timeout: request_timeout.map(Duration::from_millis),
+                },
+            ))
+        }
+        (None, None, _) => Err(TreeError::at(
+            err_path,
+            "",
+            "node has neither `virtual_key` nor `targets`; give a leaf a `virtual_key`, or a strategy node `strategy` and `targets`",
+        )),
+        (None, Some(_), None) => Err(TreeError::at(
+            err_path,
+            "strategy",
+            "node has `targets` but no `strategy`; add `strategy = { mode = \"loadbalance\" }` (or \"fallback\" / \"single\")",
+        )),
+        (None, Some(children_raw), Some(strategy)) => {
+            let mode = match strategy.mode.as_str() {
+                "single" => Mode::Single,
+                "loadbalance" => Mode::Loadbalance,
+                "fallback" => Mode::Fallback,
+                "conditional" => {
+                    return Err(TreeError::at(
+                        err_path,
+                        "strategy.mode",
+                        "strategy mode `conditional` is not supported by llmux yet; use loadbalance, fallback or single",
+                    ))
+                }
+                other => {
+                    return Err(TreeError::at(
+                        err_path,
+                        "strategy.mode",
+                        format!("unknown strategy mode `{other}`; expected loadbalance, fallback or single"),
+                    ))
+                }
+            };
+            if strategy.conditions.is_some() || strategy.default.is_some() {
+                return Err(TreeError::at(
+                    err_path,
+                    "strategy",
+                    "`conditions`/`default` belong to conditional routing, which llmux does not support yet",
+                ));
+            }
+            if children_raw.is_empty() {
+                return Err(TreeError::at(
+                    err_path,
+                    "targets",
+                    "targets must not be empty; list at least one target",
+                ));
+            }
+            let on_status_codes = match &strategy.on_status_codes {
+                Some(codes) => {
+                    check_codes(codes, err_path, "strategy.on_status_codes")?;
+                    Some(codes.clone().into_boxed_slice())
+                }
+                None => None,
+            };
+            let mut children = Vec::with_capacity(children_raw.len());
+            for (i, child) in children_raw.iter().enumerate() {
+                children.push(compile_node(
+                    child,
+                    &format!("{err_path}.targets[{i}]"),
+                    &format!("{route_path}.targets[{i}]"),
+                    targets,
+                    Inherited {
+                        override_params,
+                        retry,
+                        request_timeout,
+                    },
+                )?);
+            }
+            if mode == Mode::Loadbalance && children.iter().all(|c| c.weight == 0.0) {
+                return Err(TreeError::at(
+                    err_path,
+                    "targets",
+                    "every target of this loadbalance node has weight 0, so it can never serve; give at least one a weight > 0",
+                ));
+            }
+            let leaves = children.iter().flat_map(|c| c.leaves.iter().cloned()).collect();
+            Ok(Node {
+                weight,
+                leaves,
+                kind: NodeKind::Group(Group {
+                    mode,
+                    on_status_codes,
+                    children,
+                }),
+            })
+        }
+    }
+}
+
+fn leaf_node(weight: f64, leaf: Leaf) -> Node {
+    let leaf = Arc::new(leaf);
+    Node {
+        weight,
+        leaves: Box::new([leaf.clone()]),
+        kind: NodeKind::Leaf(leaf),
+    }
+}
+
+fn compile_retry(raw: &RawRetry, err_path: &str) -> Result<Retry, TreeError> {
+    if raw.attempts > MAX_RETRY_ATTEMPTS {
+        return Err(TreeError::at(
+            err_path,
+            "retry.attempts",
+            format!(
+                "retry.attempts must be at most {MAX_RETRY_ATTEMPTS}, got {}",
+                raw.attempts
+            ),
+        ));
+    }
+    let codes = match &raw.on_status_codes {
+        Some(codes) => {
+            check_codes(codes, err_path, "retry.on_status_codes")?;
+            codes.clone().into_boxed_slice()
+        }
+        None => Box::new(DEFAULT_RETRY_CODES),
+    };
+    Ok(Retry {
+        attempts: raw.attempts,
+        on_status_codes: codes,
+        use_retry_after_header: raw.use_retry_after_header,
+    })
+}
+
+fn check_codes(codes: &[u16], err_path: &str, field: &str) -> Result<(), TreeError> {
+    match codes.iter().find(|c| !(100..=599).contains(*c)) {
+        Some(bad) => Err(TreeError::at(
+            err_path,
+            field,
+            format!("{bad} is not an HTTP status code (100-599)"),
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,142 @@
+//! The admin listener: per-target health read from the target actors, the request log, the
+//! effective config (secrets redacted), reload, liveness and readiness.
+
+use actix_web::http::header::HeaderMap;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::join_all;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::actors::supervisor::current;
+use crate::actors::target::{GetStatus, HealthState, TargetStatus};
+use crate::error::Error;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/admin/targets", web::get().to(targets))
+        .route("/admin/targets/{name}", web::get().to(target))
+        .route("/admin/requests", web::get().to(requests))
+        .route("/admin/config", web::get().to(config))
+        .route("/admin/reload", web::get().to(reload_status))
+        .route("/admin/reload", web::post().to(reload));
+}
+
+fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
+    let runtime = current(&state.current);
+    let Some(token) = runtime.config.admin.as_ref().and_then(|a| a.token.as_ref()) else {
+        return Ok(());
+    };
+    let presented = crate::auth::presented(h).ok_or(Error::Unauthorized("admin token required"))?;
+    let want = crate::auth::sha256(token.expose().as_bytes());
+    let got = crate::auth::sha256(presented.as_bytes());
+    if bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &got[..])) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized("invalid admin token"))
+    }
+}
+
+macro_rules! guard {
+    ($state:expr, $req:expr) => {
+        if let Err(e) = authorized(&$state, $req.headers()) {
+            return e.error_response();
+        }
+    };
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn statuses(state: &AppState) -> Vec<TargetStatus> {
+    let runtime = current(&state.current);
+    let answers = join_all(runtime.targets.iter().map(|t| t.addr.send(GetStatus))).await;
+    answers.into_iter().filter_map(Result::ok).collect()
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let all = statuses(&state).await;
+    let ready = all.iter().any(|s| s.state != HealthState::Unhealthy);
+    let body = json!({"ready": ready, "targets": all.len(),
+        "healthy": all.iter().filter(|s| s.state == HealthState::Healthy).count()});
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn targets(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    HttpResponse::Ok().json(json!({"targets": statuses(&state).await}))
+}
+
+async fn target(
+    req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    guard!(state, req);
+    let runtime = current(&state.current);
+    let Some(t) = runtime.targets.iter().find(|t| t.spec.name == *name) else {
+        return Error::NotFound(format!("target `{name}`")).error_response();
+    };
+    match t.addr.send(GetStatus).await {
+        Ok(s) => HttpResponse::Ok().json(s),
+        Err(_) => Error::Internal("target actor stopped".into()).error_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestsQuery {
+    trace_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn requests(
+    req: HttpRequest,
+    q: web::Query<RequestsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    guard!(state, req);
+    let entries = state
+        .log
+        .recent(q.trace_id.as_deref(), q.limit.unwrap_or(100).min(10_000));
+    HttpResponse::Ok().json(json!({"requests": entries}))
+}
+
+async fn config(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    let runtime = current(&state.current);
+    let c = &runtime.config;
+    let mut configs: Vec<&String> = c.configs.keys().collect();
+    configs.sort();
+    HttpResponse::Ok().json(json!({
+        "file": c.file.display().to_string(),
+        "generation": runtime.generation,
+        "server": c.server,
+        "admin": c.admin,
+        "auth_keys": c.auth.iter().map(|k| &k.name).collect::<Vec<_>>(),
+        "virtual_keys": c.targets,
+        "configs": configs,
+        "pricing": c.pricing,
+    }))
+}
+
+async fn reload_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    HttpResponse::Ok().json(state.reload.snapshot())
+}
+
+async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    let result = crate::daemon::reload(&state.supervisor, &state.current, &state.reload).await;
+    let body = state.reload.snapshot();
+    if result.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::UnprocessableEntity().json(body)
+    }
+}

@@ -1,0 +1,409 @@
+//! The OpenAI-compatible front: `POST /v1/chat/completions`, `/v1/completions`,
+//! `/v1/embeddings`, `GET /v1/models`. Each handler authenticates, reads and validates the
+//! body, picks the strategy tree (stored id, inline Portkey JSON, virtual key or default), routes
+//! it, and answers with the route in its headers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::actors::supervisor::{current, Runtime};
+use crate::config::Tree;
+use crate::error::Error;
+use crate::providers::Endpoint;
+use crate::proxy::{self, Prepared};
+use crate::requestlog::Entry;
+
+/// A slow client gets this long to send its whole body (headers have actix's own timeout).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Inline configs compiled per runtime generation; Portkey SDKs resend the same JSON on every
+/// request, so this turns a parse + compile into a hash lookup.
+const INLINE_CACHE_MAX: usize = 256;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(chat))
+        .route("/v1/completions", web::post().to(completions))
+        .route("/v1/embeddings", web::post().to(embeddings))
+        .route("/v1/models", web::get().to(models));
+}
+
+async fn chat(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(Endpoint::Chat, req, body, state).await
+}
+
+async fn completions(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Endpoint::Completions, req, body, state).await
+}
+
+async fn embeddings(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(Endpoint::Embeddings, req, body, state).await
+}
+
+async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let runtime = current(&state.current);
+    if let Err(e) = authenticate(&runtime, req.headers()) {
+        return e.error_response();
+    }
+    let data: Vec<Value> = runtime
+        .config
+        .models()
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "llmux"}))
+        .collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// Unmatched paths and methods get an OpenAI-shaped 404 rather than an empty body.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    Error::NotFound(format!("{} {}", req.method(), req.path())).error_response()
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The client's trace id if it is sane, else a fresh one.
+fn trace_id(h: &HeaderMap) -> String {
+    header(h, "x-portkey-trace-id")
+        .or_else(|| header(h, "x-request-id"))
+        .filter(|t| t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:032x}", rand::thread_rng().gen::<u128>()))
+}
+
+fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
+    let keys = &runtime.config.auth;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let presented = crate::auth::presented(h).ok_or(Error::Unauthorized(
+        "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`",
+    ))?;
+    crate::auth::check(keys, presented)
+        .map(|_| ())
+        .ok_or(Error::Unauthorized("invalid API key"))
+}
+
+async fn read_body(
+    h: &HeaderMap,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, Error> {
+    let declared = header(h, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk
+                .map_err(|e| Error::invalid(format!("could not read request body: {e}"), None))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(Error::PayloadTooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r.map(|()| buf),
+        Err(_) => Err(Error::InvalidRequest {
+            message: format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            param: None,
+            code: Some("body_timeout"),
+        }),
+    }
+}
+
+/// Parses and type-checks the body. Deep validation is the provider's job; this catches what
+/// would otherwise be forwarded as garbage or break routing.
+fn parse_body(
+    endpoint: Endpoint,
+    raw: &[u8],
+    max_messages: usize,
+) -> Result<Map<String, Value>, Error> {
+    let v: Value = serde_json::from_slice(raw).map_err(|e| Error::InvalidRequest {
+        message: format!("request body is not valid JSON: {e}"),
+        param: None,
+        code: Some("invalid_json"),
+    })?;
+    let Value::Object(body) = v else {
+        return Err(Error::invalid("request body must be a JSON object", None));
+    };
+    let wrong = |param: &str, what: &str| {
+        Err(Error::invalid(
+            format!("`{param}` must be {what}"),
+            Some(param),
+        ))
+    };
+    if let Some(m) = body.get("model") {
+        if !m.is_string() {
+            return wrong("model", "a string");
+        }
+    }
+    if let Some(s) = body.get("stream") {
+        if !s.is_boolean() && !s.is_null() {
+            return wrong("stream", "a boolean");
+        }
+    }
+    for key in ["max_tokens", "max_completion_tokens", "n"] {
+        if let Some(v) = body.get(key) {
+            if !(v.is_u64() || v.is_null()) {
+                return wrong(key, "a non-negative integer");
+            }
+        }
+    }
+    match endpoint {
+        Endpoint::Chat => {
+            let Some(Value::Array(messages)) = body.get("messages") else {
+                return wrong("messages", "a non-empty array of messages");
+            };
+            if messages.is_empty() {
+                return wrong("messages", "a non-empty array of messages");
+            }
+            if messages.len() > max_messages {
+                return Err(Error::invalid(
+                    format!(
+                        "too many messages: {} (limit {max_messages})",
+                        messages.len()
+                    ),
+                    Some("messages"),
+                ));
+            }
+            for (i, m) in messages.iter().enumerate() {
+                if !m.get("role").is_some_and(Value::is_string) {
+                    return Err(Error::invalid(
+                        format!("messages[{i}] must be an object with a string `role`"),
+                        Some(&format!("messages[{i}].role")),
+                    ));
+                }
+            }
+        }
+        Endpoint::Completions => {
+            if body.get("prompt").is_none() {
+                return wrong("prompt", "given");
+            }
+        }
+        Endpoint::Embeddings => match body.get("input") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            _ => return wrong("input", "a string or an array"),
+        },
+    }
+    Ok(body)
+}
+
+/// Resolves the strategy tree: `x-portkey-virtual-key`, else `x-portkey-config` (id or inline
+/// JSON), else `server.default_config`.
+fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<Tree>, Error> {
+    let config = &runtime.config;
+    if let Some(vk) = header(h, "x-portkey-virtual-key") {
+        return config
+            .direct_tree(vk)
+            .cloned()
+            .ok_or_else(|| Error::UnknownVirtualKey(vk.to_owned()));
+    }
+    match header(h, "x-portkey-config") {
+        Some(c) if c.starts_with('{') => {
+            if let Some(t) = state.inline.get(c) {
+                if t.0 == runtime.generation {
+                    return Ok(t.1.clone());
+                }
+            }
+            let tree = Arc::new(config.inline_tree(c).map_err(|e| Error::InvalidConfig {
+                path: e.path,
+                message: e.message,
+            })?);
+            if state.inline.len() >= INLINE_CACHE_MAX {
+                state.inline.clear();
+            }
+            state
+                .inline
+                .insert(c.to_owned(), (runtime.generation, tree.clone()));
+            Ok(tree)
+        }
+        Some(id) => config
+            .configs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::UnknownConfig(id.to_owned())),
+        None => config
+            .server
+            .default_config
+            .as_ref()
+            .and_then(|d| config.configs.get(d))
+            .cloned()
+            .ok_or(Error::NoConfig),
+    }
+}
+
+fn estimate_tokens(body: &Map<String, Value>, raw_len: usize) -> u32 {
+    // ~4 bytes per token for the prompt, plus whatever completion budget the client set.
+    let completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(0);
+    (raw_len as u64 / 4 + completion).min(u32::MAX as u64) as u32
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn handle(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let h = req.headers();
+    let trace_id = trace_id(h);
+    let runtime = current(&state.current);
+    let mut entry = Entry {
+        time: unix_ms(),
+        trace_id: trace_id.clone(),
+        config: None,
+        endpoint: endpoint_name(endpoint),
+        status: 0,
+        latency_ms: 0.0,
+        stream: false,
+        attempts: Vec::new(),
+        served_by: None,
+        virtual_key: None,
+        provider: None,
+        model_requested: None,
+        model_used: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        total_tokens: 0,
+        cost_usd: None,
+        error: None,
+    };
+    let mut resp = match serve(
+        endpoint, h, payload, &state, &runtime, &trace_id, &mut entry,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            entry.error = Some(e.to_string());
+            e.error_response()
+        }
+    };
+    entry.status = resp.status().as_u16();
+    entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        resp.headers_mut()
+            .insert("x-portkey-trace-id".try_into().expect("static"), v);
+    }
+    entry.price(&runtime.config.pricing);
+    tracing::info!(
+        trace_id = %entry.trace_id,
+        config = entry.config.as_deref().unwrap_or("-"),
+        endpoint = entry.endpoint,
+        path = entry.served_by.as_deref().unwrap_or("-"),
+        target = entry.virtual_key.as_deref().unwrap_or("-"),
+        attempts = entry.attempts.len(),
+        status = entry.status,
+        latency_ms = entry.latency_ms,
+        prompt_tokens = entry.prompt_tokens,
+        completion_tokens = entry.completion_tokens,
+        "request finished"
+    );
+    state.log.push(entry);
+    resp
+}
+
+fn endpoint_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::Chat => "chat.completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+async fn serve(
+    endpoint: Endpoint,
+    h: &HeaderMap,
+    payload: web::Payload,
+    state: &AppState,
+    runtime: &Arc<Runtime>,
+    trace_id: &str,
+    entry: &mut Entry,
+) -> Result<HttpResponse, Error> {
+    authenticate(runtime, h)?;
+    let settings = &runtime.config.server;
+    let raw = read_body(h, payload, settings.max_body_bytes).await?;
+    let body = parse_body(endpoint, &raw, settings.max_messages)?;
+    entry.model_requested = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        entry.stream = true;
+        return Err(Error::InvalidRequest {
+            message: "stream: true is not supported yet".into(),
+            param: Some("stream".into()),
+            code: Some("unsupported_parameter"),
+        });
+    }
+    let tree = pick_tree(state, runtime, h)?;
+    entry.config = Some(tree.id.to_string());
+    let prepared = Prepared {
+        trace_id: trace_id.to_owned(),
+        endpoint,
+        tokens: estimate_tokens(&body, raw.len()),
+        body,
+    };
+    match proxy::route(&state.supervisor, runtime.clone(), tree, &prepared).await {
+        Ok(served) => {
+            entry.attempts = served.attempts;
+            entry.served_by = Some(served.leaf.path.to_string());
+            entry.virtual_key = Some(served.leaf.virtual_key.to_string());
+            entry.provider = Some(served.target.provider.as_str());
+            entry.model_used = served.answer.model.clone();
+            let u = served.answer.usage;
+            entry.prompt_tokens = u.prompt_tokens;
+            entry.completion_tokens = u.completion_tokens;
+            entry.total_tokens = u.prompt_tokens + u.completion_tokens;
+            let mut resp = HttpResponseBuilder::new(
+                StatusCode::from_u16(served.answer.status).unwrap_or(StatusCode::OK),
+            );
+            resp.insert_header((CONTENT_TYPE, "application/json"))
+                .insert_header((
+                    "x-portkey-last-used-option-index",
+                    served.leaf.path.as_ref(),
+                ))
+                .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
+                .insert_header(("x-portkey-provider", served.target.provider.as_str()))
+                .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
+                .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
+            Ok(resp.body(served.answer.body))
+        }
+        Err(unserved) => {
+            entry.attempts = unserved.attempts;
+            Err(unserved.error)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! llmux: a self-hosted LLM router. Applications speak the OpenAI API to it; it spreads their
+//! requests over provider accounts following Portkey-style strategy trees, and keeps them
+//! alive when a provider is rate-limited or down.
+
+pub mod actors;
+pub mod auth;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod http;
+pub mod providers;
+pub mod proxy;
+pub mod requestlog;
+pub mod telemetry;

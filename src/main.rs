@@ -1,0 +1,64 @@
+//! The `llmux` command line: run the daemon, or check a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "llmux",
+    version,
+    about = "Self-hosted LLM router with an OpenAI-compatible API"
+)]
+struct Cli {
+    /// Config file to run with.
+    #[arg(long, short, default_value = "config.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and exit: 0 if valid, 1 with the error's tree path if not.
+    CheckConfig {
+        /// Config file (default: --config, i.e. ./config.toml).
+        path: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { path }) => {
+            let path = path.unwrap_or(cli.config);
+            match llmux::config::Config::load(&path) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} virtual keys, {} configs)",
+                        path.display(),
+                        c.targets.len(),
+                        c.configs.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            llmux::telemetry::init();
+            match llmux::daemon::run(cli.config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "llmux failed");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

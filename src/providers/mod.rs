@@ -1,0 +1,395 @@
+//! Provider wire formats: building each provider's upstream request from an OpenAI-shaped body
+//! and turning its answer (success or error) back into OpenAI terms. Pure translation plus the
+//! `reqwest` call; it runs in the request task, never inside an actor.
+
+pub mod anthropic;
+pub mod azure;
+pub mod headers;
+pub mod openai;
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
+
+use crate::config::{ProviderKind, Secret, TargetSpec};
+
+/// Which OpenAI endpoint a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn openai_path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// Token usage in OpenAI terms.
+pub use anthropic::Usage;
+
+/// How an attempt failed, for health accounting and fallback decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// 4xx other than 408/429: the request's fault, not the target's.
+    Client,
+    RateLimited,
+    /// 5xx or an unusable answer.
+    Server,
+    Timeout,
+    /// Could not connect, or the connection broke.
+    Connection,
+}
+
+/// A failed attempt, already in OpenAI error terms and scrubbed of credentials.
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    pub status: u16,
+    pub class: FailureClass,
+    pub message: String,
+    pub kind: String,
+    pub code: Option<String>,
+    pub param: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptError {
+    pub fn new(status: u16, class: FailureClass, kind: &str, message: impl Into<String>) -> Self {
+        AttemptError {
+            status,
+            class,
+            message: message.into(),
+            kind: kind.to_owned(),
+            code: None,
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn timeout(after: Duration) -> AttemptError {
+        AttemptError::new(
+            408,
+            FailureClass::Timeout,
+            "timeout_error",
+            format!("upstream did not answer within {} ms", after.as_millis()),
+        )
+    }
+
+    /// Classifies a status code the upstream returned.
+    pub fn class_of(status: u16) -> FailureClass {
+        match status {
+            429 => FailureClass::RateLimited,
+            408 => FailureClass::Timeout,
+            400..=499 => FailureClass::Client,
+            _ => FailureClass::Server,
+        }
+    }
+
+    fn from_reqwest(e: &reqwest::Error, timeout: Duration) -> AttemptError {
+        if e.is_timeout() {
+            return AttemptError::timeout(timeout);
+        }
+        // reqwest's Display includes the URL, which is ours and safe, but not the key.
+        let what = if e.is_connect() {
+            "cannot connect to upstream"
+        } else {
+            "upstream connection failed"
+        };
+        AttemptError::new(
+            502,
+            FailureClass::Connection,
+            "server_error",
+            format!("{what}: {}", root_cause(e)),
+        )
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A successful (2xx) non-streamed answer, already in OpenAI shape.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    pub usage: Usage,
+    pub model: Option<String>,
+}
+
+/// The request body with a leaf's `override_params` laid over it, serialized without copying
+/// the body (overrides win per key, as in Portkey).
+pub struct Merged<'a> {
+    pub body: &'a Map<String, Value>,
+    pub overrides: &'a Map<String, Value>,
+}
+
+impl Serialize for Merged<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let extra = self
+            .overrides
+            .keys()
+            .filter(|k| !self.body.contains_key(*k))
+            .count();
+        let mut m = s.serialize_map(Some(self.body.len() + extra))?;
+        for (k, v) in self.body {
+            m.serialize_entry(k, self.overrides.get(k).unwrap_or(v))?;
+        }
+        for (k, v) in self.overrides {
+            if !self.body.contains_key(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+impl Merged<'_> {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.overrides.get(key).or_else(|| self.body.get(key))
+    }
+
+    /// An owned merged map, for translations that rebuild the body anyway.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = self.body.clone();
+        for (k, v) in self.overrides {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+}
+
+thread_local! {
+    // One client (and so one connection pool) per worker thread: connections stay on the
+    // runtime that created them, and workers never contend on a shared pool.
+    static CLIENT: RefCell<Option<reqwest::Client>> = const { RefCell::new(None) };
+}
+
+pub fn client() -> reqwest::Client {
+    CLIENT.with(|c| {
+        c.borrow_mut()
+            .get_or_insert_with(|| {
+                reqwest::Client::builder()
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("reqwest client with static settings")
+            })
+            .clone()
+    })
+}
+
+/// Builds the upstream HTTP request for `endpoint` on `spec`.
+pub fn build(
+    spec: &TargetSpec,
+    endpoint: Endpoint,
+    body: &Merged<'_>,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
+    let client = client();
+    let req = match spec.provider {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            openai::build(&client, spec, endpoint, body)?
+        }
+        ProviderKind::AzureOpenai => azure::build(&client, spec, endpoint, body)?,
+        ProviderKind::Anthropic => anthropic_build(&client, spec, endpoint, body)?,
+    };
+    Ok(req.timeout(timeout))
+}
+
+fn anthropic_build(
+    client: &reqwest::Client,
+    spec: &TargetSpec,
+    endpoint: Endpoint,
+    body: &Merged<'_>,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
+    if endpoint != Endpoint::Chat {
+        return Err(AttemptError::new(
+            400,
+            FailureClass::Client,
+            "invalid_request_error",
+            format!(
+                "the {} endpoint is not supported by provider anthropic (target {})",
+                endpoint.openai_path(),
+                spec.name
+            ),
+        ));
+    }
+    let translated = anthropic::translate_request(&body.to_map(), spec.default_max_tokens)
+        .map_err(|e| {
+            let mut err = AttemptError::new(
+                400,
+                FailureClass::Client,
+                "invalid_request_error",
+                e.message,
+            );
+            err.param = e.param;
+            err
+        })?;
+    let mut req = client
+        .post(format!("{}/v1/messages", spec.base_url))
+        .header("anthropic-version", &spec.anthropic_version)
+        .json(&translated);
+    if let Some(key) = &spec.api_key {
+        req = req.header("x-api-key", key.expose());
+    }
+    Ok(req)
+}
+
+/// Sends the request and returns the response if it is 2xx; otherwise the error in OpenAI terms.
+pub async fn send(
+    spec: &TargetSpec,
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, AttemptError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| AttemptError::from_reqwest(&e, timeout))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(resp);
+    }
+    let retry_after = headers::retry_after(resp.headers());
+    let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
+    let mut err = match spec.provider {
+        ProviderKind::Anthropic => {
+            let (status, v) = anthropic::translate_error(status, &body);
+            openai::error_from_value(status, &v)
+        }
+        _ => openai::parse_error(status, &body),
+    };
+    err.message = scrub(&err.message, spec.api_key.as_ref());
+    err.retry_after = retry_after;
+    Err(err)
+}
+
+/// Reads a whole (non-streamed) 2xx answer and converts it to OpenAI shape.
+pub async fn finish(
+    spec: &TargetSpec,
+    endpoint: Endpoint,
+    resp: reqwest::Response,
+    timeout: Duration,
+) -> Result<Answer, AttemptError> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| AttemptError::from_reqwest(&e, timeout))?;
+    match (spec.provider, endpoint) {
+        (ProviderKind::Anthropic, _) => {
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let (v, usage) = anthropic::translate_response(&body, created).map_err(|e| {
+                AttemptError::new(
+                    502,
+                    FailureClass::Server,
+                    "server_error",
+                    format!("bad answer from anthropic: {}", e.message),
+                )
+            })?;
+            let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
+            let body = serde_json::to_vec(&v).map_err(|e| {
+                AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
+            })?;
+            Ok(Answer {
+                status,
+                body: body.into(),
+                usage,
+                model,
+            })
+        }
+        _ => openai::answer(status, body),
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Removes anything in an upstream message that could echo a credential: the target's own key,
+/// and anything shaped like an API key or bearer token. Long messages are cut.
+pub fn scrub(text: &str, key: Option<&Secret>) -> String {
+    let mut out = match key {
+        Some(k) if !k.expose().is_empty() => text.replace(k.expose(), "[redacted]"),
+        _ => text.to_owned(),
+    };
+    for prefix in ["sk-", "sk_", "Bearer ", "key-"] {
+        let mut from = 0;
+        while let Some(pos) = out[from..].find(prefix) {
+            let start = from + pos + prefix.len();
+            let len = out[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+                .unwrap_or(out.len() - start);
+            if len >= 6 {
+                out.replace_range(start..start + len, "[redacted]");
+            }
+            from = start.min(out.len());
+        }
+    }
+    if out.len() > 1024 {
+        let mut cut = 1024;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_keys() {
+        let k = Secret::new("abc123secret");
+        let s = scrub("Incorrect API key provided: abc123secret. Also sk-proj-AAAAAAAAAAAA and Bearer xyzxyzxyz.", Some(&k));
+        assert!(!s.contains("abc123secret"));
+        assert!(!s.contains("AAAAAAAAAAAA"));
+        assert!(!s.contains("xyzxyzxyz"));
+        assert!(s.contains("Incorrect API key provided"));
+    }
+
+    #[test]
+    fn merged_overrides_win() {
+        let body: Map<String, Value> =
+            serde_json::from_str(r#"{"model":"a","messages":[]}"#).unwrap();
+        let over: Map<String, Value> =
+            serde_json::from_str(r#"{"model":"b","max_tokens":5}"#).unwrap();
+        let v: Value = serde_json::to_value(Merged {
+            body: &body,
+            overrides: &over,
+        })
+        .unwrap();
+        assert_eq!(v["model"], "b");
+        assert_eq!(v["max_tokens"], 5);
+        assert_eq!(v["messages"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,298 @@
+//! The request task's side of routing: ask the supervisor for an attempt, call the provider
+//! with the permit, report the outcome, retry the leaf or ask for the next one. All upstream
+//! I/O happens here, on the HTTP worker that accepted the request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::actors::now_ms;
+use crate::actors::supervisor::{Failure, Next, Route, Runtime, Supervisor};
+use crate::actors::target::{Acquire, OutcomeKind, Permit};
+use crate::config::{Leaf, TargetSpec, Tree};
+use crate::error::Error;
+use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged};
+
+/// First retry backoff ceiling; doubles per retry up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(8);
+
+/// A parsed, validated client request, ready to route.
+pub struct Prepared {
+    pub trace_id: String,
+    pub endpoint: Endpoint,
+    pub body: Map<String, Value>,
+    /// Estimated token cost (prompt + completion budget), for token budgets.
+    pub tokens: u32,
+}
+
+/// One attempt on one leaf, for the response error, logs and the request log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub path: Arc<str>,
+    pub virtual_key: Arc<str>,
+    pub status: u16,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A request some leaf answered.
+pub struct Served {
+    pub answer: Answer,
+    pub leaf: Arc<Leaf>,
+    pub target: Arc<TargetSpec>,
+    /// Retries on the leaf that answered.
+    pub retries: u32,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// A request no leaf answered.
+pub struct Unserved {
+    pub error: Error,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Routes `req` through `tree` until a leaf answers or the tree is exhausted.
+pub async fn route(
+    supervisor: &Addr<Supervisor>,
+    runtime: Arc<Runtime>,
+    tree: Arc<Tree>,
+    req: &Prepared,
+) -> Result<Served, Unserved> {
+    let settings = &runtime.config.server;
+    let started = Instant::now();
+    let deadline = started + settings.request_deadline;
+    let queue_until = settings.max_queue_wait.map(|w| started + w);
+    let mut route = Route::new(runtime.clone(), tree);
+    let mut attempts = Vec::new();
+    let mut failure: Option<Failure> = None;
+    let mut last_error: Option<AttemptError> = None;
+    loop {
+        let step = match supervisor
+            .send(Next {
+                route,
+                failure: failure.take(),
+                tokens: req.tokens,
+            })
+            .await
+        {
+            Ok(step) => step,
+            Err(_) => {
+                return Err(Unserved {
+                    error: Error::ShuttingDown,
+                    attempts,
+                })
+            }
+        };
+        route = step.route;
+        let Some((leaf, permit)) = step.attempt else {
+            // Nothing left. If only budgets stood in the way, maybe wait for one.
+            if route.only_skips() && last_error.is_none() {
+                let free_in = Duration::from_millis(route.earliest_free.saturating_sub(now_ms()));
+                if let Some(limit) = queue_until {
+                    let at = Instant::now() + free_in.max(Duration::from_millis(5));
+                    if route.earliest_free != u64::MAX && at <= limit && at < deadline {
+                        tokio::time::sleep_until(at.into()).await;
+                        route.restart();
+                        continue;
+                    }
+                }
+                let error = if route.earliest_free == u64::MAX {
+                    Error::Upstream {
+                        status: 503,
+                        message: "no target is available for this request".into(),
+                        kind: "server_error".into(),
+                        code: Some("no_target_available".into()),
+                        param: None,
+                        retry_after: None,
+                    }
+                } else {
+                    Error::NoCapacity {
+                        retry_after: free_in.max(Duration::from_millis(1)),
+                    }
+                };
+                return Err(Unserved { error, attempts });
+            }
+            return Err(Unserved {
+                error: exhausted(last_error, &attempts),
+                attempts,
+            });
+        };
+        match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
+            Ok((answer, retries)) => {
+                return Ok(Served {
+                    answer,
+                    target: route.target(&leaf).spec.clone(),
+                    leaf,
+                    retries,
+                    attempts,
+                })
+            }
+            Err(e) => {
+                failure = Some(Failure::Status(e.status));
+                last_error = Some(e);
+                if Instant::now() >= deadline {
+                    return Err(Unserved {
+                        error: exhausted(last_error, &attempts),
+                        attempts,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The final error after every attempt failed: the last upstream error's status and type, with
+/// a message listing each attempt.
+fn exhausted(last: Option<AttemptError>, attempts: &[AttemptRecord]) -> Error {
+    let Some(last) = last else {
+        return Error::Internal("routing ended without an attempt".into());
+    };
+    let list: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} ({}): {}{}",
+                a.virtual_key,
+                a.path,
+                a.status,
+                a.error
+                    .as_deref()
+                    .map(|e| format!(" {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let message = if attempts.len() == 1 {
+        format!("{} [attempt: {}]", last.message, list[0])
+    } else {
+        format!(
+            "all {} attempts failed: {}",
+            attempts.len(),
+            list.join("; ")
+        )
+    };
+    Error::Upstream {
+        status: last.status,
+        message,
+        kind: last.kind,
+        code: last.code,
+        param: last.param,
+        retry_after: last.retry_after,
+    }
+}
+
+/// Runs one leaf: the call, then its own retries (capped exponential backoff with full
+/// jitter, `Retry-After` honoured when it fits the deadline).
+async fn run_leaf(
+    route: &Route,
+    leaf: &Arc<Leaf>,
+    mut permit: Permit,
+    req: &Prepared,
+    deadline: Instant,
+    attempts: &mut Vec<AttemptRecord>,
+) -> Result<(Answer, u32), AttemptError> {
+    let mut retries = 0;
+    loop {
+        let t0 = Instant::now();
+        let result = attempt(&permit.spec, leaf, req, deadline).await;
+        let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let err = match result {
+            Ok(answer) => {
+                let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
+                permit.report(OutcomeKind::Success, (used > 0).then_some(used), None);
+                attempts.push(AttemptRecord {
+                    path: leaf.path.clone(),
+                    virtual_key: leaf.virtual_key.clone(),
+                    status: answer.status,
+                    latency_ms,
+                    error: None,
+                });
+                return Ok((answer, retries));
+            }
+            Err(e) => e,
+        };
+        tracing::info!(
+            trace_id = %req.trace_id,
+            target = %leaf.virtual_key,
+            path = %leaf.path,
+            status = err.status,
+            error = %err.message,
+            "attempt failed"
+        );
+        permit.report(outcome_of(&err), None, Some(err.message.clone()));
+        attempts.push(AttemptRecord {
+            path: leaf.path.clone(),
+            virtual_key: leaf.virtual_key.clone(),
+            status: err.status,
+            latency_ms,
+            error: Some(err.message.clone()),
+        });
+        if retries >= leaf.retry.attempts || !leaf.retry.retries_on(err.status) {
+            return Err(err);
+        }
+        retries += 1;
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1 << (retries - 1).min(16))
+            .min(BACKOFF_CAP);
+        let mut wait = rand::thread_rng().gen_range(Duration::ZERO..=ceiling);
+        if let (true, Some(ra)) = (leaf.retry.use_retry_after_header, err.retry_after) {
+            wait = ra;
+        }
+        if Instant::now() + wait >= deadline {
+            return Err(err);
+        }
+        tokio::time::sleep(wait).await;
+        permit = match route
+            .target(leaf)
+            .addr
+            .send(Acquire { tokens: req.tokens })
+            .await
+        {
+            Ok(Ok(p)) => p,
+            // Cooling down or out of budget now: let the tree move on.
+            _ => return Err(err),
+        };
+    }
+}
+
+async fn attempt(
+    spec: &TargetSpec,
+    leaf: &Leaf,
+    req: &Prepared,
+    deadline: Instant,
+) -> Result<Answer, AttemptError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
+    let body = Merged {
+        body: &req.body,
+        overrides: &leaf.override_params,
+    };
+    let call = async {
+        let upstream = providers::build(spec, req.endpoint, &body, timeout)?;
+        let resp = providers::send(spec, upstream, timeout).await?;
+        providers::finish(spec, req.endpoint, resp, timeout).await
+    };
+    // request_timeout bounds the time to a complete answer here (non-streamed).
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(AttemptError::timeout(timeout)),
+    }
+}
+
+fn outcome_of(e: &AttemptError) -> OutcomeKind {
+    match e.class {
+        FailureClass::Client => OutcomeKind::ClientError(e.status),
+        FailureClass::RateLimited => OutcomeKind::RateLimited {
+            retry_after: e.retry_after,
+        },
+        FailureClass::Server | FailureClass::Timeout | FailureClass::Connection => {
+            OutcomeKind::Failure(e.status)
+        }
+    }
+}
