@@ -15,7 +15,9 @@ use crate::actors::supervisor::{Failure, Next, Route, Runtime, Supervisor};
 use crate::actors::target::{Acquire, OutcomeKind, Permit};
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
+use crate::providers::stream::UpstreamStream;
 use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged};
+use bytes::Bytes;
 
 /// First retry backoff ceiling; doubles per retry up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -26,6 +28,10 @@ pub struct Prepared {
     pub trace_id: String,
     pub endpoint: Endpoint,
     pub body: Map<String, Value>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
+    pub idle_timeout: Duration,
     /// Estimated token cost (prompt + completion budget), for token budgets.
     pub tokens: u32,
 }
@@ -41,9 +47,21 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// What a leaf answered with.
+pub enum Reply {
+    Full(Answer),
+    /// A committed stream: `head` holds the frames read before commit (up to the first content).
+    Stream {
+        head: Vec<Bytes>,
+        upstream: UpstreamStream,
+    },
+}
+
 /// A request some leaf answered.
 pub struct Served {
-    pub answer: Answer,
+    pub reply: Reply,
+    /// For a stream, the permit stays held until the stream ends; its outcome is reported then.
+    pub permit: Option<Permit>,
     pub leaf: Arc<Leaf>,
     pub target: Arc<TargetSpec>,
     /// Retries on the leaf that answered.
@@ -124,9 +142,10 @@ pub async fn route(
             });
         };
         match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
-            Ok((answer, retries)) => {
+            Ok((reply, retries, permit)) => {
                 return Ok(Served {
-                    answer,
+                    reply,
+                    permit,
                     target: route.target(&leaf).spec.clone(),
                     leaf,
                     retries,
@@ -196,24 +215,29 @@ async fn run_leaf(
     req: &Prepared,
     deadline: Instant,
     attempts: &mut Vec<AttemptRecord>,
-) -> Result<(Answer, u32), AttemptError> {
+) -> Result<(Reply, u32, Option<Permit>), AttemptError> {
     let mut retries = 0;
     loop {
         let t0 = Instant::now();
         let result = attempt(&permit.spec, leaf, req, deadline).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let err = match result {
-            Ok(answer) => {
-                let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
-                permit.report(OutcomeKind::Success, (used > 0).then_some(used), None);
+            Ok(reply) => {
                 attempts.push(AttemptRecord {
                     path: leaf.path.clone(),
                     virtual_key: leaf.virtual_key.clone(),
-                    status: answer.status,
+                    status: 200,
                     latency_ms,
                     error: None,
                 });
-                return Ok((answer, retries));
+                return Ok(match reply {
+                    Reply::Full(answer) => {
+                        let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
+                        permit.report(OutcomeKind::Success, (used > 0).then_some(used), None);
+                        (Reply::Full(answer), retries, None)
+                    }
+                    stream => (stream, retries, Some(permit)),
+                });
             }
             Err(e) => e,
         };
@@ -266,19 +290,36 @@ async fn attempt(
     leaf: &Leaf,
     req: &Prepared,
     deadline: Instant,
-) -> Result<Answer, AttemptError> {
+) -> Result<Reply, AttemptError> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
+    let with_usage;
+    let overrides = if req.stream && !req.include_usage && providers::asks_usage(spec) {
+        let mut o = leaf.override_params.clone();
+        o.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+        with_usage = o;
+        &with_usage
+    } else {
+        &leaf.override_params
+    };
     let body = Merged {
         body: &req.body,
-        overrides: &leaf.override_params,
+        overrides,
     };
     let call = async {
         let upstream = providers::build(spec, req.endpoint, &body, timeout)?;
         let resp = providers::send(spec, upstream, timeout).await?;
-        providers::finish(spec, req.endpoint, resp, timeout).await
+        if req.stream {
+            let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
+            let mut s = providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model);
+            let head = s.prime(timeout).await?;
+            Ok(Reply::Stream { head, upstream: s })
+        } else {
+            providers::finish(spec, req.endpoint, resp, timeout).await.map(Reply::Full)
+        }
     };
-    // request_timeout bounds the time to a complete answer here (non-streamed).
+    // request_timeout bounds the time to a complete answer, or for a stream to its first
+    // content; after that the stream's idle timeout applies.
     match tokio::time::timeout(timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(AttemptError::timeout(timeout)),

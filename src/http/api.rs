@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_web::http::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use std::collections::VecDeque;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -19,8 +21,10 @@ use crate::actors::supervisor::{current, Runtime};
 use crate::config::Tree;
 use crate::error::Error;
 use crate::providers::Endpoint;
-use crate::proxy::{self, Prepared};
-use crate::requestlog::Entry;
+use crate::actors::target::{OutcomeKind, Permit};
+use crate::providers::stream::{Frame, UpstreamStream};
+use crate::proxy::{self, Prepared, Reply};
+use crate::requestlog::{Entry, RequestLog};
 
 /// A slow client gets this long to send its whole body (headers have actix's own timeout).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -283,7 +287,7 @@ async fn handle(
     let h = req.headers();
     let trace_id = trace_id(h);
     let runtime = current(&state.current);
-    let mut entry = Entry {
+    let mut entry = Some(Entry {
         time: unix_ms(),
         trace_id: trace_id.clone(),
         config: None,
@@ -302,29 +306,34 @@ async fn handle(
         total_tokens: 0,
         cost_usd: None,
         error: None,
-    };
-    let mut resp = match serve(
-        endpoint, h, payload, &state, &runtime, &trace_id, &mut entry,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+    });
+    let result = serve(endpoint, h, payload, &state, &runtime, &trace_id, &mut entry, started).await;
+    let mut resp = result.unwrap_or_else(|e| {
+        if let Some(entry) = &mut entry {
             entry.error = Some(e.to_string());
-            e.error_response()
         }
-    };
-    entry.status = resp.status().as_u16();
-    entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        e.error_response()
+    });
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
-        resp.headers_mut()
-            .insert("x-portkey-trace-id".try_into().expect("static"), v);
+        resp.headers_mut().insert(HeaderName::from_static("x-portkey-trace-id"), v);
     }
+    // A stream took the entry with it: it is logged when the stream ends.
+    if let Some(mut entry) = entry {
+        entry.status = resp.status().as_u16();
+        entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        finish_entry(&state.log, &runtime, entry);
+    }
+    resp
+}
+
+/// Prices, logs and stores one finished request.
+fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
     entry.price(&runtime.config.pricing);
     tracing::info!(
         trace_id = %entry.trace_id,
         config = entry.config.as_deref().unwrap_or("-"),
         endpoint = entry.endpoint,
+        stream = entry.stream,
         path = entry.served_by.as_deref().unwrap_or("-"),
         target = entry.virtual_key.as_deref().unwrap_or("-"),
         attempts = entry.attempts.len(),
@@ -332,10 +341,10 @@ async fn handle(
         latency_ms = entry.latency_ms,
         prompt_tokens = entry.prompt_tokens,
         completion_tokens = entry.completion_tokens,
+        error = entry.error.as_deref().unwrap_or(""),
         "request finished"
     );
-    state.log.push(entry);
-    resp
+    log.push(entry);
 }
 
 fn endpoint_name(e: Endpoint) -> &'static str {
@@ -346,6 +355,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     endpoint: Endpoint,
     h: &HeaderMap,
@@ -353,21 +363,25 @@ async fn serve(
     state: &AppState,
     runtime: &Arc<Runtime>,
     trace_id: &str,
-    entry: &mut Entry,
+    slot: &mut Option<Entry>,
+    started: Instant,
 ) -> Result<HttpResponse, Error> {
+    let entry = slot.as_mut().expect("entry present until a stream takes it");
     authenticate(runtime, h)?;
     let settings = &runtime.config.server;
     let raw = read_body(h, payload, settings.max_body_bytes).await?;
     let body = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
-        entry.stream = true;
-        return Err(Error::InvalidRequest {
-            message: "stream: true is not supported yet".into(),
-            param: Some("stream".into()),
-            code: Some("unsupported_parameter"),
-        });
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    entry.stream = stream;
+    if stream && endpoint == Endpoint::Embeddings {
+        return Err(Error::invalid("embeddings cannot be streamed", Some("stream")));
     }
+    let include_usage = body
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
     let tree = pick_tree(state, runtime, h)?;
     entry.config = Some(tree.id.to_string());
     let prepared = Prepared {
@@ -375,35 +389,131 @@ async fn serve(
         endpoint,
         tokens: estimate_tokens(&body, raw.len()),
         body,
+        stream,
+        include_usage,
+        idle_timeout: settings.stream_idle_timeout,
     };
-    match proxy::route(&state.supervisor, runtime.clone(), tree, &prepared).await {
-        Ok(served) => {
-            entry.attempts = served.attempts;
-            entry.served_by = Some(served.leaf.path.to_string());
-            entry.virtual_key = Some(served.leaf.virtual_key.to_string());
-            entry.provider = Some(served.target.provider.as_str());
-            entry.model_used = served.answer.model.clone();
-            let u = served.answer.usage;
+    let served = match proxy::route(&state.supervisor, runtime.clone(), tree, &prepared).await {
+        Ok(s) => s,
+        Err(unserved) => {
+            entry.attempts = unserved.attempts;
+            return Err(unserved.error);
+        }
+    };
+    entry.attempts = served.attempts;
+    entry.served_by = Some(served.leaf.path.to_string());
+    entry.virtual_key = Some(served.leaf.virtual_key.to_string());
+    entry.provider = Some(served.target.provider.as_str());
+    let mut resp = HttpResponseBuilder::new(StatusCode::OK);
+    resp.insert_header(("x-portkey-last-used-option-index", served.leaf.path.as_ref()))
+        .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
+        .insert_header(("x-portkey-provider", served.target.provider.as_str()))
+        .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
+        .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
+    match served.reply {
+        Reply::Full(answer) => {
+            entry.model_used = answer.model;
+            let u = answer.usage;
             entry.prompt_tokens = u.prompt_tokens;
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
-            let mut resp = HttpResponseBuilder::new(
-                StatusCode::from_u16(served.answer.status).unwrap_or(StatusCode::OK),
-            );
-            resp.insert_header((CONTENT_TYPE, "application/json"))
-                .insert_header((
-                    "x-portkey-last-used-option-index",
-                    served.leaf.path.as_ref(),
-                ))
-                .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
-                .insert_header(("x-portkey-provider", served.target.provider.as_str()))
-                .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
-                .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
-            Ok(resp.body(served.answer.body))
+            resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
+            Ok(resp.insert_header((CONTENT_TYPE, "application/json")).body(answer.body))
         }
-        Err(unserved) => {
-            entry.attempts = unserved.attempts;
-            Err(unserved.error)
+        Reply::Stream { head, upstream } => {
+            let entry = slot.take().expect("entry present");
+            let body = ClientStream {
+                head: head.into(),
+                upstream,
+                permit: served.permit,
+                entry: Some(entry),
+                log: state.log.clone(),
+                runtime: runtime.clone(),
+                started,
+                ended: false,
+            };
+            Ok(resp
+                .insert_header((CONTENT_TYPE, "text/event-stream"))
+                .insert_header(("cache-control", "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(body.into_stream()))
+        }
+    }
+}
+
+/// The body of a committed stream. Whatever way it ends — terminator, upstream failure (sent
+/// to the client as an error event) or the client going away (dropped) — its permit reports
+/// the outcome and its request-log entry is written, exactly once.
+struct ClientStream {
+    head: VecDeque<Bytes>,
+    upstream: UpstreamStream,
+    permit: Option<Permit>,
+    entry: Option<Entry>,
+    log: Arc<RequestLog>,
+    runtime: Arc<Runtime>,
+    started: Instant,
+    ended: bool,
+}
+
+impl ClientStream {
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+        futures_util::stream::unfold(self, |mut s| async move {
+            if let Some(b) = s.head.pop_front() {
+                return Some((Ok(b), s));
+            }
+            if s.ended {
+                return None;
+            }
+            match s.upstream.next_frame().await {
+                Some(Frame::Data(b)) => Some((Ok(b), s)),
+                Some(Frame::Done(b)) => {
+                    s.finish(OutcomeKind::Success, 200, None);
+                    Some((Ok(b), s))
+                }
+                Some(Frame::Failed(b, e)) => {
+                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
+                        error = %e.message, "upstream stream failed after commit");
+                    s.finish(OutcomeKind::Failure(e.status), e.status, Some(e.message));
+                    Some((Ok(b), s))
+                }
+                None => {
+                    s.finish(OutcomeKind::Success, 200, None);
+                    None
+                }
+            }
+        })
+    }
+
+    fn finish(&mut self, kind: OutcomeKind, status: u16, error: Option<String>) {
+        self.ended = true;
+        let usage = self.upstream.usage();
+        let used = usage.prompt_tokens + usage.completion_tokens;
+        if let Some(p) = self.permit.take() {
+            p.report(kind, (used > 0).then_some(used), error.clone());
+        }
+        if let Some(mut entry) = self.entry.take() {
+            entry.status = status;
+            entry.error = error;
+            entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            entry.model_used = self.upstream.model().map(str::to_owned);
+            entry.prompt_tokens = usage.prompt_tokens;
+            entry.completion_tokens = usage.completion_tokens;
+            entry.total_tokens = used;
+            if let Some(last) = entry.attempts.last_mut() {
+                last.status = status;
+            }
+            finish_entry(&self.log, &self.runtime, entry);
+        }
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            // The client went away mid-stream: dropping the upstream closes its connection,
+            // and the permit is released as cancelled. 499 as nginx logs it.
+            self.permit.take();
+            self.finish(OutcomeKind::Cancelled, 499, Some("client closed the stream".into()));
         }
     }
 }

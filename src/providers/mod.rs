@@ -320,6 +320,31 @@ pub async fn finish(
     }
 }
 
+/// Wraps a 2xx streamed answer for reading SSE events in OpenAI terms.
+pub fn open_stream(
+    spec: &TargetSpec,
+    resp: reqwest::Response,
+    idle: Duration,
+    include_usage: bool,
+    model: &str,
+) -> stream::UpstreamStream {
+    match spec.provider {
+        ProviderKind::Anthropic => {
+            let created = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            stream::UpstreamStream::anthropic(resp, idle, anthropic::StreamTranslator::new(include_usage, created, model))
+        }
+        _ => stream::UpstreamStream::openai(resp, idle, asks_usage(spec) && !include_usage),
+    }
+}
+
+/// Whether llmux asks this target for stream usage itself (for logs, cost and token budgets)
+/// when the client did not. Only OpenAI proper is known to accept `stream_options`.
+pub fn asks_usage(spec: &TargetSpec) -> bool {
+    spec.provider == ProviderKind::Openai
+}
+
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
@@ -393,3 +418,4 @@ mod tests {
         assert_eq!(v["messages"], serde_json::json!([]));
     }
 }
+pub mod stream;

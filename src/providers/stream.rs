@@ -1,0 +1,279 @@
+//! Upstream SSE streams, turned into OpenAI `chat.completion.chunk` frames.
+//!
+//! A stream is read in two phases. Before commit ([`UpstreamStream::prime`]) frames are held
+//! back until the first one that carries content (or the terminator), so that an error event,
+//! a stall or a stream that ends early is an ordinary failed attempt and the router can still
+//! fall back. After commit ([`UpstreamStream::next_frame`]) frames flow one by one as they
+//! arrive; a failure then ends the stream with an OpenAI-shaped error event, never a silent
+//! truncation.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::anthropic::{StreamOutput, StreamTranslator};
+use super::openai::UsageProbe;
+use super::{AttemptError, FailureClass, Usage};
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+enum Framing {
+    /// OpenAI, Azure and compatible servers: frames pass through.
+    OpenAi { drop_usage_chunk: bool },
+    Anthropic(Box<StreamTranslator>),
+}
+
+pub struct UpstreamStream {
+    events: Events,
+    framing: Framing,
+    idle: Duration,
+    finished: bool,
+    usage: Usage,
+    model: Option<String>,
+}
+
+/// What the client receives next after commit.
+pub enum Frame {
+    /// An SSE frame to forward.
+    Data(Bytes),
+    /// The stream ended properly; this is its final frame (`data: [DONE]`).
+    Done(Bytes),
+    /// The stream broke; forward this error frame, then close.
+    Failed(Bytes, AttemptError),
+}
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+fn frame(data: &str) -> Bytes {
+    let mut b = Vec::with_capacity(data.len() + 8);
+    b.extend_from_slice(b"data: ");
+    b.extend_from_slice(data.as_bytes());
+    b.extend_from_slice(b"\n\n");
+    b.into()
+}
+
+fn error_frame(e: &AttemptError) -> Bytes {
+    let v = json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}});
+    frame(&v.to_string())
+}
+
+fn broken(message: String) -> AttemptError {
+    AttemptError::new(502, FailureClass::Connection, "server_error", message)
+}
+
+#[derive(Deserialize)]
+struct ChunkProbe<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceProbe<'a>>,
+    #[serde(default)]
+    usage: Option<UsageProbe>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaProbe<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct DeltaProbe<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    function_call: Option<Value>,
+    #[serde(default, borrow)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl ChunkProbe<'_> {
+    fn has_content(&self) -> bool {
+        self.choices.iter().any(|c| {
+            c.finish_reason.is_some()
+                || c.text.as_deref().is_some_and(|t| !t.is_empty())
+                || c.delta.as_ref().is_some_and(|d| {
+                    d.content.as_deref().is_some_and(|t| !t.is_empty())
+                        || d.refusal.as_deref().is_some_and(|t| !t.is_empty())
+                        || d.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                        || d.function_call.is_some()
+                })
+        })
+    }
+}
+
+/// What one upstream event means, in the phase-independent sense.
+enum Step {
+    /// Frames to emit, and whether any of them carries content.
+    Frames(Vec<Bytes>, bool),
+    Done(Vec<Bytes>),
+    Error(AttemptError),
+}
+
+impl UpstreamStream {
+    /// `drop_usage_chunk`: llmux asked the upstream for usage the client did not ask for, so
+    /// the usage-only chunk is read but not forwarded.
+    pub fn openai(resp: reqwest::Response, idle: Duration, drop_usage_chunk: bool) -> UpstreamStream {
+        UpstreamStream::new(resp, idle, Framing::OpenAi { drop_usage_chunk })
+    }
+
+    pub fn anthropic(resp: reqwest::Response, idle: Duration, translator: StreamTranslator) -> UpstreamStream {
+        UpstreamStream::new(resp, idle, Framing::Anthropic(Box::new(translator)))
+    }
+
+    fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
+        UpstreamStream {
+            events: Box::pin(resp.bytes_stream().eventsource()),
+            framing,
+            idle,
+            finished: false,
+            usage: Usage::default(),
+            model: None,
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// Reads the next upstream event within the idle timeout and interprets it.
+    async fn step(&mut self, wait: Duration) -> Step {
+        let event = match tokio::time::timeout(wait, self.events.next()).await {
+            Err(_) => {
+                return Step::Error(AttemptError::new(
+                    504,
+                    FailureClass::Timeout,
+                    "timeout_error",
+                    format!("upstream stream sent nothing for {} ms", wait.as_millis()),
+                ))
+            }
+            Ok(None) => {
+                return Step::Error(broken("upstream stream ended before its terminator".into()))
+            }
+            Ok(Some(Err(e))) => return Step::Error(broken(format!("upstream stream broke: {e}"))),
+            Ok(Some(Ok(ev))) => ev,
+        };
+        match &mut self.framing {
+            Framing::OpenAi { drop_usage_chunk } => {
+                let data = event.data.trim();
+                if data == "[DONE]" {
+                    return Step::Done(vec![Bytes::from_static(DONE)]);
+                }
+                let Ok(probe) = serde_json::from_str::<ChunkProbe<'_>>(data) else {
+                    return Step::Error(broken("upstream sent a malformed stream event".into()));
+                };
+                if let Some(err) = &probe.error {
+                    let status = err.get("code").and_then(Value::as_u64).unwrap_or(502) as u16;
+                    let status = if (400..600).contains(&status) { status } else { 502 };
+                    let mut e = super::openai::error_from_value(status, &json!({ "error": err }));
+                    // An error inside a 200 stream is the upstream's failure, not the client's.
+                    if e.class == FailureClass::Client {
+                        e.class = FailureClass::Server;
+                    }
+                    return Step::Error(e);
+                }
+                if self.model.is_none() {
+                    self.model = probe.model.clone().filter(|m| !m.is_empty());
+                }
+                if let Some(u) = &probe.usage {
+                    self.usage = u.usage();
+                    if *drop_usage_chunk && probe.choices.is_empty() {
+                        return Step::Frames(Vec::new(), false);
+                    }
+                }
+                Step::Frames(vec![frame(data)], probe.has_content())
+            }
+            Framing::Anthropic(t) => {
+                let had = t.has_content();
+                let mut out = Vec::with_capacity(2);
+                t.on_event(&event.event, &event.data, &mut out);
+                self.usage = t.usage();
+                let mut frames = Vec::with_capacity(out.len());
+                for o in out {
+                    match o {
+                        StreamOutput::Chunk(c) => frames.push(frame(&c)),
+                        StreamOutput::Done => {
+                            frames.push(Bytes::from_static(DONE));
+                            return Step::Done(frames);
+                        }
+                        StreamOutput::Error(e) => {
+                            let v: Value = serde_json::from_str(&e).unwrap_or(Value::Null);
+                            let mut err = super::openai::error_from_value(502, &v);
+                            err.class = FailureClass::Server;
+                            return Step::Error(err);
+                        }
+                    }
+                }
+                Step::Frames(frames, !had && t.has_content())
+            }
+        }
+    }
+
+    /// Reads until the first content (or the terminator), within `first`. On success returns the
+    /// frames held back so far; the caller commits and sends them.
+    pub async fn prime(&mut self, first: Duration) -> Result<Vec<Bytes>, AttemptError> {
+        let deadline = tokio::time::Instant::now() + first;
+        let mut held = Vec::new();
+        loop {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if wait.is_zero() {
+                return Err(AttemptError::timeout(first));
+            }
+            match self.step(wait.min(self.idle)).await {
+                Step::Frames(frames, content) => {
+                    held.extend(frames);
+                    if content {
+                        return Ok(held);
+                    }
+                }
+                Step::Done(frames) => {
+                    held.extend(frames);
+                    self.finished = true;
+                    return Ok(held);
+                }
+                Step::Error(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next frame after commit; `None` once the stream has ended.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            match self.step(self.idle).await {
+                Step::Frames(mut frames, _) => match frames.len() {
+                    0 => continue,
+                    1 => return frames.pop().map(Frame::Data),
+                    _ => return Some(Frame::Data(frames.concat().into())),
+                },
+                Step::Done(frames) => {
+                    self.finished = true;
+                    return Some(Frame::Done(frames.concat().into()));
+                }
+                Step::Error(e) => {
+                    self.finished = true;
+                    return Some(Frame::Failed(error_frame(&e), e));
+                }
+            }
+        }
+    }
+}
