@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod http;
+pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod requestlog;

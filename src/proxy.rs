@@ -296,7 +296,10 @@ async fn attempt(
     let with_usage;
     let overrides = if req.stream && !req.include_usage && providers::asks_usage(spec) {
         let mut o = leaf.override_params.clone();
-        o.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+        o.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
         with_usage = o;
         &with_usage
     } else {
@@ -310,12 +313,18 @@ async fn attempt(
         let upstream = providers::build(spec, req.endpoint, &body, timeout)?;
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
-            let model = body.get("model").and_then(Value::as_str).unwrap_or_default();
-            let mut s = providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model);
+            let model = body
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut s =
+                providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model);
             let head = s.prime(timeout).await?;
             Ok(Reply::Stream { head, upstream: s })
         } else {
-            providers::finish(spec, req.endpoint, resp, timeout).await.map(Reply::Full)
+            providers::finish(spec, req.endpoint, resp, timeout)
+                .await
+                .map(Reply::Full)
         }
     };
     // request_timeout bounds the time to a complete answer, or for a stream to its first

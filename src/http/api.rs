@@ -18,11 +18,11 @@ use serde_json::{json, Map, Value};
 
 use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
+use crate::actors::target::{OutcomeKind, Permit};
 use crate::config::Tree;
 use crate::error::Error;
-use crate::providers::Endpoint;
-use crate::actors::target::{OutcomeKind, Permit};
 use crate::providers::stream::{Frame, UpstreamStream};
+use crate::providers::Endpoint;
 use crate::proxy::{self, Prepared, Reply};
 use crate::requestlog::{Entry, RequestLog};
 
@@ -307,7 +307,10 @@ async fn handle(
         cost_usd: None,
         error: None,
     });
-    let result = serve(endpoint, h, payload, &state, &runtime, &trace_id, &mut entry, started).await;
+    let result = serve(
+        endpoint, h, payload, &state, &runtime, &trace_id, &mut entry, started,
+    )
+    .await;
     let mut resp = result.unwrap_or_else(|e| {
         if let Some(entry) = &mut entry {
             entry.error = Some(e.to_string());
@@ -315,7 +318,8 @@ async fn handle(
         e.error_response()
     });
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
-        resp.headers_mut().insert(HeaderName::from_static("x-portkey-trace-id"), v);
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-portkey-trace-id"), v);
     }
     // A stream took the entry with it: it is logged when the stream ends.
     if let Some(mut entry) = entry {
@@ -366,7 +370,9 @@ async fn serve(
     slot: &mut Option<Entry>,
     started: Instant,
 ) -> Result<HttpResponse, Error> {
-    let entry = slot.as_mut().expect("entry present until a stream takes it");
+    let entry = slot
+        .as_mut()
+        .expect("entry present until a stream takes it");
     authenticate(runtime, h)?;
     let settings = &runtime.config.server;
     let raw = read_body(h, payload, settings.max_body_bytes).await?;
@@ -375,7 +381,10 @@ async fn serve(
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     entry.stream = stream;
     if stream && endpoint == Endpoint::Embeddings {
-        return Err(Error::invalid("embeddings cannot be streamed", Some("stream")));
+        return Err(Error::invalid(
+            "embeddings cannot be streamed",
+            Some("stream"),
+        ));
     }
     let include_usage = body
         .get("stream_options")
@@ -405,11 +414,14 @@ async fn serve(
     entry.virtual_key = Some(served.leaf.virtual_key.to_string());
     entry.provider = Some(served.target.provider.as_str());
     let mut resp = HttpResponseBuilder::new(StatusCode::OK);
-    resp.insert_header(("x-portkey-last-used-option-index", served.leaf.path.as_ref()))
-        .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
-        .insert_header(("x-portkey-provider", served.target.provider.as_str()))
-        .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
-        .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
+    resp.insert_header((
+        "x-portkey-last-used-option-index",
+        served.leaf.path.as_ref(),
+    ))
+    .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
+    .insert_header(("x-portkey-provider", served.target.provider.as_str()))
+    .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
+    .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
     match served.reply {
         Reply::Full(answer) => {
             entry.model_used = answer.model;
@@ -418,7 +430,9 @@ async fn serve(
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
-            Ok(resp.insert_header((CONTENT_TYPE, "application/json")).body(answer.body))
+            Ok(resp
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(answer.body))
         }
         Reply::Stream { head, upstream } => {
             let entry = slot.take().expect("entry present");
@@ -513,7 +527,11 @@ impl Drop for ClientStream {
             // The client went away mid-stream: dropping the upstream closes its connection,
             // and the permit is released as cancelled. 499 as nginx logs it.
             self.permit.take();
-            self.finish(OutcomeKind::Cancelled, 499, Some("client closed the stream".into()));
+            self.finish(
+                OutcomeKind::Cancelled,
+                499,
+                Some("client closed the stream".into()),
+            );
         }
     }
 }

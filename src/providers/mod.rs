@@ -333,7 +333,11 @@ pub fn open_stream(
             let created = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            stream::UpstreamStream::anthropic(resp, idle, anthropic::StreamTranslator::new(include_usage, created, model))
+            stream::UpstreamStream::anthropic(
+                resp,
+                idle,
+                anthropic::StreamTranslator::new(include_usage, created, model),
+            )
         }
         _ => stream::UpstreamStream::openai(resp, idle, asks_usage(spec) && !include_usage),
     }

@@ -24,7 +24,9 @@ type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::
 
 enum Framing {
     /// OpenAI, Azure and compatible servers: frames pass through.
-    OpenAi { drop_usage_chunk: bool },
+    OpenAi {
+        drop_usage_chunk: bool,
+    },
     Anthropic(Box<StreamTranslator>),
 }
 
@@ -58,7 +60,8 @@ fn frame(data: &str) -> Bytes {
 }
 
 fn error_frame(e: &AttemptError) -> Bytes {
-    let v = json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}});
+    let v =
+        json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}});
     frame(&v.to_string())
 }
 
@@ -126,11 +129,19 @@ enum Step {
 impl UpstreamStream {
     /// `drop_usage_chunk`: llmux asked the upstream for usage the client did not ask for, so
     /// the usage-only chunk is read but not forwarded.
-    pub fn openai(resp: reqwest::Response, idle: Duration, drop_usage_chunk: bool) -> UpstreamStream {
+    pub fn openai(
+        resp: reqwest::Response,
+        idle: Duration,
+        drop_usage_chunk: bool,
+    ) -> UpstreamStream {
         UpstreamStream::new(resp, idle, Framing::OpenAi { drop_usage_chunk })
     }
 
-    pub fn anthropic(resp: reqwest::Response, idle: Duration, translator: StreamTranslator) -> UpstreamStream {
+    pub fn anthropic(
+        resp: reqwest::Response,
+        idle: Duration,
+        translator: StreamTranslator,
+    ) -> UpstreamStream {
         UpstreamStream::new(resp, idle, Framing::Anthropic(Box::new(translator)))
     }
 
@@ -181,7 +192,11 @@ impl UpstreamStream {
                 };
                 if let Some(err) = &probe.error {
                     let status = err.get("code").and_then(Value::as_u64).unwrap_or(502) as u16;
-                    let status = if (400..600).contains(&status) { status } else { 502 };
+                    let status = if (400..600).contains(&status) {
+                        status
+                    } else {
+                        502
+                    };
                     let mut e = super::openai::error_from_value(status, &json!({ "error": err }));
                     // An error inside a 200 stream is the upstream's failure, not the client's.
                     if e.class == FailureClass::Client {

@@ -1,0 +1,25 @@
+# Quick start: `make run` (llmux on config.toml + the bundled mock provider), `make test`.
+VENV := .venv
+MOCK_LISTEN ?= 127.0.0.1:9100
+
+.PHONY: run test venv lint bench-smoke
+
+run:
+	cargo build --release --bins
+	@target/release/llmux-mock --listen $(MOCK_LISTEN) & MOCK=$$!; \
+	trap "kill $$MOCK 2>/dev/null" EXIT INT TERM; \
+	target/release/llmux --config config.toml
+
+$(VENV)/.installed: requirements-test.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	cargo test --all-targets
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,190 @@
+//! Test harness: a real `llmux` process on loopback with a generated config, and in-process
+//! mock providers (`llmux::mock`) that speak each provider's wire format.
+#![allow(dead_code, unused_imports)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use llmux::mock::{Behavior, FailMode, MockServer, StreamFailMode};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn mock() -> MockServer {
+    MockServer::start("127.0.0.1:0", Behavior::default()).expect("mock starts")
+}
+
+pub struct Llmux {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Llmux {
+    /// Starts llmux with `body` appended to a `[server]`/`[admin]` header on fresh ports.
+    /// `server_extra` goes into the `[server]` table.
+    pub fn start(body: &str) -> Llmux {
+        Llmux::start_with(body, "", &[])
+    }
+
+    pub fn start_with(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Llmux {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "[server]\nlisten = \"{addr}\"\nworkers = 2\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n{body}"
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("llmux.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmux"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn llmux");
+        let mut l = Llmux {
+            child: Some(child),
+            addr,
+            admin,
+            dir,
+            config_path,
+            log_path,
+        };
+        l.wait_ready();
+        l
+    }
+
+    fn wait_ready(&mut self) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("llmux exited early ({status}):\n{}", self.logs());
+            }
+            if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("llmux did not start listening:\n{}", self.logs());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn rewrite_config(&self, body: &str) {
+        let old = std::fs::read_to_string(&self.config_path).unwrap();
+        let head_end = old.find("\n\n[admin]").unwrap();
+        let admin_end = old[head_end + 2..].find("\n\n").unwrap() + head_end + 2;
+        let new = format!("{}\n\n{body}", &old[..admin_end]);
+        std::fs::write(&self.config_path, new).unwrap();
+    }
+}
+
+impl Drop for Llmux {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
+}
+
+pub fn chat_body(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hi"}]})
+}
+
+/// Sends `n` chat requests with at most `concurrency` in flight; returns (status, headers, body).
+pub async fn fire(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    concurrency: usize,
+    headers: &[(&str, &str)],
+) -> Vec<(u16, reqwest::header::HeaderMap, String)> {
+    use futures_util::StreamExt;
+    let body = chat_body("gpt-4o-mini");
+    futures_util::stream::iter(0..n)
+        .map(|_| {
+            let mut req = client.post(url).json(&body);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            async move {
+                let resp = req.send().await.expect("request completes");
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.unwrap_or_default();
+                (status, headers, text)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}

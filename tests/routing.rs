@@ -1,0 +1,418 @@
+//! Routing through strategy trees against real mock providers over loopback: the seed
+//! scenario, canaries, weight 0, nesting, fallback on 429/500, trace ids and route headers.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn targets(m: &MockServer) -> String {
+    format!(
+        r#"
+[virtual_keys.openai-main]
+provider = "openai"
+base_url = "{o}/v1"
+api_key = "sk-test-openai-000000"
+
+[virtual_keys.azure-east]
+provider = "azure-openai"
+base_url = "{a}"
+deployment = "gpt-35-turbo"
+api_version = "2024-02-01"
+api_key = "azure-test-key-000000"
+
+[virtual_keys.anthropic-main]
+provider = "anthropic"
+base_url = "{c}"
+api_key = "anthropic-test-key-000000"
+"#,
+        o = m.url("openai-main"),
+        a = m.url("azure-east"),
+        c = m.url("anthropic-main"),
+    )
+}
+
+const SEED: &str = r#"
+[configs.main]
+strategy = { mode = "loadbalance" }
+targets = [
+  { virtual_key = "anthropic-main", weight = 0.5, override_params = { model = "claude-3-opus-20240229", max_tokens = 200 } },
+  { strategy = { mode = "fallback" }, weight = 0.5, targets = [
+      { virtual_key = "openai-main" },
+      { virtual_key = "azure-east" },
+  ] },
+]
+"#;
+
+fn count_by(
+    results: &[(u16, reqwest::header::HeaderMap, String)],
+    h: &str,
+) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for (_, headers, _) in results {
+        *m.entry(header(headers, h).to_owned()).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_scenario_split_overrides_and_fallback() {
+    let m = mock();
+    let llmux = Llmux::start_with(
+        &format!("{}{SEED}", targets(&m)),
+        "default_config = \"main\"",
+        &[],
+    );
+    let c = client();
+    let url = llmux.url("/v1/chat/completions");
+
+    // 50/50 between Anthropic and the OpenAI→Azure fallback pair, within ±3 %.
+    let n = 2000;
+    let results = fire(&c, &url, n, 32, &[]).await;
+    assert!(results.iter().all(|r| r.0 == 200), "all succeed");
+    let by_key = count_by(&results, "x-llmux-virtual-key");
+    let anthropic = by_key.get("anthropic-main").copied().unwrap_or(0) as f64 / n as f64;
+    let openai = by_key.get("openai-main").copied().unwrap_or(0) as f64 / n as f64;
+    assert!(
+        (anthropic - 0.5).abs() <= 0.03,
+        "anthropic share {anthropic}"
+    );
+    assert!((openai - 0.5).abs() <= 0.03, "openai share {openai}");
+    assert_eq!(by_key.get("azure-east"), None, "azure only as fallback");
+    let by_path = count_by(&results, "x-portkey-last-used-option-index");
+    assert_eq!(
+        by_path
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["config.targets[0]", "config.targets[1].targets[0]"]
+            .into_iter()
+            .collect()
+    );
+    // The mock saw exactly what the router claims it sent.
+    assert_eq!(
+        m.stats("anthropic-main").requests as usize,
+        by_key["anthropic-main"]
+    );
+    assert_eq!(
+        m.stats("openai-main").requests as usize,
+        by_key["openai-main"]
+    );
+
+    // Anthropic received the overridden model and max_tokens, in its own wire format.
+    let last = m
+        .stats("anthropic-main")
+        .last_body
+        .expect("anthropic saw a body");
+    assert_eq!(last["model"], "claude-3-opus-20240229");
+    assert_eq!(last["max_tokens"], 200);
+    assert_eq!(last["messages"][0]["role"], "user");
+    let anth_headers = m.stats("anthropic-main").last_headers;
+    assert_eq!(
+        anth_headers.get("x-api-key").map(String::as_str),
+        Some("anthropic-test-key-000000")
+    );
+    assert!(anth_headers.contains_key("anthropic-version"));
+    // Azure gets its key in api-key, OpenAI as a bearer token.
+    assert_eq!(
+        m.stats("openai-main")
+            .last_headers
+            .get("authorization")
+            .map(String::as_str),
+        Some("Bearer sk-test-openai-000000")
+    );
+    // An Anthropic answer comes back as an OpenAI chat.completion.
+    let anth = results
+        .iter()
+        .find(|r| header(&r.1, "x-llmux-virtual-key") == "anthropic-main")
+        .unwrap();
+    let v: Value = serde_json::from_str(&anth.2).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(v["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    // OpenAI starts answering 500: its share moves to Azure, nothing fails.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(500),
+            ..Default::default()
+        },
+    );
+    let results = fire(&c, &url, 400, 16, &[]).await;
+    assert!(results.iter().all(|r| r.0 == 200), "500s fall back");
+    let by_key = count_by(&results, "x-llmux-virtual-key");
+    assert_eq!(by_key.get("openai-main"), None);
+    assert!(by_key["azure-east"] > 100, "{by_key:?}");
+    let fallback = results
+        .iter()
+        .find(|r| header(&r.1, "x-llmux-virtual-key") == "azure-east")
+        .unwrap();
+    assert_eq!(
+        header(&fallback.1, "x-portkey-last-used-option-index"),
+        "config.targets[1].targets[1]"
+    );
+    assert_eq!(
+        m.stats("azure-east")
+            .last_headers
+            .get("api-key")
+            .map(String::as_str),
+        Some("azure-test-key-000000")
+    );
+
+    // OpenAI rate-limits with Retry-After: Azure takes over, and OpenAI is left alone while
+    // cooling down instead of being hammered.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(429),
+            retry_after_s: Some(30),
+            ..Default::default()
+        },
+    );
+    let before = m.stats("openai-main").requests;
+    let results = fire(&c, &url, 400, 16, &[]).await;
+    assert!(results.iter().all(|r| r.0 == 200), "429s fall back");
+    let hits = m.stats("openai-main").requests - before;
+    assert!(hits <= 20, "openai got {hits} requests while cooling down");
+    let by_key = count_by(&results, "x-llmux-virtual-key");
+    assert!(by_key["azure-east"] > 100, "{by_key:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_and_weight_zero() {
+    let m = mock();
+    let cfg = format!(
+        r#"{}
+[configs.canary]
+strategy = {{ mode = "loadbalance" }}
+targets = [
+  {{ virtual_key = "openai-main", weight = 0.9 }},
+  {{ virtual_key = "azure-east", weight = 0.1 }},
+  {{ virtual_key = "anthropic-main", weight = 0 }},
+]
+"#,
+        targets(&m)
+    );
+    let llmux = Llmux::start(&cfg);
+    let c = client();
+    let n = 2000;
+    let results = fire(
+        &c,
+        &llmux.url("/v1/chat/completions"),
+        n,
+        32,
+        &[("x-portkey-config", "canary")],
+    )
+    .await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    let by_key = count_by(&results, "x-llmux-virtual-key");
+    let stable = by_key["openai-main"] as f64 / n as f64;
+    assert!((stable - 0.9).abs() <= 0.02, "stable share {stable}");
+    assert_eq!(by_key.get("anthropic-main"), None);
+    assert_eq!(
+        m.stats("anthropic-main").requests,
+        0,
+        "weight 0 receives nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_depth_three_and_inline_config() {
+    let m = mock();
+    let llmux = Llmux::start(&targets(&m));
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(503),
+            ..Default::default()
+        },
+    );
+    // fallback → loadbalance → fallback → leaves: the failing OpenAI leaf falls back to Azure
+    // three levels down; Portkey's inline snake_case JSON, as the SDK sends it.
+    let inline = json!({
+        "strategy": {"mode": "fallback"},
+        "targets": [
+            {"strategy": {"mode": "loadbalance"}, "targets": [
+                {"strategy": {"mode": "fallback"}, "override_params": {"model": "gpt-4o"}, "targets": [
+                    {"virtual_key": "openai-main"},
+                    {"virtual_key": "azure-east", "override_params": {"temperature": 0.1}}
+                ]}
+            ]},
+            {"virtual_key": "anthropic-main"}
+        ]
+    })
+    .to_string();
+    let c = client();
+    let results = fire(
+        &c,
+        &llmux.url("/v1/chat/completions"),
+        50,
+        8,
+        &[("x-portkey-config", &inline)],
+    )
+    .await;
+    for (status, h, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(
+            header(h, "x-portkey-last-used-option-index"),
+            "config.targets[0].targets[0].targets[1]"
+        );
+        assert_eq!(header(h, "x-llmux-virtual-key"), "azure-east");
+    }
+    // Overrides merged down the tree: model from the grandparent, temperature from the leaf.
+    let body = m.stats("azure-east").last_body.unwrap();
+    assert_eq!(body["model"], "gpt-4o");
+    assert_eq!(body["temperature"], 0.1);
+
+    // x-portkey-virtual-key routes straight to one target.
+    let r = c
+        .post(llmux.url("/v1/chat/completions"))
+        .header("x-portkey-virtual-key", "anthropic-main")
+        .json(&json!({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-llmux-virtual-key"), "anthropic-main");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_ids_and_exhaustion_error() {
+    let m = mock();
+    let cfg = format!(
+        r#"{}
+[configs.pair]
+strategy = {{ mode = "fallback" }}
+targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "azure-east" }} ]
+"#,
+        targets(&m)
+    );
+    let llmux = Llmux::start_with(&cfg, "default_config = \"pair\"", &[]);
+    let c = client();
+    let url = llmux.url("/v1/chat/completions");
+    let r = c
+        .post(&url)
+        .header("x-portkey-trace-id", "trace-abc-123")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-portkey-trace-id"), "trace-abc-123");
+    let r = c
+        .post(&url)
+        .header("x-request-id", "req-77")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(r.headers(), "x-portkey-trace-id"), "req-77");
+    let r = c
+        .post(&url)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    let generated = header(r.headers(), "x-portkey-trace-id").to_owned();
+    assert_eq!(generated.len(), 32, "generated trace id: {generated}");
+
+    // Every target fails: the last upstream status, an OpenAI error listing each attempt.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(500),
+            ..Default::default()
+        },
+    );
+    m.set_behavior(
+        "azure-east",
+        Behavior {
+            always_status: Some(503),
+            ..Default::default()
+        },
+    );
+    let r = c
+        .post(&url)
+        .header("x-portkey-trace-id", "all-fail")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(r.headers(), "x-portkey-trace-id"), "all-fail");
+    let v: Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("openai-main") && msg.contains("500"), "{msg}");
+    assert!(msg.contains("azure-east") && msg.contains("503"), "{msg}");
+    assert!(
+        v["error"].get("type").is_some()
+            && v["error"].get("code").is_some()
+            && v["error"].get("param").is_some()
+    );
+    // No provider key leaks into the error.
+    assert!(!msg.contains("sk-test-openai") && !msg.contains("azure-test-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_respects_on_status_codes_and_retry() {
+    let m = mock();
+    let cfg = format!(
+        r#"{}
+[configs.only429]
+strategy = {{ mode = "fallback", on_status_codes = [429] }}
+targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "azure-east" }} ]
+
+[virtual_keys.flaky]
+provider = "openai"
+base_url = "{}/v1"
+failure_threshold = 1000
+
+[configs.retrying]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "flaky", retry = {{ attempts = 3 }} }} ]
+"#,
+        targets(&m),
+        m.url("flaky")
+    );
+    let llmux = Llmux::start(&cfg);
+    let c = client();
+    let url = llmux.url("/v1/chat/completions");
+    // A 500 is not in on_status_codes: no fallback, the client sees the 500.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(500),
+            ..Default::default()
+        },
+    );
+    let r = c
+        .post(&url)
+        .header("x-portkey-config", "only429")
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(m.stats("azure-east").requests, 0);
+
+    // Retries on one leaf: a flaky target (50 % 503) succeeds within 3 retries almost always.
+    m.set_behavior(
+        "flaky",
+        Behavior {
+            fail_rate: 0.5,
+            fail_status: 503,
+            ..Default::default()
+        },
+    );
+    let results = fire(&c, &url, 60, 8, &[("x-portkey-config", "retrying")]).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    assert!(ok >= 54, "{ok}/60 succeeded with retries");
+    let retried = results
+        .iter()
+        .filter(|r| header(&r.1, "x-portkey-retry-attempt-count") != "0")
+        .count();
+    assert!(retried > 5, "some requests needed retries: {retried}");
+}

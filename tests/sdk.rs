@@ -1,0 +1,72 @@
+//! The real `openai` Python SDK against a real llmux process (installed into `.venv` by
+//! `make test` / `.ci/run`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"));
+    assert!(
+        venv.exists(),
+        "{} missing: run `make test` (it creates the venv with the openai SDK) or set LLMUX_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+fn config(m: &MockServer) -> String {
+    format!(
+        r#"
+[virtual_keys.openai-main]
+provider = "openai"
+base_url = "{}/v1"
+
+[virtual_keys.anthropic-main]
+provider = "anthropic"
+base_url = "{}"
+
+[configs.main]
+strategy = {{ mode = "fallback" }}
+targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main" }} ]
+"#,
+        m.url("openai-main"),
+        m.url("anthropic-main")
+    )
+}
+
+pub fn run_sdk_script(llmux: &Llmux, mode: &str) {
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/openai_sdk.py"
+        ))
+        .arg(llmux.url("/v1"))
+        .arg("unused")
+        .arg(mode)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
+        llmux.logs()
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn openai_python_sdk_chat() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"main\"", &[]);
+    run_sdk_script(&llmux, "core");
+    assert!(m.stats("openai-main").requests >= 1);
+    assert!(m.stats("anthropic-main").requests >= 1);
+}
