@@ -243,7 +243,7 @@ async fn run_leaf(
         };
         tracing::info!(
             trace_id = %req.trace_id,
-            target = %leaf.virtual_key,
+            virtual_key = %leaf.virtual_key,
             path = %leaf.path,
             status = err.status,
             error = %err.message,

@@ -70,3 +70,10 @@ fn openai_python_sdk_chat() {
     assert!(m.stats("openai-main").requests >= 1);
     assert!(m.stats("anthropic-main").requests >= 1);
 }
+
+#[test]
+fn openai_python_sdk_streams_and_embeddings() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"main\"", &[]);
+    run_sdk_script(&llmux, "stream");
+}

@@ -282,7 +282,7 @@ impl TargetActor {
 
     fn transition(&mut self, to: HealthState, why: &str) {
         if self.state != to {
-            tracing::warn!(target = %self.spec.name, from = ?self.state, to = ?to, reason = why, "target state changed");
+            tracing::warn!(virtual_key = %self.spec.name, from = ?self.state, to = ?to, reason = why, "target state changed");
             self.state = to;
         }
     }

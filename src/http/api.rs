@@ -339,7 +339,7 @@ fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
         endpoint = entry.endpoint,
         stream = entry.stream,
         path = entry.served_by.as_deref().unwrap_or("-"),
-        target = entry.virtual_key.as_deref().unwrap_or("-"),
+        virtual_key = entry.virtual_key.as_deref().unwrap_or("-"),
         attempts = entry.attempts.len(),
         status = entry.status,
         latency_ms = entry.latency_ms,

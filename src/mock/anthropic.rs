@@ -5,10 +5,9 @@ use actix_web::http::header::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::openai::Answer;
 use super::stream::StreamPlan;
 use super::util;
-use super::wire::{self, ApiError, Ctx};
+use super::wire::{self, Answer, ApiError, Ctx};
 
 #[derive(Serialize)]
 struct Usage {

@@ -8,13 +8,7 @@ use serde_json::Value;
 use super::route::Provider;
 use super::stream::StreamPlan;
 use super::util;
-use super::wire::{self, ApiError, Ctx};
-
-/// What a successful handler produces.
-pub enum Answer {
-    Json(Vec<u8>),
-    Stream(StreamPlan),
-}
+use super::wire::{self, Answer, ApiError, Ctx};
 
 #[derive(Serialize)]
 struct Usage {

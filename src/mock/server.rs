@@ -28,11 +28,11 @@ use bytes::Bytes;
 use rand::Rng;
 use serde::Deserialize;
 
-use super::openai::{self, Answer};
+use super::openai;
 use super::route::{self, Control, Provider, Route};
 use super::state::{DisconnectGuard, Endpoint, Shared, DEFAULT_ACCOUNT};
 use super::stream;
-use super::wire::{ApiError, Ctx};
+use super::wire::{Answer, ApiError, Ctx};
 use super::{anthropic, Behavior, FailMode};
 
 /// Largest request body accepted.

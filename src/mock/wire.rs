@@ -11,8 +11,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::route::Provider;
+use super::stream::StreamPlan;
 use super::util;
 use super::Behavior;
+
+/// What a successful endpoint handler produces.
+pub enum Answer {
+    Json(Vec<u8>),
+    Stream(StreamPlan),
+}
 
 /// What a handler needs to know besides the request body.
 pub struct Ctx<'a> {
@@ -127,27 +134,60 @@ const AZURE_RATELIMIT_OK: [(&str, &str); 2] = [
     ("x-ratelimit-remaining-tokens", "29999000"),
 ];
 
+const ANTHROPIC_RATELIMIT: [([&str; 3], &str, &str); 4] = [
+    (
+        [
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        ],
+        "4000",
+        "3999",
+    ),
+    (
+        [
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        ],
+        "2000000",
+        "1999000",
+    ),
+    (
+        [
+            "anthropic-ratelimit-input-tokens-limit",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+        ],
+        "1600000",
+        "1599000",
+    ),
+    (
+        [
+            "anthropic-ratelimit-output-tokens-limit",
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+        ],
+        "400000",
+        "399000",
+    ),
+];
+
+/// `anthropic-ratelimit-*` headers; `reset` is an RFC 3339 time.
 fn anthropic_ratelimit(b: &mut HttpResponseBuilder, reset_in_s: u64, exhausted: bool) {
     let reset = util::rfc3339(util::unix_now() + reset_in_s);
     let reset = HeaderValue::from_str(&reset).unwrap_or(HeaderValue::from_static(""));
-    for (kind, limit, remaining) in [
-        ("requests", "4000", "3999"),
-        ("tokens", "2000000", "1999000"),
-        ("input-tokens", "1600000", "1599000"),
-        ("output-tokens", "400000", "399000"),
-    ] {
+    for ([limit_name, remaining_name, reset_name], limit, remaining) in ANTHROPIC_RATELIMIT {
         let remaining = if exhausted { "0" } else { remaining };
-        for (suffix, v) in [
-            ("limit", HeaderValue::from_static(limit)),
-            ("remaining", HeaderValue::from_static(remaining)),
-            ("reset", reset.clone()),
-        ] {
-            if let Ok(name) =
-                HeaderName::try_from(format!("anthropic-ratelimit-{kind}-{suffix}").as_str())
-            {
-                b.insert_header((name, v));
-            }
-        }
+        b.insert_header((
+            HeaderName::from_static(limit_name),
+            HeaderValue::from_static(limit),
+        ))
+        .insert_header((
+            HeaderName::from_static(remaining_name),
+            HeaderValue::from_static(remaining),
+        ))
+        .insert_header((HeaderName::from_static(reset_name), reset.clone()));
     }
 }
 
