@@ -254,7 +254,7 @@ async fn failure_after_first_token_is_an_error_event_not_a_truncation() {
             Behavior {
                 stream_chunks: 6,
                 stream_fail_after: Some(2),
-                stream_fail_mode: mode.clone(),
+                stream_fail_mode: mode,
                 ..Default::default()
             },
         );
