@@ -47,6 +47,7 @@ pub async fn reload(
 ) -> Result<(), String> {
     let old = current(cur);
     let path = old.config.file.clone();
+    notify(&[sd_notify::NotifyState::Reloading]);
     let result = match Config::load(&path) {
         Err(e) => Err(e.to_string()),
         Ok(new) => {
@@ -64,6 +65,8 @@ pub async fn reload(
                 .map_err(|e| e.to_string())
         }
     };
+    notify(&[sd_notify::NotifyState::Ready]);
+    metrics::counter!("llmux_reloads_total", "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
     let mut s = status.inner.lock().unwrap_or_else(|e| e.into_inner());
     s.last_attempt_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -101,7 +104,15 @@ pub mod anyhow_like {
     pub type Result = std::result::Result<(), String>;
 }
 
+/// Tells systemd (when run under `Type=notify`) where the daemon stands; a no-op elsewhere.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
 async fn serve(config: Config) -> std::io::Result<()> {
+    crate::telemetry::install_metrics();
     let server = config.server.clone();
     let admin_cfg = config.admin.clone();
     let (supervisor, cur) = Supervisor::start(config);
@@ -177,12 +188,14 @@ async fn serve(config: Config) -> std::io::Result<()> {
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
+        notify(&[sd_notify::NotifyState::Stopping]);
         if let Some(h) = &admin_handle {
             h.stop(true).await;
         }
         api_handle.stop(true).await;
     });
 
+    notify(&[sd_notify::NotifyState::Ready]);
     match admin_server {
         Some(admin) => {
             let (a, b) = futures_util::future::join(api_server, admin).await;

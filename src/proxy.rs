@@ -221,6 +221,14 @@ async fn run_leaf(
         let t0 = Instant::now();
         let result = attempt(&permit.spec, leaf, req, deadline).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let status = match &result {
+            Ok(_) => 200,
+            Err(e) => e.status,
+        };
+        metrics::counter!("llmux_attempts_total", "virtual_key" => leaf.virtual_key.to_string(), "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!("llmux_attempt_duration_seconds", "virtual_key" => leaf.virtual_key.to_string())
+            .record(latency_ms / 1000.0);
         let err = match result {
             Ok(reply) => {
                 attempts.push(AttemptRecord {

@@ -282,6 +282,10 @@ impl TargetActor {
 
     fn transition(&mut self, to: HealthState, why: &str) {
         if self.state != to {
+            let name = self.spec.name.clone();
+            metrics::gauge!("llmux_target_state", "virtual_key" => name.clone(), "state" => state_name(self.state)).set(0.0);
+            metrics::gauge!("llmux_target_state", "virtual_key" => name, "state" => state_name(to))
+                .set(1.0);
             tracing::warn!(virtual_key = %self.spec.name, from = ?self.state, to = ?to, reason = why, "target state changed");
             self.state = to;
         }
@@ -325,10 +329,19 @@ impl TargetActor {
     }
 }
 
+fn state_name(s: HealthState) -> &'static str {
+    match s {
+        HealthState::Healthy => "healthy",
+        HealthState::CoolingDown => "cooling_down",
+        HealthState::Unhealthy => "unhealthy",
+    }
+}
+
 impl Actor for TargetActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        metrics::gauge!("llmux_target_state", "virtual_key" => self.spec.name.clone(), "state" => "healthy").set(1.0);
         // Bursts of hundreds of concurrent requests must not park senders on a tiny mailbox.
         ctx.set_mailbox_capacity(4096);
     }

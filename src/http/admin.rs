@@ -20,7 +20,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/requests", web::get().to(requests))
         .route("/admin/config", web::get().to(config))
         .route("/admin/reload", web::get().to(reload_status))
-        .route("/admin/reload", web::post().to(reload));
+        .route("/admin/reload", web::post().to(reload))
+        .route("/metrics", web::get().to(metrics_text));
 }
 
 fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
@@ -139,4 +140,11 @@ async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::UnprocessableEntity().json(body)
     }
+}
+
+async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::render_metrics())
 }

@@ -25,6 +25,7 @@ use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
 use crate::proxy::{self, Prepared, Reply};
 use crate::requestlog::{Entry, RequestLog};
+use crate::telemetry::InFlight;
 
 /// A slow client gets this long to send its whole body (headers have actix's own timeout).
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -284,6 +285,7 @@ async fn handle(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let in_flight = InFlight::start();
     let h = req.headers();
     let trace_id = trace_id(h);
     let runtime = current(&state.current);
@@ -307,8 +309,17 @@ async fn handle(
         cost_usd: None,
         error: None,
     });
+    let mut in_flight = Some(in_flight);
     let result = serve(
-        endpoint, h, payload, &state, &runtime, &trace_id, &mut entry, started,
+        endpoint,
+        h,
+        payload,
+        &state,
+        &runtime,
+        &trace_id,
+        &mut entry,
+        started,
+        &mut in_flight,
     )
     .await;
     let mut resp = result.unwrap_or_else(|e| {
@@ -333,6 +344,18 @@ async fn handle(
 /// Prices, logs and stores one finished request.
 fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
     entry.price(&runtime.config.pricing);
+    let status = entry.status.to_string();
+    let config = entry.config.clone().unwrap_or_else(|| "-".into());
+    metrics::counter!("llmux_requests_total", "config" => config.clone(), "status" => status, "endpoint" => entry.endpoint)
+        .increment(1);
+    metrics::histogram!("llmux_request_duration_seconds", "config" => config, "endpoint" => entry.endpoint)
+        .record(entry.latency_ms / 1000.0);
+    if entry.attempts.len() > 1 {
+        metrics::counter!("llmux_fallbacks_total").increment(entry.attempts.len() as u64 - 1);
+    }
+    metrics::counter!("llmux_tokens_total", "kind" => "prompt").increment(entry.prompt_tokens);
+    metrics::counter!("llmux_tokens_total", "kind" => "completion")
+        .increment(entry.completion_tokens);
     tracing::info!(
         trace_id = %entry.trace_id,
         config = entry.config.as_deref().unwrap_or("-"),
@@ -369,6 +392,7 @@ async fn serve(
     trace_id: &str,
     slot: &mut Option<Entry>,
     started: Instant,
+    in_flight: &mut Option<InFlight>,
 ) -> Result<HttpResponse, Error> {
     let entry = slot
         .as_mut()
@@ -445,6 +469,7 @@ async fn serve(
                 runtime: runtime.clone(),
                 started,
                 ended: false,
+                _in_flight: in_flight.take(),
             };
             Ok(resp
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
@@ -467,6 +492,7 @@ struct ClientStream {
     runtime: Arc<Runtime>,
     started: Instant,
     ended: bool,
+    _in_flight: Option<InFlight>,
 }
 
 impl ClientStream {

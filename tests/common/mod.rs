@@ -39,11 +39,25 @@ impl Llmux {
     }
 
     pub fn start_with(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Llmux {
+        Llmux::start_with_files(body, server_extra, env, &[], "")
+    }
+
+    /// Also writes `files` next to the config and adds `admin_extra` to `[admin]`.
+    pub fn start_with_files(
+        body: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+        files: &[(&str, &str)],
+        admin_extra: &str,
+    ) -> Llmux {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
-            "[server]\nlisten = \"{addr}\"\nworkers = 2\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n{body}"
+            "[server]\nlisten = \"{addr}\"\nworkers = 2\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n{admin_extra}\n\n{body}"
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();

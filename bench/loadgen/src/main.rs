@@ -1,0 +1,794 @@
+//! `loadgen`: the load tool of the llmux benchmark harness (`bench/run.sh`). Loopback only by
+//! intent: it refuses any URL whose host is not a 127.0.0.0/8 address or `localhost`.
+//!
+//! Every run is bounded in time (a duration, a count, per-request timeouts) and prints one JSON
+//! object on stdout. Latencies are in microseconds.
+//!
+//! ```text
+//! loadgen rate   --url URL --rps R --duration-s D [--conns C]     fixed-rate (open-loop per connection, wrk2-style)
+//! loadgen closed --url URL --conns C --duration-s D               closed-loop max throughput
+//! loadgen stream --url URL --concurrency C --count N [--expect-chunks K]   SSE TTFT / total time
+//! loadgen hold   --url URL --streams N [--pid P]... [--hold-ms H] open N streams, sample RSS, drop them
+//! common: [--body S | --body-file F] [-H 'name: value']... [--timeout-ms T] [--threads T] [--label L]
+//! ```
+//!
+//! `rate`: connection k sends requests k, k+C, k+2C, … each at its scheduled time
+//! `start + i/R`. `latency_us` runs from the actual send; `corrected_us` from the scheduled
+//! time, so it also counts the time a request waited behind a slow predecessor (coordinated
+//! omission). tokio timers tick in milliseconds, so `corrected_us` carries up to ~1 ms of timer
+//! slack; `latency_us` does not.
+//!
+//! `stream`: TTFT is the time from sending the request to the first SSE `data:` event whose
+//! `choices[0].delta.content` is a non-empty string; `total` to the end of the body. A stream
+//! counts as ok when the status is 2xx and `data: [DONE]` arrived.
+//!
+//! `hold`: opens N streams at once (connects limited to `--connect-parallel` at a time), waits
+//! until every stream has its first content (or `--open-timeout-ms`), samples VmRSS/VmHWM of
+//! each `--pid` for `--hold-ms`, then drops every stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Barrier, Semaphore};
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+struct Args {
+    mode: String,
+    map: HashMap<String, Vec<String>>,
+}
+
+impl Args {
+    fn parse() -> Result<Args, String> {
+        let mut it = std::env::args().skip(1);
+        let mode = it.next().ok_or("usage: loadgen rate|closed|stream|hold --url URL ...")?;
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        while let Some(k) = it.next() {
+            let key = match k.as_str() {
+                "-H" => "header".to_owned(),
+                k if k.starts_with("--") => k[2..].to_owned(),
+                other => return Err(format!("unexpected argument `{other}`")),
+            };
+            let v = it.next().ok_or_else(|| format!("`{k}` needs a value"))?;
+            map.entry(key).or_default().push(v);
+        }
+        Ok(Args { mode, map })
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.map.get(k).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    fn all(&self, k: &str) -> Vec<String> {
+        self.map.get(k).cloned().unwrap_or_default()
+    }
+
+    fn num<T: FromStr>(&self, k: &str, default: T) -> Result<T, String> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{k}: `{v}` is not a valid number")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Target and connections
+
+struct Target {
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    method: Method,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+impl Target {
+    fn from_args(a: &Args) -> Result<Target, String> {
+        let url = a.get("url").ok_or("--url is required")?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("only http:// URLs are supported")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let addr = authority
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| format!("no IPv4 address for {authority}"))?;
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => {}
+            ip => return Err(format!("refusing non-loopback target {ip}: loopback only")),
+        }
+        let body = if let Some(f) = a.get("body-file") {
+            std::fs::read(f).map_err(|e| format!("--body-file {f}: {e}"))?
+        } else {
+            a.get("body").unwrap_or("").as_bytes().to_vec()
+        };
+        let method = match a.get("method") {
+            Some(m) => Method::from_bytes(m.as_bytes()).map_err(|e| format!("--method: {e}"))?,
+            None if body.is_empty() => Method::GET,
+            None => Method::POST,
+        };
+        let mut headers = Vec::new();
+        let mut has_ct = false;
+        for h in a.all("header") {
+            let (k, v) = h
+                .split_once(':')
+                .ok_or_else(|| format!("header `{h}` is not `name: value`"))?;
+            let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|e| e.to_string())?;
+            has_ct |= name == hyper::header::CONTENT_TYPE;
+            let value = HeaderValue::from_str(v.trim()).map_err(|e| e.to_string())?;
+            headers.push((name, value));
+        }
+        if !has_ct && !body.is_empty() {
+            headers.push((
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        Ok(Target {
+            addr,
+            host: authority.to_owned(),
+            path: path.to_owned(),
+            method,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header(hyper::header::HOST, self.host.as_str());
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        b.body(Full::new(self.body.clone()))
+            .expect("request from validated parts")
+    }
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(t: &Target) -> Result<Conn, String> {
+    let s = TcpStream::connect(t.addr).await.map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(s))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ErrKind {
+    Connect,
+    Io,
+    Timeout,
+}
+
+impl ErrKind {
+    fn name(self) -> &'static str {
+        match self {
+            ErrKind::Connect => "connect",
+            ErrKind::Io => "io",
+            ErrKind::Timeout => "timeout",
+        }
+    }
+}
+
+/// Sends one request on `conn` (reconnecting if it is closed) and returns the response head.
+async fn send(t: &Target, conn: &mut Option<Conn>) -> Result<Response<Incoming>, ErrKind> {
+    if conn.as_ref().map_or(true, |c| c.is_closed()) {
+        *conn = Some(connect(t).await.map_err(|_| ErrKind::Connect)?);
+    }
+    let c = conn.as_mut().expect("connection just ensured");
+    if c.ready().await.is_err() {
+        *conn = Some(connect(t).await.map_err(|_| ErrKind::Connect)?);
+    }
+    let c = conn.as_mut().expect("connection just ensured");
+    c.send_request(t.request()).await.map_err(|_| ErrKind::Io)
+}
+
+/// One whole request; returns the status.
+async fn one_request(t: &Target, conn: &mut Option<Conn>) -> Result<u16, ErrKind> {
+    let resp = send(t, conn).await?;
+    let status = resp.status().as_u16();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|_| ErrKind::Io)?;
+    Ok(status)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording
+
+#[derive(Default)]
+struct Rec {
+    lat: Vec<u64>,
+    corr: Vec<u64>,
+    ok: u64,
+    statuses: BTreeMap<u16, u64>,
+    errors: BTreeMap<ErrKind, u64>,
+}
+
+impl Rec {
+    fn merge(&mut self, o: Rec) {
+        self.lat.extend(o.lat);
+        self.corr.extend(o.corr);
+        self.ok += o.ok;
+        for (k, v) in o.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    fn non2xx(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn errors_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.errors {
+            m.insert(k.name().into(), json!(v));
+        }
+        m.insert("non2xx".into(), json!(self.non2xx()));
+        m.insert(
+            "total".into(),
+            json!(self.errors.values().sum::<u64>() + self.non2xx()),
+        );
+        Value::Object(m)
+    }
+
+    fn statuses_json(&self) -> Value {
+        let m: serde_json::Map<String, Value> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        Value::Object(m)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+fn percentiles(v: &mut [u64]) -> Value {
+    if v.is_empty() {
+        return json!({"n": 0});
+    }
+    v.sort_unstable();
+    let n = v.len();
+    let at = |p: f64| -> u64 {
+        let i = ((p / 100.0) * n as f64).ceil() as usize;
+        v[i.clamp(1, n) - 1]
+    };
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+    json!({
+        "n": n,
+        "p50": at(50.0),
+        "p90": at(90.0),
+        "p99": at(99.0),
+        "p999": at(99.9),
+        "max": v[n - 1],
+        "mean": mean.round() as u64,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// rate / closed
+
+async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
+    let t = Arc::new(Target::from_args(a)?);
+    let conns: usize = a.num("conns", 64)?;
+    let dur = Duration::from_secs_f64(a.num("duration-s", 5.0)?);
+    let timeout = Duration::from_millis(a.num("timeout-ms", 5000)?);
+    let rps: f64 = if closed { 0.0 } else { a.num("rps", 1000.0)? };
+    if !closed && rps <= 0.0 {
+        return Err("--rps must be > 0".into());
+    }
+    if conns == 0 {
+        return Err("--conns must be > 0".into());
+    }
+    let total: u64 = if closed {
+        u64::MAX
+    } else {
+        (rps * dur.as_secs_f64()).round() as u64
+    };
+    // Every worker connects first; the clock starts when all are connected.
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let start_slot = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut handles = Vec::with_capacity(conns);
+    for k in 0..conns {
+        let t = t.clone();
+        let barrier = barrier.clone();
+        let start_slot = start_slot.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rec = Rec::default();
+            let mut conn = connect(&t).await.ok();
+            barrier.wait().await;
+            let start = *start_slot.get().expect("start set before the barrier opens");
+            let end = start + dur;
+            let mut i = k as u64;
+            loop {
+                let sched = if closed {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    now
+                } else {
+                    if i >= total {
+                        break;
+                    }
+                    let s = start + Duration::from_secs_f64(i as f64 / rps);
+                    tokio::time::sleep_until(s.into()).await;
+                    s
+                };
+                let sent = Instant::now();
+                let res = tokio::time::timeout(timeout, one_request(&t, &mut conn)).await;
+                let done = Instant::now();
+                match res {
+                    Ok(Ok(status)) => {
+                        *rec.statuses.entry(status).or_default() += 1;
+                        if (200..300).contains(&status) {
+                            rec.ok += 1;
+                            rec.lat.push(micros(done - sent));
+                            rec.corr.push(micros(done - sched));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        *rec.errors.entry(e).or_default() += 1;
+                        conn = None;
+                        if e == ErrKind::Connect {
+                            // Do not spin on a dead server.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Err(_) => {
+                        *rec.errors.entry(ErrKind::Timeout).or_default() += 1;
+                        conn = None;
+                    }
+                }
+                i += conns as u64;
+            }
+            rec
+        }));
+    }
+    let _ = start_slot.set(Instant::now() + Duration::from_millis(20));
+    barrier.wait().await;
+    let start = *start_slot.get().expect("set above");
+    let mut rec = Rec::default();
+    for h in handles {
+        rec.merge(h.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let measured = if closed { dur.as_secs_f64() } else { elapsed };
+    let mut out = json!({
+        "mode": if closed { "closed" } else { "rate" },
+        "label": a.get("label").unwrap_or(""),
+        "url": a.get("url"),
+        "conns": conns,
+        "duration_s": dur.as_secs_f64(),
+        "elapsed_s": elapsed,
+        "sent": rec.ok + rec.non2xx() + rec.errors.values().sum::<u64>(),
+        "ok": rec.ok,
+        "achieved_rps": rec.ok as f64 / measured,
+        "errors": rec.errors_json(),
+        "statuses": rec.statuses_json(),
+        "latency_us": percentiles(&mut rec.lat),
+    });
+    if !closed {
+        out["target_rps"] = json!(rps);
+        out["corrected_us"] = percentiles(&mut rec.corr);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSE streams
+
+/// Reads SSE lines from a body, calling back on content events and `[DONE]`.
+struct SseScan {
+    buf: BytesMut,
+    chunks: u64,
+    done: bool,
+    first_content: Option<Instant>,
+}
+
+impl SseScan {
+    fn new() -> Self {
+        SseScan {
+            buf: BytesMut::new(),
+            chunks: 0,
+            done: false,
+            first_content: None,
+        }
+    }
+
+    /// Returns true when this call saw the first content event.
+    fn feed(&mut self, data: &[u8]) -> bool {
+        let before = self.first_content.is_some();
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let line = self.buf.split_to(pos + 1);
+            let mut line = &line[..pos];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let Some(rest) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            let rest = rest.trim_ascii();
+            if rest == b"[DONE]" {
+                self.done = true;
+                continue;
+            }
+            if let Ok(v) = serde_json::from_slice::<Value>(rest) {
+                let content = v
+                    .pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty());
+                if content {
+                    self.chunks += 1;
+                    if self.first_content.is_none() {
+                        self.first_content = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        !before && self.first_content.is_some()
+    }
+}
+
+struct StreamResult {
+    ttft: Option<Duration>,
+    total: Duration,
+    chunks: u64,
+    done: bool,
+    status: u16,
+}
+
+async fn one_stream(t: &Target, conn: &mut Option<Conn>) -> Result<StreamResult, ErrKind> {
+    let t0 = Instant::now();
+    let resp = send(t, conn).await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut scan = SseScan::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ErrKind::Io)?;
+        if let Ok(data) = frame.into_data() {
+            scan.feed(&data);
+        }
+    }
+    Ok(StreamResult {
+        ttft: scan.first_content.map(|f| f - t0),
+        total: t0.elapsed(),
+        chunks: scan.chunks,
+        done: scan.done,
+        status,
+    })
+}
+
+async fn stream(a: &Args) -> Result<Value, String> {
+    let t = Arc::new(Target::from_args(a)?);
+    let concurrency: usize = a.num("concurrency", 1)?;
+    let count: usize = a.num("count", concurrency)?;
+    let expect: u64 = a.num("expect-chunks", 0)?;
+    let timeout = Duration::from_millis(a.num("timeout-ms", 60_000)?);
+    if concurrency == 0 {
+        return Err("--concurrency must be > 0".into());
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(concurrency + 1));
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let (t, next, barrier) = (t.clone(), next.clone(), barrier.clone());
+        handles.push(tokio::spawn(async move {
+            let mut conn = connect(&t).await.ok();
+            barrier.wait().await;
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let r = tokio::time::timeout(timeout, one_stream(&t, &mut conn)).await;
+                let r = match r {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ErrKind::Timeout),
+                };
+                if r.is_err() {
+                    conn = None;
+                }
+                out.push(r);
+            }
+            out
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let (mut ttft, mut total) = (Vec::new(), Vec::new());
+    let mut rec = Rec::default();
+    let (mut incomplete, mut mismatch, mut chunks_sum) = (0u64, 0u64, 0u64);
+    for h in handles {
+        for r in h.await.map_err(|e| e.to_string())? {
+            match r {
+                Ok(r) => {
+                    *rec.statuses.entry(r.status).or_default() += 1;
+                    if !(200..300).contains(&r.status) {
+                        continue;
+                    }
+                    if !r.done {
+                        incomplete += 1;
+                        continue;
+                    }
+                    rec.ok += 1;
+                    chunks_sum += r.chunks;
+                    if expect > 0 && r.chunks != expect {
+                        mismatch += 1;
+                    }
+                    if let Some(f) = r.ttft {
+                        ttft.push(micros(f));
+                    }
+                    total.push(micros(r.total));
+                }
+                Err(e) => *rec.errors.entry(e).or_default() += 1,
+            }
+        }
+    }
+    let mut errors = rec.errors_json();
+    errors["incomplete"] = json!(incomplete);
+    errors["chunk_mismatch"] = json!(mismatch);
+    errors["total"] = json!(errors["total"].as_u64().unwrap_or(0) + incomplete + mismatch);
+    Ok(json!({
+        "mode": "stream",
+        "label": a.get("label").unwrap_or(""),
+        "url": a.get("url"),
+        "concurrency": concurrency,
+        "count": count,
+        "ok": rec.ok,
+        "elapsed_s": start.elapsed().as_secs_f64(),
+        "mean_chunks": if rec.ok > 0 { chunks_sum as f64 / rec.ok as f64 } else { 0.0 },
+        "errors": errors,
+        "statuses": rec.statuses_json(),
+        "ttft_us": percentiles(&mut ttft),
+        "total_us": percentiles(&mut total),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// hold: many open streams, RSS sampling
+
+fn proc_mem_kb(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+async fn hold(a: &Args) -> Result<Value, String> {
+    let t = Arc::new(Target::from_args(a)?);
+    let n: usize = a.num("streams", 1000)?;
+    let hold = Duration::from_millis(a.num("hold-ms", 3000)?);
+    let open_timeout = Duration::from_millis(a.num("open-timeout-ms", 30_000)?);
+    let parallel: usize = a.num("connect-parallel", 256)?;
+    let pids: Vec<u32> = a
+        .all("pid")
+        .iter()
+        .map(|p| p.parse().map_err(|_| format!("--pid {p}: not a pid")))
+        .collect::<Result<_, _>>()?;
+    let before: Vec<Value> = pids
+        .iter()
+        .map(|&p| json!({"pid": p, "rss_kb": proc_mem_kb(p).map(|m| m.0)}))
+        .collect();
+
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (t, sem, mut stop, opened) = (t.clone(), sem.clone(), stop_rx.clone(), opened_tx.clone());
+        handles.push(tokio::spawn(async move {
+            let conn = {
+                let _permit = sem.acquire().await;
+                tokio::select! {
+                    c = connect(&t) => c,
+                    _ = stop.changed() => return,
+                }
+            };
+            let mut conn = match conn {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let _ = opened.send(Err(format!("connect: {e}")));
+                    return;
+                }
+            };
+            let t0 = Instant::now();
+            let run = async {
+                let resp = send(&t, &mut conn).await.map_err(|e| e.name().to_owned())?;
+                if !resp.status().is_success() {
+                    return Err(format!("status {}", resp.status().as_u16()));
+                }
+                let mut body = resp.into_body();
+                let mut scan = SseScan::new();
+                let mut reported = false;
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|_| "io".to_owned())?;
+                    if let Ok(data) = frame.into_data() {
+                        if scan.feed(&data) && !reported {
+                            reported = true;
+                            let _ = opened.send(Ok(t0.elapsed()));
+                        }
+                    }
+                }
+                if reported {
+                    Ok(())
+                } else {
+                    Err("stream ended before content".to_owned())
+                }
+            };
+            tokio::select! {
+                r = run => {
+                    if let Err(e) = r {
+                        let _ = opened.send(Err(e));
+                    }
+                }
+                _ = stop.changed() => {}
+            }
+        }));
+    }
+    drop(opened_tx);
+
+    let mut ttft = Vec::with_capacity(n);
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + open_timeout;
+    let mut peak: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut sample = |peak: &mut BTreeMap<u32, u64>| {
+        for &p in &pids {
+            if let Some((rss, _)) = proc_mem_kb(p) {
+                let e = peak.entry(p).or_default();
+                *e = (*e).max(rss);
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while ttft.len() + failures.values().sum::<u64>() as usize < n {
+        tokio::select! {
+            m = opened_rx.recv() => match m {
+                Some(Ok(d)) => ttft.push(micros(d)),
+                Some(Err(e)) => *failures.entry(e).or_default() += 1,
+                None => break,
+            },
+            _ = tick.tick() => sample(&mut peak),
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let open_s = start.elapsed().as_secs_f64();
+    let opened = ttft.len();
+    // Hold: every stream that opened is still open (the mock's streams outlast this).
+    let hold_end = Instant::now() + hold;
+    let mut at_open = BTreeMap::new();
+    for &p in &pids {
+        at_open.insert(p, proc_mem_kb(p));
+    }
+    while Instant::now() < hold_end {
+        sample(&mut peak);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Streams that ended or failed during the hold.
+    while let Ok(m) = opened_rx.try_recv() {
+        if let Err(e) = m {
+            *failures.entry(format!("during hold: {e}")).or_default() += 1;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for h in handles {
+            let _ = h.await;
+        }
+    })
+    .await;
+    let procs: Vec<Value> = pids
+        .iter()
+        .map(|p| {
+            let (rss, hwm) = at_open.get(p).copied().flatten().unwrap_or((0, 0));
+            json!({"pid": p, "rss_kb_all_open": rss, "hwm_kb": hwm,
+                   "peak_rss_kb_sampled": peak.get(p).copied().unwrap_or(0)})
+        })
+        .collect();
+    Ok(json!({
+        "mode": "hold",
+        "label": a.get("label").unwrap_or(""),
+        "url": a.get("url"),
+        "streams": n,
+        "opened": opened,
+        "failed": failures.values().sum::<u64>(),
+        "failures": failures,
+        "open_s": open_s,
+        "hold_s": hold.as_secs_f64(),
+        "ttft_us": percentiles(&mut ttft),
+        "before": before,
+        "procs": procs,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() -> ExitCode {
+    let a = match Args::parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let threads: usize = match a.num("threads", 2) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let res = rt.block_on(async {
+        match a.mode.as_str() {
+            "rate" => rate(&a, false).await,
+            "closed" => rate(&a, true).await,
+            "stream" => stream(&a).await,
+            "hold" => hold(&a).await,
+            m => Err(format!("unknown mode `{m}` (rate|closed|stream|hold)")),
+        }
+    });
+    // Connections still draining must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match res {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
