@@ -2,7 +2,7 @@
 VENV := .venv
 MOCK_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test venv lint bench-smoke
+.PHONY: run test venv lint verify-unit
 
 run:
 	cargo build --release --bins
@@ -23,3 +23,9 @@ test: $(VENV)/.installed
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+
+# systemd-analyze verify needs ExecStart to exist: check a copy pointing at the built binary.
+verify-unit:
+	cargo build --bin llmux
+	@tmp=$$(mktemp -d); sed "s|/usr/local/bin/llmux|$$PWD/target/debug/llmux|" systemd/llmux.service > $$tmp/llmux.service; \
+	systemd-analyze verify $$tmp/llmux.service; rc=$$?; rm -rf $$tmp; exit $$rc

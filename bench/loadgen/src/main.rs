@@ -349,7 +349,8 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                     }
                     now
                 } else {
-                    if i >= total {
+                    // A server slower than the rate leaves the rest unsent at the end.
+                    if i >= total || Instant::now() >= end {
                         break;
                     }
                     let s = start + Duration::from_secs_f64(i as f64 / rps);
@@ -410,7 +411,9 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
         "latency_us": percentiles(&mut rec.lat),
     });
     if !closed {
+        let sent = out["sent"].as_u64().unwrap_or(0);
         out["target_rps"] = json!(rps);
+        out["unsent"] = json!(total.saturating_sub(sent));
         out["corrected_us"] = percentiles(&mut rec.corr);
     }
     Ok(out)
