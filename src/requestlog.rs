@@ -63,6 +63,7 @@ impl Entry {
 pub struct RequestLog {
     entries: Mutex<VecDeque<Arc<Entry>>>,
     capacity: usize,
+    pub traffic: Traffic,
 }
 
 impl RequestLog {
@@ -70,10 +71,12 @@ impl RequestLog {
         RequestLog {
             entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity: capacity.max(1),
+            traffic: Traffic::default(),
         }
     }
 
     pub fn push(&self, e: Entry) {
+        self.traffic.record(e.time / 1000, !(200..300).contains(&e.status) || e.error.is_some());
         let mut q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= self.capacity {
             q.pop_front();
@@ -90,5 +93,58 @@ impl RequestLog {
             .take(limit)
             .cloned()
             .collect()
+    }
+}
+
+/// Requests and errors per second over the last [`Traffic::WINDOW`] seconds, for the
+/// status page's chart.
+pub struct Traffic {
+    buckets: Mutex<VecDeque<Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Bucket {
+    /// Unix seconds.
+    pub t: u64,
+    pub requests: u32,
+    pub errors: u32,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            buckets: Mutex::new(VecDeque::with_capacity(Traffic::WINDOW)),
+        }
+    }
+}
+
+impl Traffic {
+    pub const WINDOW: usize = 900;
+
+    pub fn record(&self, unix_secs: u64, error: bool) {
+        let mut q = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match q.back_mut() {
+            Some(b) if b.t == unix_secs => {
+                b.requests += 1;
+                b.errors += error as u32;
+            }
+            _ => {
+                q.push_back(Bucket {
+                    t: unix_secs,
+                    requests: 1,
+                    errors: error as u32,
+                });
+                while q.len() > Traffic::WINDOW
+                    || q.front().is_some_and(|f| f.t + (Traffic::WINDOW as u64) < unix_secs)
+                {
+                    q.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Seconds with traffic, oldest first (seconds without any are absent).
+    pub fn series(&self) -> Vec<Bucket> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 }

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::raw::{RawNode, RawRetry};
@@ -393,5 +395,33 @@ fn check_codes(codes: &[u16], err_path: &str, field: &str) -> Result<(), TreeErr
             format!("{bad} is not an HTTP status code (100-599)"),
         )),
         None => Ok(()),
+    }
+}
+
+/// The compiled tree as JSON for the admin API and status page (inheritance already applied).
+impl Serialize for Node {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("weight", &self.weight)?;
+        match &self.kind {
+            NodeKind::Leaf(l) => {
+                m.serialize_entry("path", &*l.path)?;
+                m.serialize_entry("virtual_key", &*l.virtual_key)?;
+                m.serialize_entry("override_params", &l.override_params)?;
+                m.serialize_entry("retry_attempts", &l.retry.attempts)?;
+                m.serialize_entry("request_timeout_ms", &l.request_timeout.map(|d| d.as_millis() as u64))?;
+            }
+            NodeKind::Group(g) => {
+                let mode = match g.mode {
+                    Mode::Single => "single",
+                    Mode::Loadbalance => "loadbalance",
+                    Mode::Fallback => "fallback",
+                };
+                m.serialize_entry("mode", mode)?;
+                m.serialize_entry("on_status_codes", &g.on_status_codes)?;
+                m.serialize_entry("targets", &g.children)?;
+            }
+        }
+        m.end()
     }
 }

@@ -13,7 +13,9 @@ use crate::actors::target::{GetStatus, HealthState, TargetStatus};
 use crate::error::Error;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.route("/", web::get().to(ui))
+        .route("/ui", web::get().to(ui))
+        .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/admin/targets", web::get().to(targets))
         .route("/admin/targets/{name}", web::get().to(target))
@@ -21,7 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/config", web::get().to(config))
         .route("/admin/reload", web::get().to(reload_status))
         .route("/admin/reload", web::post().to(reload))
-        .route("/metrics", web::get().to(metrics_text));
+        .route("/metrics", web::get().to(metrics_text))
+        .route("/admin/traffic", web::get().to(traffic));
 }
 
 fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
@@ -112,8 +115,8 @@ async fn config(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
     let runtime = current(&state.current);
     let c = &runtime.config;
-    let mut configs: Vec<&String> = c.configs.keys().collect();
-    configs.sort();
+    let configs: std::collections::BTreeMap<&String, &crate::config::Node> =
+        c.configs.iter().map(|(k, v)| (k, &v.root)).collect();
     HttpResponse::Ok().json(json!({
         "file": c.file.display().to_string(),
         "generation": runtime.generation,
@@ -147,4 +150,17 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::render_metrics())
+}
+
+async fn traffic(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    HttpResponse::Ok().json(json!({"window_seconds": crate::requestlog::Traffic::WINDOW, "series": state.log.traffic.series()}))
+}
+
+/// The status page: one self-contained file (no external requests), polling the admin API.
+async fn ui() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"))
+        .body(include_str!("ui.html"))
 }

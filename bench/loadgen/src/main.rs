@@ -682,7 +682,7 @@ async fn hold(a: &Args) -> Result<Value, String> {
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + open_timeout;
     let mut peak: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut sample = |peak: &mut BTreeMap<u32, u64>| {
+    let sample = |peak: &mut BTreeMap<u32, u64>| {
         for &p in &pids {
             if let Some((rss, _)) = proc_mem_kb(p) {
                 let e = peak.entry(p).or_default();
@@ -691,7 +691,7 @@ async fn hold(a: &Args) -> Result<Value, String> {
         }
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while ttft.len() + failures.values().sum::<u64>() as usize < n {
+    while ttft.len() + (failures.values().sum::<u64>() as usize) < n {
         tokio::select! {
             m = opened_rx.recv() => match m {
                 Some(Ok(d)) => ttft.push(micros(d)),
