@@ -138,7 +138,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
     .workers(server.workers)
     .backlog(4096)
     .max_connection_rate(4096)
-    .client_request_timeout(std::time::Duration::from_secs(10))
+    .client_request_timeout(server.header_timeout)
     .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
     .disable_signals()
     .bind(server.listen)?

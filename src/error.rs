@@ -43,6 +43,8 @@ pub enum Error {
         param: Option<String>,
         retry_after: Option<Duration>,
     },
+    #[error("request body not received within {} ms", .0.as_millis())]
+    ClientTimeout(Duration),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("the server is shutting down")]
@@ -68,7 +70,8 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::UnknownVirtualKey(_)
             | Error::NoConfig
-            | Error::NotFound(_) => "invalid_request_error",
+            | Error::NotFound(_)
+            | Error::ClientTimeout(_) => "invalid_request_error",
             Error::Unauthorized(_) => "authentication_error",
             Error::NoCapacity { .. } => "rate_limit_error",
             Error::Upstream { kind, .. } => kind,
@@ -87,6 +90,7 @@ impl Error {
             Error::NoCapacity { .. } => Some("rate_limit_exceeded"),
             Error::Upstream { code, .. } => code.as_deref(),
             Error::NotFound(_) => Some("not_found"),
+            Error::ClientTimeout(_) => Some("body_timeout"),
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
         }
@@ -135,6 +139,7 @@ impl ResponseError for Error {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

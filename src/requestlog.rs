@@ -76,7 +76,10 @@ impl RequestLog {
     }
 
     pub fn push(&self, e: Entry) {
-        self.traffic.record(e.time / 1000, !(200..300).contains(&e.status) || e.error.is_some());
+        self.traffic.record(
+            e.time / 1000,
+            !(200..300).contains(&e.status) || e.error.is_some(),
+        );
         let mut q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= self.capacity {
             q.pop_front();
@@ -135,7 +138,8 @@ impl Traffic {
                     errors: error as u32,
                 });
                 while q.len() > Traffic::WINDOW
-                    || q.front().is_some_and(|f| f.t + (Traffic::WINDOW as u64) < unix_secs)
+                    || q.front()
+                        .is_some_and(|f| f.t + (Traffic::WINDOW as u64) < unix_secs)
                 {
                     q.pop_front();
                 }
@@ -145,6 +149,11 @@ impl Traffic {
 
     /// Seconds with traffic, oldest first (seconds without any are absent).
     pub fn series(&self) -> Vec<Bucket> {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 }

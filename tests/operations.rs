@@ -299,11 +299,38 @@ async fn sigterm_drains_in_flight_then_exits_zero() {
             tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
+    // A stream in flight too: it must finish with its terminator, not be cut.
+    let stream_req = c
+        .post(&url)
+        .header("x-portkey-virtual-key", "azure-east")
+        .json(&serde_json::json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    m.set_behavior(
+        "azure-east",
+        Behavior {
+            stream_chunks: 8,
+            chunk_interval_ms: 250,
+            ..Default::default()
+        },
+    );
+    let stream =
+        tokio::spawn(async move { stream_req.send().await.unwrap().text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     llmux.signal("TERM");
     for p in pending {
         assert_eq!(p.await.unwrap().expect("in-flight request answered"), 200);
     }
+    let body = stream.await.unwrap();
+    assert!(
+        body.trim_end().ends_with("data: [DONE]"),
+        "stream cut by shutdown: {body}"
+    );
+    // New connections are refused while draining.
+    assert!(c
+        .post(&url)
+        .json(&chat_body("gpt-4o"))
+        .send()
+        .await
+        .is_err());
     let code = tokio::task::spawn_blocking(move || llmux.wait_exit(Duration::from_secs(10)))
         .await
         .unwrap();

@@ -350,3 +350,146 @@ targets = [
         "chaos: {total} requests in {elapsed:?}, {by_status:?}, rss {rss_warm} -> {rss_after} kB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_mark_down_and_bring_back_without_user_requests() {
+    let m = mock();
+    let cfg = format!(
+        r#"
+[virtual_keys.sick]
+provider = "openai"
+base_url = "{}/v1"
+health_check_interval_ms = 100
+failure_threshold = 2
+cooldown_ms = 60000
+
+[virtual_keys.gone]
+provider = "azure-openai"
+base_url = "http://127.0.0.1:{}"
+deployment = "d"
+health_check_interval_ms = 100
+failure_threshold = 2
+"#,
+        m.url("sick"),
+        free_port()
+    );
+    m.set_behavior(
+        "sick",
+        Behavior {
+            always_status: Some(503),
+            ..Default::default()
+        },
+    );
+    let llmux = Llmux::start(&cfg);
+    let c = client();
+    let state = |name: &'static str| {
+        let c = c.clone();
+        let url = llmux.admin_url(&format!("/admin/targets/{name}"));
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let wait_for = |name: &'static str, want: &'static str| {
+        let state = state.clone();
+        async move {
+            let t0 = Instant::now();
+            loop {
+                let t = state(name).await;
+                if t["state"] == want {
+                    return t;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "{name} never became {want}: {t}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let t = wait_for("sick", "unhealthy").await;
+    assert_eq!(t["requests"], 0, "no user request was needed: {t}");
+    wait_for("gone", "unhealthy").await;
+    assert!(
+        m.stats("sick")
+            .by_endpoint
+            .get("models")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    );
+    // Recovery comes from the checks too, long before the 60 s cooldown would let a probe through.
+    m.set_behavior("sick", Behavior::default());
+    let t = wait_for("sick", "healthy").await;
+    assert_eq!(t["requests"], 0, "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_wait_for_budget_instead_of_429() {
+    let m = mock();
+    let cfg = format!(
+        "[virtual_keys.tiny]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\nrpm = 120\n\n[configs.main]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"tiny\" }} ]\n",
+        m.url("tiny")
+    );
+    let llmux = Llmux::start_with(
+        &cfg,
+        "default_config = \"main\"\nmax_queue_wait_ms = 3000",
+        &[],
+    );
+    let c = client();
+    let url = llmux.url("/v1/chat/completions");
+    // Spend the burst (120), then a few more: each waits ~0.5 s for a cell instead of failing.
+    let results = fire(&c, &url, 120, 16, &[]).await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    let t0 = Instant::now();
+    let results = fire(&c, &url, 3, 3, &[]).await;
+    assert!(
+        results.iter().all(|r| r.0 == 200),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "they waited for budget: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(m.stats("tiny").requests, 123);
+}
+
+#[test]
+fn slow_clients_time_out() {
+    use std::io::{Read, Write};
+    let m = mock();
+    let cfg = format!(
+        "[virtual_keys.a]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\n",
+        m.url("a")
+    );
+    let llmux = Llmux::start_with(&cfg, "header_timeout_ms = 500\nbody_timeout_ms = 500", &[]);
+    // Headers never finished.
+    let mut s = std::net::TcpStream::connect(llmux.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "connection held {:?}",
+        t0.elapsed()
+    );
+    // Headers sent, body trickles: 408 in OpenAI's shape.
+    let mut s = std::net::TcpStream::connect(llmux.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mo").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+}

@@ -77,10 +77,12 @@ impl Route {
         }
     }
 
-    /// Forget skips so the walk can start over (after waiting for a budget).
+    /// Forget skips so the walk can start over (after waiting for a budget). Only called when
+    /// every attempt so far was a skip, so no leaf has really been tried yet.
     pub fn restart(&mut self) {
         self.stack.clear();
         self.skipped.clear();
+        self.tried.clear();
         self.earliest_free = u64::MAX;
         self.started = false;
     }

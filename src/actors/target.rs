@@ -252,6 +252,7 @@ pub struct TargetActor {
     ewma_ms: Option<f64>,
     latencies: VecDeque<f32>,
     stopping: bool,
+    checking: bool,
 }
 
 impl TargetActor {
@@ -276,6 +277,7 @@ impl TargetActor {
             ewma_ms: None,
             latencies: VecDeque::with_capacity(LATENCY_WINDOW),
             stopping: false,
+            checking: false,
         };
         (actor, shared)
     }
@@ -344,6 +346,64 @@ impl Actor for TargetActor {
         metrics::gauge!("llmux_target_state", "virtual_key" => self.spec.name.clone(), "state" => "healthy").set(1.0);
         // Bursts of hundreds of concurrent requests must not park senders on a tiny mailbox.
         ctx.set_mailbox_capacity(4096);
+        if let Some(every) = self.spec.health_check_interval {
+            ctx.run_interval(every, |act, ctx| act.active_check(ctx));
+        }
+    }
+}
+
+impl TargetActor {
+    /// Active health check: a cheap `GET …/models`. The call runs as a spawned future, so the
+    /// mailbox keeps serving permits while it is out. Any answer below 500 means the provider
+    /// is up (a 401/404 on /models still proves it answers); 5xx, timeouts and connection
+    /// errors count like failed requests.
+    fn active_check(&mut self, ctx: &mut Context<Self>) {
+        if self.checking || self.stopping {
+            return;
+        }
+        self.checking = true;
+        let timeout = self
+            .spec
+            .health_check_interval
+            .unwrap_or(Duration::from_secs(10))
+            .min(Duration::from_secs(10));
+        let req = crate::providers::health_request(&self.spec).timeout(timeout);
+        let fut = async move {
+            req.send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, _| {
+            act.checking = false;
+            let failed = match &result {
+                Ok(status) => (*status >= 500).then(|| format!("health check: status {status}")),
+                Err(e) => Some(format!("health check: {e}")),
+            };
+            match failed {
+                None if act.state == HealthState::Unhealthy => {
+                    act.opens = 0;
+                    act.until = 0;
+                    act.consecutive_failures = 0;
+                    act.shared.publish(0);
+                    act.transition(HealthState::Healthy, "active health check succeeded");
+                }
+                None => {}
+                Some(error) => {
+                    act.consecutive_failures += 1;
+                    let status = *result.as_ref().unwrap_or(&502);
+                    act.note_error(
+                        status,
+                        Some(crate::providers::scrub(&error, act.spec.api_key.as_ref())),
+                    );
+                    if act.state != HealthState::Unhealthy
+                        && act.consecutive_failures >= act.spec.failure_threshold
+                    {
+                        act.open_circuit();
+                    }
+                }
+            }
+        }));
     }
 }
 

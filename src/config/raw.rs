@@ -45,6 +45,10 @@ pub struct RawServer {
     /// Bounded in-memory request log size.
     pub request_log_size: Option<usize>,
     pub max_messages: Option<usize>,
+    /// A client must send its request headers within this time (slowloris guard).
+    pub header_timeout_ms: Option<u64>,
+    /// …and its whole body within this time.
+    pub body_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -409,7 +409,10 @@ impl Serialize for Node {
                 m.serialize_entry("virtual_key", &*l.virtual_key)?;
                 m.serialize_entry("override_params", &l.override_params)?;
                 m.serialize_entry("retry_attempts", &l.retry.attempts)?;
-                m.serialize_entry("request_timeout_ms", &l.request_timeout.map(|d| d.as_millis() as u64))?;
+                m.serialize_entry(
+                    "request_timeout_ms",
+                    &l.request_timeout.map(|d| d.as_millis() as u64),
+                )?;
             }
             NodeKind::Group(g) => {
                 let mode = match g.mode {

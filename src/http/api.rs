@@ -27,8 +27,6 @@ use crate::proxy::{self, Prepared, Reply};
 use crate::requestlog::{Entry, RequestLog};
 use crate::telemetry::InFlight;
 
-/// A slow client gets this long to send its whole body (headers have actix's own timeout).
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Inline configs compiled per runtime generation; Portkey SDKs resend the same JSON on every
 /// request, so this turns a parse + compile into a hash lookup.
 const INLINE_CACHE_MAX: usize = 256;
@@ -112,6 +110,7 @@ async fn read_body(
     h: &HeaderMap,
     mut payload: web::Payload,
     limit: usize,
+    within: Duration,
 ) -> Result<BytesMut, Error> {
     let declared = header(h, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -129,16 +128,9 @@ async fn read_body(
         }
         Ok(())
     };
-    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+    match tokio::time::timeout(within, read).await {
         Ok(r) => r.map(|()| buf),
-        Err(_) => Err(Error::InvalidRequest {
-            message: format!(
-                "request body not received within {}s",
-                BODY_TIMEOUT.as_secs()
-            ),
-            param: None,
-            code: Some("body_timeout"),
-        }),
+        Err(_) => Err(Error::ClientTimeout(within)),
     }
 }
 
@@ -399,7 +391,7 @@ async fn serve(
         .expect("entry present until a stream takes it");
     authenticate(runtime, h)?;
     let settings = &runtime.config.server;
-    let raw = read_body(h, payload, settings.max_body_bytes).await?;
+    let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
     let body = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = body.get("model").and_then(Value::as_str).map(str::to_owned);
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);

@@ -252,6 +252,41 @@ fn anthropic_build(
     Ok(req)
 }
 
+/// The cheap request an active health check sends: the provider's model list.
+pub fn health_request(spec: &TargetSpec) -> reqwest::RequestBuilder {
+    let client = client();
+    match spec.provider {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            let req = client.get(format!("{}/models", spec.base_url));
+            match &spec.api_key {
+                Some(k) => req.bearer_auth(k.expose()),
+                None => req,
+            }
+        }
+        ProviderKind::AzureOpenai => {
+            let req = client
+                .get(format!("{}/openai/models", spec.base_url))
+                .query(&[(
+                    "api-version",
+                    spec.api_version.as_deref().unwrap_or_default(),
+                )]);
+            match &spec.api_key {
+                Some(k) => req.header("api-key", k.expose()),
+                None => req,
+            }
+        }
+        ProviderKind::Anthropic => {
+            let req = client
+                .get(format!("{}/v1/models", spec.base_url))
+                .header("anthropic-version", &spec.anthropic_version);
+            match &spec.api_key {
+                Some(k) => req.header("x-api-key", k.expose()),
+                None => req,
+            }
+        }
+    }
+}
+
 /// Sends the request and returns the response if it is 2xx; otherwise the error in OpenAI terms.
 pub async fn send(
     spec: &TargetSpec,
