@@ -396,7 +396,6 @@ failure_threshold = 2
         }
     };
     let wait_for = |name: &'static str, want: &'static str| {
-        let state = state;
         async move {
             let t0 = Instant::now();
             loop {
