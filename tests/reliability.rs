@@ -395,20 +395,18 @@ failure_threshold = 2
                 .unwrap()
         }
     };
-    let wait_for = |name: &'static str, want: &'static str| {
-        async move {
-            let t0 = Instant::now();
-            loop {
-                let t = state(name).await;
-                if t["state"] == want {
-                    return t;
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(5),
-                    "{name} never became {want}: {t}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let wait_for = |name: &'static str, want: &'static str| async move {
+        let t0 = Instant::now();
+        loop {
+            let t = state(name).await;
+            if t["state"] == want {
+                return t;
             }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{name} never became {want}: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let t = wait_for("sick", "unhealthy").await;

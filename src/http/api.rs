@@ -136,7 +136,7 @@ async fn read_body(
 
 /// Parses and type-checks the body. Deep validation is the provider's job; this catches what
 /// would otherwise be forwarded as garbage or break routing.
-fn parse_body(
+pub fn parse_body(
     endpoint: Endpoint,
     raw: &[u8],
     max_messages: usize,
