@@ -24,18 +24,20 @@ pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The presented key, if any.
-pub fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            return Some(v[7..].trim());
-        }
-    }
-    headers
-        .get("x-portkey-api-key")
+/// The keys a request presents: `Authorization: Bearer` and `x-portkey-api-key`. Both are
+/// considered because the Portkey SDK sends its key in the latter and a placeholder bearer.
+pub fn presented(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let bearer = headers
+        .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+        .map(|v| v[7..].trim());
+    let portkey = headers
+        .get("x-portkey-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    bearer.into_iter().chain(portkey).filter(|k| !k.is_empty())
 }
 
 /// The name of the key that matches, checking every key so timing does not reveal which.

@@ -77,3 +77,33 @@ fn openai_python_sdk_streams_and_embeddings() {
     let llmux = Llmux::start_with(&config(&m), "default_config = \"main\"", &[]);
     run_sdk_script(&llmux, "stream");
 }
+
+#[test]
+fn portkey_python_sdk_with_gateway_auth() {
+    let m = mock();
+    let cfg = format!(
+        "{}\n[configs.anthropic-only]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"anthropic-main\" }} ]\n\n[auth]\nkeys = [ {{ name = \"sdk\", key_env = \"LLMUX_SDK_KEY\" }} ]\n",
+        config(&m)
+    );
+    let llmux = Llmux::start_with(&cfg, "", &[("LLMUX_SDK_KEY", "gateway-key-for-sdk")]);
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/portkey_sdk.py"
+        ))
+        .arg(llmux.url("/v1"))
+        .arg("gateway-key-for-sdk")
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Portkey SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
+        llmux.logs()
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+    // The SDK's headers arrived as the Portkey gateway would see them.
+    let log = llmux.logs();
+    assert!(log.contains("portkey-sdk-trace"));
+}

@@ -32,14 +32,20 @@ fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
     let Some(token) = runtime.config.admin.as_ref().and_then(|a| a.token.as_ref()) else {
         return Ok(());
     };
-    let presented = crate::auth::presented(h).ok_or(Error::Unauthorized("admin token required"))?;
     let want = crate::auth::sha256(token.expose().as_bytes());
-    let got = crate::auth::sha256(presented.as_bytes());
-    if bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &got[..])) {
-        Ok(())
-    } else {
-        Err(Error::Unauthorized("invalid admin token"))
+    let mut any = false;
+    for presented in crate::auth::presented(h) {
+        any = true;
+        let got = crate::auth::sha256(presented.as_bytes());
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &got[..])) {
+            return Ok(());
+        }
     }
+    Err(Error::Unauthorized(if any {
+        "invalid admin token"
+    } else {
+        "admin token required"
+    }))
 }
 
 macro_rules! guard {

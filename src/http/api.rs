@@ -98,12 +98,18 @@ fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
     if keys.is_empty() {
         return Ok(());
     }
-    let presented = crate::auth::presented(h).ok_or(Error::Unauthorized(
-        "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`",
-    ))?;
-    crate::auth::check(keys, presented)
-        .map(|_| ())
-        .ok_or(Error::Unauthorized("invalid API key"))
+    let mut any = false;
+    for presented in crate::auth::presented(h) {
+        any = true;
+        if crate::auth::check(keys, presented).is_some() {
+            return Ok(());
+        }
+    }
+    Err(Error::Unauthorized(if any {
+        "invalid API key"
+    } else {
+        "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`"
+    }))
 }
 
 async fn read_body(
