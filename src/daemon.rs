@@ -115,12 +115,23 @@ async fn serve(config: Config) -> std::io::Result<()> {
     crate::telemetry::install_metrics();
     let server = config.server.clone();
     let admin_cfg = config.admin.clone();
-    let (supervisor, cur) = Supervisor::start(config);
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let cluster =
+                crate::cluster::Cluster::new(c.redis_url.expose(), &c.key_prefix, c.local_share)
+                    .map_err(|e| std::io::Error::other(format!("cluster.redis_url: {e}")))?;
+            actix_rt::spawn(cluster.clone().supervise());
+            Some(cluster)
+        }
+        None => None,
+    };
+    let (supervisor, cur) = Supervisor::start(config, cluster.clone());
     let state = web::Data::new(AppState {
         supervisor: supervisor.clone(),
         current: cur.clone(),
         log: Arc::new(RequestLog::new(server.request_log_size)),
         inline: DashMap::new(),
+        cluster,
         reload: Arc::new(ReloadStatus::default()),
     });
     {

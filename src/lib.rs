@@ -4,6 +4,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod error;

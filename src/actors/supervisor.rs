@@ -14,6 +14,7 @@ use rand::Rng;
 
 use super::now_ms;
 use super::target::{Acquire, Permit, Retire, TargetActor, TargetShared};
+use crate::cluster::Cluster;
 use crate::config::{Config, Leaf, Mode, Node, NodeKind, TargetSpec, Tree};
 
 /// One provider account's actor, as the request path sees it.
@@ -287,15 +288,16 @@ pub struct ReloadReport {
 
 pub struct Supervisor {
     current: Current,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Supervisor {
     /// Starts the supervisor and target actors for `config` on the current arbiter.
-    pub fn start(config: Config) -> (Addr<Supervisor>, Current) {
+    pub fn start(config: Config, cluster: Option<Arc<Cluster>>) -> (Addr<Supervisor>, Current) {
         let targets = config
             .targets
             .iter()
-            .map(|spec| spawn_target(spec.clone()))
+            .map(|spec| spawn_target(spec.clone(), &cluster))
             .collect();
         let runtime = Arc::new(Runtime {
             config: Arc::new(config),
@@ -305,14 +307,15 @@ impl Supervisor {
         let current: Current = Arc::new(RwLock::new(runtime));
         let addr = Supervisor {
             current: current.clone(),
+            cluster,
         }
         .start();
         (addr, current)
     }
 }
 
-fn spawn_target(spec: Arc<TargetSpec>) -> TargetHandle {
-    let (actor, shared) = TargetActor::new(spec.clone());
+fn spawn_target(spec: Arc<TargetSpec>, cluster: &Option<Arc<Cluster>>) -> TargetHandle {
+    let (actor, shared) = TargetActor::new(spec.clone(), cluster.clone());
     TargetHandle {
         spec,
         addr: actor.start(),
@@ -400,7 +403,7 @@ impl Handler<Reload> for Supervisor {
                         report.retired.push(spec.name.clone());
                     }
                     report.started.push(spec.name.clone());
-                    targets.push(spawn_target(spec.clone()));
+                    targets.push(spawn_target(spec.clone(), &self.cluster));
                 }
             }
         }

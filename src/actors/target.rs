@@ -20,12 +20,15 @@ use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
 use super::{ms_after, now_ms};
+use crate::cluster::{unix_ms, Admission, Cluster, RemoteState};
 use crate::config::TargetSpec;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// Latency samples kept for recent percentiles.
 const LATENCY_WINDOW: usize = 512;
+/// How often a target reads the state other replicas published for it.
+const CLUSTER_POLL: Duration = Duration::from_millis(250);
 /// How long others wait while a half-open probe is out before they may try to probe again.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -173,6 +176,8 @@ pub struct TargetStatus {
     pub latency_ms: LatencyStatus,
     /// Milliseconds until the target is tried again, when cooling down or unhealthy.
     pub retry_in_ms: Option<u64>,
+    /// Whether a non-healthy state was seen here or published by another replica.
+    pub state_source: StateSource,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -253,14 +258,34 @@ pub struct TargetActor {
     latencies: VecDeque<f32>,
     stopping: bool,
     checking: bool,
+    cluster: Option<Arc<Cluster>>,
+    /// Where the current non-healthy state came from.
+    source: StateSource,
+    /// `until` of the last state shared with the cluster, so each state is published once.
+    published_until: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateSource {
+    /// Seen by this replica.
+    Local,
+    /// Published by another replica through the cluster.
+    Cluster,
 }
 
 impl TargetActor {
-    pub fn new(spec: Arc<TargetSpec>) -> (TargetActor, Arc<TargetShared>) {
+    /// With a cluster, the local budgets are this replica's share, used while Redis is away.
+    pub fn new(
+        spec: Arc<TargetSpec>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> (TargetActor, Arc<TargetShared>) {
         let shared = Arc::new(TargetShared::default());
+        let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
+        let local = |n: u32| Budget::per_minute(((n as f64 * share).ceil() as u32).max(1));
         let actor = TargetActor {
-            rpm: spec.rpm.and_then(Budget::per_minute),
-            tpm: spec.tpm.and_then(Budget::per_minute),
+            rpm: spec.rpm.and_then(local),
+            tpm: spec.tpm.and_then(local),
             spec,
             shared: shared.clone(),
             state: HealthState::Healthy,
@@ -278,6 +303,9 @@ impl TargetActor {
             latencies: VecDeque::with_capacity(LATENCY_WINDOW),
             stopping: false,
             checking: false,
+            cluster,
+            source: StateSource::Local,
+            published_until: 0,
         };
         (actor, shared)
     }
@@ -309,6 +337,7 @@ impl TargetActor {
     }
 
     fn open_circuit(&mut self) {
+        self.source = StateSource::Local;
         let backoff = self
             .spec
             .cooldown
@@ -349,10 +378,63 @@ impl Actor for TargetActor {
         if let Some(every) = self.spec.health_check_interval {
             ctx.run_interval(every, |act, ctx| act.active_check(ctx));
         }
+        if self.cluster.is_some() {
+            ctx.run_interval(CLUSTER_POLL, |act, ctx| act.poll_cluster(ctx));
+        }
     }
 }
 
 impl TargetActor {
+    /// Shares a new local cooldown/unhealthy state with the other replicas (once per state).
+    fn share_state(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.state == HealthState::Healthy
+            || self.source != StateSource::Local
+            || self.until <= self.published_until
+        {
+            return;
+        }
+        self.published_until = self.until;
+        let until_unix = unix_ms() + self.until.saturating_sub(now_ms());
+        let (name, state) = (self.spec.name.clone(), state_name(self.state));
+        ctx.spawn(
+            async move { cluster.publish_state(&name, state, until_unix).await }.into_actor(self),
+        );
+    }
+
+    fn poll_cluster(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let name = self.spec.name.clone();
+        ctx.spawn(
+            async move { cluster.read_state(&name).await }
+                .into_actor(self)
+                .map(|remote, act, _| act.apply_remote(remote)),
+        );
+    }
+
+    /// Adopts a longer cooldown/unhealthy state another replica saw.
+    fn apply_remote(&mut self, remote: Option<RemoteState>) {
+        let Some(r) = remote else { return };
+        let until = now_ms() + r.until_unix_ms.saturating_sub(unix_ms());
+        if until <= self.until || self.stopping {
+            return;
+        }
+        let to = match r.state.as_str() {
+            "cooling_down" if self.state != HealthState::Unhealthy => HealthState::CoolingDown,
+            "unhealthy" if self.state == HealthState::Healthy => HealthState::Unhealthy,
+            _ => return,
+        };
+        self.until = until;
+        self.published_until = until;
+        self.source = StateSource::Cluster;
+        self.shared.publish(until);
+        self.transition(to, "state published by another replica");
+    }
+
     /// Active health check: a cheap `GET …/models`. The call runs as a spawned future, so the
     /// mailbox keeps serving permits while it is out. Any answer below 500 means the provider
     /// is up (a 401/404 on /models still proves it answers); 5xx, timeouts and connection
@@ -374,7 +456,7 @@ impl TargetActor {
                 .map(|r| r.status().as_u16())
                 .map_err(|e| e.to_string())
         };
-        ctx.spawn(fut.into_actor(self).map(|result, act, _| {
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.checking = false;
             let failed = match &result {
                 Ok(status) => (*status >= 500).then(|| format!("health check: status {status}")),
@@ -400,6 +482,7 @@ impl TargetActor {
                         && act.consecutive_failures >= act.spec.failure_threshold
                     {
                         act.open_circuit();
+                        act.share_state(ctx);
                     }
                 }
             }
@@ -407,12 +490,67 @@ impl TargetActor {
     }
 }
 
+impl TargetActor {
+    /// Takes from the local budgets (the whole budget alone, or this replica's share when the
+    /// cluster is configured but unreachable), then grants.
+    fn take_local(
+        &mut self,
+        tokens: u32,
+        probe: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Permit, Unavailable> {
+        if let Some(b) = &mut self.rpm {
+            if let Err(wait) = b.take(1) {
+                return Err(self.refuse_budget(Refusal::RateLimited, wait, probe));
+            }
+        }
+        if let Some(b) = &mut self.tpm {
+            if let Err(wait) = b.take(tokens) {
+                return Err(self.refuse_budget(Refusal::TokenBudget, wait, probe));
+            }
+        }
+        Ok(self.grant(tokens, probe, ctx))
+    }
+
+    fn refuse_budget(&mut self, reason: Refusal, wait: Duration, probe: bool) -> Unavailable {
+        if probe {
+            self.probe_in_flight = false;
+        }
+        let until = ms_after(wait);
+        self.shared.publish(until);
+        Unavailable { reason, until }
+    }
+
+    fn grant(&mut self, tokens: u32, probe: bool, ctx: &mut Context<Self>) -> Permit {
+        if probe {
+            // Half-open: exactly one request goes through; others skip until it reports.
+            self.probe_in_flight = true;
+            self.until = ms_after(PROBE_TIMEOUT);
+            self.shared.publish(self.until);
+        } else if self.state == HealthState::Healthy && self.shared.unavailable_until() > now_ms() {
+            self.shared.publish(0);
+        }
+        self.in_flight += 1;
+        self.requests += 1;
+        Permit {
+            spec: self.spec.clone(),
+            addr: ctx.address(),
+            probe,
+            tokens,
+            started: Instant::now(),
+            reported: false,
+        }
+    }
+}
+
 impl Handler<Acquire> for TargetActor {
-    type Result = MessageResult<Acquire>;
+    type Result = ResponseActFuture<Self, Result<Permit, Unavailable>>;
 
     fn handle(&mut self, msg: Acquire, ctx: &mut Context<Self>) -> Self::Result {
         let now = now_ms();
-        let refuse = |reason, until| MessageResult(Err(Unavailable { reason, until }));
+        let refuse = |reason, until| -> Self::Result {
+            Box::pin(fut::ready(Err(Unavailable { reason, until })))
+        };
         if self.stopping {
             return refuse(Refusal::Stopping, u64::MAX);
         }
@@ -423,6 +561,7 @@ impl Handler<Acquire> for TargetActor {
                 return refuse(Refusal::CoolingDown, self.until)
             }
             HealthState::CoolingDown => {
+                self.source = StateSource::Local;
                 self.transition(HealthState::Healthy, "rate-limit cooldown over");
                 self.shared.publish(0);
             }
@@ -431,38 +570,45 @@ impl Handler<Acquire> for TargetActor {
             }
             HealthState::Unhealthy => probe = true,
         }
-        if let Some(b) = &mut self.rpm {
-            if let Err(wait) = b.take(1) {
-                let until = ms_after(wait);
-                self.shared.publish(until);
-                return refuse(Refusal::RateLimited, until);
-            }
-        }
-        if let Some(b) = &mut self.tpm {
-            if let Err(wait) = b.take(msg.tokens) {
-                let until = ms_after(wait);
-                self.shared.publish(until);
-                return refuse(Refusal::TokenBudget, until);
-            }
-        }
+        let tokens = msg.tokens;
+        let shared_budget = self.spec.rpm.is_some() || self.spec.tpm.is_some();
+        let cluster = match &self.cluster {
+            Some(c) if shared_budget && c.is_up() => c.clone(),
+            _ => return Box::pin(fut::ready(self.take_local(tokens, probe, ctx))),
+        };
         if probe {
-            // Half-open: exactly one request goes through; others skip until it reports.
+            // Reserve the half-open slot while the cluster answers.
             self.probe_in_flight = true;
-            self.until = ms_after(PROBE_TIMEOUT);
-            self.shared.publish(self.until);
-        } else if self.shared.unavailable_until() > now {
-            self.shared.publish(0);
         }
-        self.in_flight += 1;
-        self.requests += 1;
-        MessageResult(Ok(Permit {
-            spec: self.spec.clone(),
-            addr: ctx.address(),
-            probe,
-            tokens: msg.tokens,
-            started: Instant::now(),
-            reported: false,
-        }))
+        let (name, rpm, tpm) = (self.spec.name.clone(), self.spec.rpm, self.spec.tpm);
+        // The cluster round trip runs as a spawned future: this mailbox keeps serving others.
+        let admission = async move {
+            for (kind, limit, cost) in [("rpm", rpm, 1), ("tpm", tpm, tokens)] {
+                let Some(limit) = limit else { continue };
+                match cluster.admit(&name, kind, limit, cost).await {
+                    Admission::Admitted => {}
+                    Admission::Denied(wait) => return Some(Err((kind, wait))),
+                    Admission::Unavailable => return None,
+                }
+            }
+            Some(Ok(()))
+        };
+        Box::pin(
+            admission
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Some(Ok(())) => Ok(act.grant(tokens, probe, ctx)),
+                    Some(Err((kind, wait))) => {
+                        let reason = if kind == "rpm" {
+                            Refusal::RateLimited
+                        } else {
+                            Refusal::TokenBudget
+                        };
+                        Err(act.refuse_budget(reason, wait, probe))
+                    }
+                    None => act.take_local(tokens, probe, ctx),
+                }),
+        )
     }
 }
 
@@ -516,6 +662,7 @@ impl Handler<Outcome> for TargetActor {
                 let until = ms_after(wait).max(self.until);
                 if self.state != HealthState::Unhealthy || o.probe {
                     self.until = until;
+                    self.source = StateSource::Local;
                     self.shared.publish(until);
                     self.transition(HealthState::CoolingDown, "upstream 429");
                 }
@@ -540,6 +687,7 @@ impl Handler<Outcome> for TargetActor {
                 }
             }
         }
+        self.share_state(ctx);
         if self.stopping && self.in_flight == 0 {
             ctx.stop();
         }
@@ -587,6 +735,7 @@ impl Handler<GetStatus> for TargetActor {
                 p99: self.percentile(0.99),
             },
             retry_in_ms,
+            state_source: self.source,
         })
     }
 }

@@ -52,7 +52,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}: {path}: {message}")]
+    #[error("{file}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
     Invalid {
         file: String,
         path: String,
@@ -133,6 +133,14 @@ pub struct TargetSpec {
     pub health_check_interval: Option<Duration>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSettings {
+    /// May hold a password: kept as a secret.
+    pub redis_url: Secret,
+    pub key_prefix: String,
+    pub local_share: f64,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Price {
     pub input_per_mtok: f64,
@@ -153,6 +161,7 @@ pub struct Config {
     /// One single-leaf tree per virtual key, for `x-portkey-virtual-key`.
     direct: Vec<Arc<Tree>>,
     pub pricing: HashMap<String, Price>,
+    pub cluster: Option<ClusterSettings>,
 }
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -315,7 +324,49 @@ impl Config {
                 },
             );
         }
+        let cluster = match &raw.cluster {
+            None => None,
+            Some(c) => {
+                let url = match (&c.redis_url, &c.redis_url_env) {
+                    (Some(u), None) => u.clone(),
+                    (None, Some(var)) => env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        invalid(
+                            "cluster.redis_url_env",
+                            format!("environment variable `{var}` is not set"),
+                        )
+                    })?,
+                    _ => {
+                        return Err(invalid(
+                            "cluster",
+                            "give exactly one of redis_url or redis_url_env".into(),
+                        ))
+                    }
+                };
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://"))
+                {
+                    return Err(invalid(
+                        "cluster.redis_url",
+                        "expected a redis:// URL, e.g. \"redis://127.0.0.1:6379\"".into(),
+                    ));
+                }
+                let local_share = c.local_share.unwrap_or(1.0);
+                if !(local_share > 0.0 && local_share <= 1.0) {
+                    return Err(invalid(
+                        "cluster.local_share",
+                        "local_share must be in (0, 1], e.g. 0.34 for three replicas".into(),
+                    ));
+                }
+                Some(ClusterSettings {
+                    redis_url: Secret::new(url),
+                    key_prefix: c.key_prefix.clone().unwrap_or_else(|| "llmux".into()),
+                    local_share,
+                })
+            }
+        };
         Ok(Config {
+            cluster,
             file: path.to_owned(),
             server,
             admin,

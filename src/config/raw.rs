@@ -23,6 +23,18 @@ pub struct RawFile {
     pub configs: BTreeMap<String, RawNode>,
     #[serde(default)]
     pub pricing: BTreeMap<String, RawPrice>,
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+    pub redis_url_env: Option<String>,
+    pub key_prefix: Option<String>,
+    /// Fraction of each budget this replica uses alone while Redis is unreachable.
+    pub local_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,7 +80,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 async fn targets(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
-    HttpResponse::Ok().json(json!({"targets": statuses(&state).await}))
+    HttpResponse::Ok().json(json!({
+        "targets": statuses(&state).await,
+        "cluster": state.cluster.as_ref().map(|c| c.status()),
+    }))
 }
 
 async fn target(
@@ -132,6 +135,7 @@ async fn config(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         "virtual_keys": c.targets,
         "configs": configs,
         "pricing": c.pricing,
+        "cluster": c.cluster,
     }))
 }
 

@@ -20,4 +20,5 @@ pub struct AppState {
     /// Compiled inline configs by their JSON text, tagged with the runtime generation.
     pub inline: DashMap<String, (u64, Arc<Tree>)>,
     pub reload: Arc<crate::daemon::ReloadStatus>,
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

@@ -181,6 +181,7 @@ async function main() {
     check(new RegExp(`${a.status}\\s+${a.answered ? 'answered' : 'failed'}`).test(got.text),
       `trace ${tr.trace_id} attempt ${i + 1} does not say in words that it ${a.answered ? 'answered' : 'failed'}: "${got.text}"`);
   });
+  check(await page.evaluate(() => location.hash) === `#trace=${encodeURIComponent(tr.trace_id)}`, 'the trace filter is not kept in the URL');
   const facts = await page.locator('#trace-detail .facts').innerText();
   for (const f of tr.facts || []) check(facts.includes(f), `trace ${tr.trace_id}: "${f}" not shown in ${JSON.stringify(facts)}`);
   // A trace id nobody used: says so, shows no card.
@@ -200,11 +201,12 @@ async function main() {
   check(!html.includes('[redacted]'), 'a redacted api_key field is rendered');
 
   // 7. Screenshots: desktop, then phone width without horizontal scrolling.
-  await page.evaluate(() => document.activeElement && document.activeElement.blur());
+  await page.evaluate(() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); });
   await page.waitForTimeout(300);
   await page.screenshot({ path: shotPath });
   await page.screenshot({ path: `${stem}-full.png`, fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.waitForTimeout(400);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 0, `at 390 px wide the page scrolls sideways by ${overflow} px`);

@@ -1,0 +1,278 @@
+//! Optional cluster state shared through Redis (`[cluster] redis_url`): rate-limit budgets that
+//! several replicas draw from together (GCRA in one atomic Lua script, one round trip per
+//! admission) and cooldown/unhealthy states that one replica sets and the others honour.
+//!
+//! Redis is an accelerator, never a dependency of a request: every call is bounded by a short
+//! timeout; on any error the replica marks the cluster down, serves with its local share of
+//! each budget, and a background ping brings it back when Redis answers again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+/// Longest a request may wait on Redis before the replica falls back to local budgets.
+const CALL_TIMEOUT: Duration = Duration::from_millis(25);
+/// How often a down cluster is pinged to rejoin.
+const PING_EVERY: Duration = Duration::from_millis(500);
+
+/// GCRA (the algorithm behind governor and redis-cell): one key per budget holds the
+/// theoretical arrival time. Redis' own clock is the only clock, so replicas never disagree.
+/// KEYS[1] = budget key; ARGV = emission interval (ms per cell), burst (cells), cost (cells).
+/// Returns {1, 0} when admitted, {0, ms until it would be}.
+const GCRA: &str = r#"
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + emission * cost
+local allow_at = new_tat - emission * burst
+if allow_at > now then
+  return {0, math.ceil(allow_at - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+return {1, 0}
+"#;
+
+/// A state one replica published for a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteState {
+    pub state: String,
+    /// Unix milliseconds until which it holds.
+    pub until_unix_ms: u64,
+    pub replica: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub redis_url: String,
+    pub replica: String,
+    pub connected: bool,
+    pub local_share: f64,
+    pub errors: u64,
+}
+
+pub struct Cluster {
+    client: redis::Client,
+    url_redacted: String,
+    prefix: String,
+    pub replica: String,
+    pub local_share: f64,
+    conn: Mutex<Option<ConnectionManager>>,
+    up: AtomicBool,
+    errors: AtomicU64,
+    script: redis::Script,
+}
+
+/// The outcome of asking the cluster for budget.
+pub enum Admission {
+    Admitted,
+    /// Denied; the budget frees up in this long.
+    Denied(Duration),
+    /// The cluster could not answer: use the local share.
+    Unavailable,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Cluster {
+    pub fn new(url: &str, prefix: &str, local_share: f64) -> Result<Arc<Cluster>, String> {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let replica = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        Ok(Arc::new(Cluster {
+            client,
+            url_redacted: redact_url(url),
+            prefix: prefix.to_owned(),
+            replica,
+            local_share,
+            conn: Mutex::new(None),
+            up: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            script: redis::Script::new(GCRA),
+        }))
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            redis_url: self.url_redacted.clone(),
+            replica: self.replica.clone(),
+            connected: self.is_up(),
+            local_share: self.local_share,
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mark(&self, up: bool, why: &str) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if was != up {
+            metrics::gauge!("llmux_cluster_connected").set(if up { 1.0 } else { 0.0 });
+            if up {
+                tracing::info!(redis = %self.url_redacted, "cluster state: connected to Redis; budgets and health are shared");
+            } else {
+                tracing::warn!(redis = %self.url_redacted, error = why,
+                    "cluster state: Redis unavailable; serving with local budget shares until it returns");
+            }
+        }
+        if !up {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the connection alive: connects, pings, and flips up/down. Runs forever on the
+    /// current arbiter.
+    pub async fn supervise(self: Arc<Cluster>) {
+        loop {
+            let conn = match self.conn() {
+                Some(c) => Some(c),
+                None => match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.client.get_connection_manager(),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => {
+                        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                        Some(c)
+                    }
+                    Ok(Err(e)) => {
+                        self.mark(false, &e.to_string());
+                        None
+                    }
+                    Err(_) => {
+                        self.mark(false, "connect timed out");
+                        None
+                    }
+                },
+            };
+            if let Some(mut c) = conn {
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut c);
+                match tokio::time::timeout(Duration::from_millis(250), ping).await {
+                    Ok(Ok(_)) => self.mark(true, ""),
+                    Ok(Err(e)) => self.mark(false, &e.to_string()),
+                    Err(_) => self.mark(false, "ping timed out"),
+                }
+            }
+            tokio::time::sleep(PING_EVERY).await;
+        }
+    }
+
+    fn key(&self, kind: &str, target: &str) -> String {
+        format!("{}:{kind}:{target}", self.prefix)
+    }
+
+    /// Takes `cost` cells from the shared budget `kind` (rpm/tpm) of `target`.
+    pub async fn admit(&self, target: &str, kind: &str, per_minute: u32, cost: u32) -> Admission {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return Admission::Unavailable;
+        };
+        let emission_ms = 60_000.0 / per_minute.max(1) as f64;
+        let cost = cost.clamp(1, per_minute.max(1));
+        let mut invocation = self.script.key(self.key(kind, target));
+        invocation.arg(emission_ms).arg(per_minute).arg(cost);
+        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok((1, _))) => Admission::Admitted,
+            Ok(Ok((_, wait_ms))) => Admission::Denied(Duration::from_millis(wait_ms.max(1) as u64)),
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                Admission::Unavailable
+            }
+            Err(_) => {
+                self.mark(false, "admission timed out");
+                Admission::Unavailable
+            }
+        }
+    }
+
+    /// Publishes a cooldown/unhealthy state so the other replicas skip the target too.
+    pub async fn publish_state(&self, target: &str, state: &str, until_unix_ms: u64) {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return;
+        };
+        let ttl = until_unix_ms.saturating_sub(unix_ms()).max(1);
+        let value = format!("{state}|{until_unix_ms}|{}", self.replica);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("health", target))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl);
+        let call = cmd.query_async::<()>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT * 4, call).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.mark(false, &e.to_string()),
+            Err(_) => self.mark(false, "publish timed out"),
+        }
+    }
+
+    /// A state another replica published for `target`, if one is in force.
+    pub async fn read_state(&self, target: &str) -> Option<RemoteState> {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return None;
+        };
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key("health", target));
+        let call = cmd.query_async::<Option<String>>(&mut conn);
+        let value = match tokio::time::timeout(CALL_TIMEOUT * 4, call).await {
+            Ok(Ok(v)) => v?,
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let mut parts = value.splitn(3, '|');
+        let state = parts.next()?.to_owned();
+        let until_unix_ms = parts.next()?.parse().ok()?;
+        let replica = parts.next()?.to_owned();
+        (replica != self.replica && until_unix_ms > unix_ms()).then_some(RemoteState {
+            state,
+            until_unix_ms,
+            replica,
+        })
+    }
+}
+
+/// `redis://user:password@host` → `redis://user:***@host`: the URL may carry a password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            super::redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}
