@@ -2,7 +2,7 @@
 VENV := .venv
 MOCK_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test venv lint verify-unit
+.PHONY: run test venv lint verify-unit deps
 
 run:
 	cargo build --release --bins
@@ -17,7 +17,17 @@ $(VENV)/.installed: requirements-test.txt
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+# System packages the integration tests drive for real (Debian names); installed when missing.
+APT_DEPS := redis-server
+deps:
+	@missing=""; for p in $(APT_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps $(VENV)/.installed
 	cargo test --all-targets
 
 lint:
