@@ -107,3 +107,47 @@ fn portkey_python_sdk_with_gateway_auth() {
     let log = llmux.logs();
     assert!(log.contains("portkey-sdk-trace"));
 }
+
+#[test]
+fn node_openai_and_portkey_sdks() {
+    let modules = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/node/node_modules"
+    ));
+    assert!(
+        modules.exists(),
+        "{} missing: run `make test` (it runs npm ci in tests/node)",
+        modules.display()
+    );
+    let m = mock();
+    let cfg = format!(
+        "{}\n[auth]\nkeys = [ {{ name = \"node\", key_env = \"LLMUX_NODE_KEY\" }} ]\n",
+        config(&m)
+    );
+    let llmux = Llmux::start_with(
+        &cfg,
+        "default_config = \"main\"",
+        &[("LLMUX_NODE_KEY", "node-gateway-key")],
+    );
+    let out = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/clients.mjs"
+        ))
+        .arg(llmux.url("/v1"))
+        .arg("node-gateway-key")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Node SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
+        llmux.logs()
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+    assert!(
+        llmux.logs().contains("node-portkey-trace"),
+        "the Portkey SDK's trace id reached llmux"
+    );
+}

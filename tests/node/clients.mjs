@@ -1,0 +1,59 @@
+// Drives llmux with the real Node `openai` and `portkey-ai` SDKs, unchanged but for baseURL.
+// Usage: node clients.mjs BASE_URL GATEWAY_KEY   (BASE_URL like http://127.0.0.1:8787/v1)
+import OpenAI from 'openai';
+import { Portkey } from 'portkey-ai';
+
+const [baseURL, key] = process.argv.slice(2);
+let passed = 0;
+function check(cond, what) {
+  if (!cond) {
+    console.error(`FAILED: ${what}`);
+    process.exit(1);
+  }
+  passed++;
+}
+
+const openai = new OpenAI({ baseURL, apiKey: key, maxRetries: 0 });
+const { data, response } = await openai.chat.completions
+  .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Say hi' }] },
+          { headers: { 'x-portkey-trace-id': 'node-openai-trace' } })
+  .withResponse();
+check(data.object === 'chat.completion', `object: ${data.object}`);
+check(data.choices[0].message.content, 'content');
+check(response.headers.get('x-portkey-trace-id') === 'node-openai-trace', 'trace id echoed');
+
+const stream = await openai.chat.completions.create({
+  model: 'gpt-4o', messages: [{ role: 'user', content: 'Count' }], stream: true,
+});
+let text = '';
+for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+check(text.length > 0, 'openai stream text');
+
+const emb = await openai.embeddings.create({ model: 'text-embedding-3-small', input: 'hello' });
+check(emb.data.length === 1, 'embeddings');
+
+// Portkey SDK: key in x-portkey-api-key, config inline as snake_case JSON, trace id.
+const portkey = new Portkey({
+  apiKey: key,
+  baseURL,
+  config: { strategy: { mode: 'fallback' }, targets: [{ virtual_key: 'openai-main' }, { virtual_key: 'anthropic-main' }] },
+});
+const res = await portkey.chat.completions.create(
+  { model: 'gpt-4o', messages: [{ role: 'user', content: 'Say hi' }] },
+  { traceID: 'node-portkey-trace' },
+);
+check(res.choices[0].message.content, 'portkey content');
+const pstream = await portkey.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Count' }], stream: true });
+let ptext = '';
+for await (const chunk of pstream) ptext += chunk.choices[0]?.delta?.content ?? '';
+check(ptext.length > 0, 'portkey stream text');
+
+let refused = false;
+try {
+  await new OpenAI({ baseURL, apiKey: 'wrong', maxRetries: 0 }).chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }] });
+} catch (e) {
+  refused = e.status === 401;
+}
+check(refused, 'wrong key refused with 401');
+
+console.log(`${passed} passed, 0 failed`);
