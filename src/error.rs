@@ -20,6 +20,8 @@ pub enum Error {
     },
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("request headers exceed the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("unknown config id `{0}`: no [configs.{0}] in config.toml")]
@@ -66,6 +68,7 @@ impl Error {
         match self {
             Error::InvalidRequest { .. }
             | Error::PayloadTooLarge { .. }
+            | Error::HeadersTooLarge { .. }
             | Error::UnknownConfig(_)
             | Error::InvalidConfig { .. }
             | Error::UnknownVirtualKey(_)
@@ -83,6 +86,7 @@ impl Error {
         match self {
             Error::InvalidRequest { code, .. } => *code,
             Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::HeadersTooLarge { .. } => Some("headers_too_large"),
             Error::Unauthorized(_) => Some("invalid_api_key"),
             Error::UnknownConfig(_) | Error::InvalidConfig { .. } => Some("invalid_config"),
             Error::UnknownVirtualKey(_) => Some("invalid_virtual_key"),
@@ -133,6 +137,7 @@ impl ResponseError for Error {
             | Error::UnknownVirtualKey(_)
             | Error::NoConfig => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::NoCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Upstream { status, .. } => {

@@ -86,6 +86,19 @@ async fn bad_requests_get_openai_errors() {
             .contains("x-portkey-config.targets[1].virtual_key"),
         "{v}"
     );
+    // Oversized headers: 431 (over max_header_bytes, 64 KiB by default), or refused by the HTTP
+    // layer itself when far larger.
+    let r = c
+        .post(&url)
+        .header("x-big", "a".repeat(100_000))
+        .json(&chat_body("x"))
+        .send()
+        .await;
+    let status = r.as_ref().map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Ok(431) | Err(_)),
+        "oversized headers refused: {status:?}"
+    );
     // The mock never saw any of them, and llmux is still healthy.
     assert_eq!(m.stats("openai-main").requests, 0);
     let r = c.post(&url).json(&chat_body("x")).send().await.unwrap();

@@ -86,6 +86,7 @@ pub struct ServerSettings {
     pub workers: usize,
     pub request_log_size: usize,
     pub max_messages: usize,
+    pub max_header_bytes: usize,
     #[serde(serialize_with = "ser_ms")]
     pub header_timeout: Duration,
     #[serde(serialize_with = "ser_ms")]
@@ -476,6 +477,7 @@ fn compile_server(raw: &RawFile, invalid: &Invalid<'_>) -> Result<ServerSettings
         },
         request_log_size: s.request_log_size.unwrap_or(1000),
         max_messages: s.max_messages.unwrap_or(2048),
+        max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(1024),
         header_timeout: ms(s.header_timeout_ms, 10_000, "header_timeout_ms")?,
         body_timeout: ms(s.body_timeout_ms, 30_000, "body_timeout_ms")?,
     })

@@ -57,6 +57,8 @@ pub struct RawServer {
     /// Bounded in-memory request log size.
     pub request_log_size: Option<usize>,
     pub max_messages: Option<usize>,
+    /// Largest total size of a request's headers.
+    pub max_header_bytes: Option<usize>,
     /// A client must send its request headers within this time (slowloris guard).
     pub header_timeout_ms: Option<u64>,
     /// …and its whole body within this time.

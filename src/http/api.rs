@@ -395,8 +395,14 @@ async fn serve(
     let entry = slot
         .as_mut()
         .expect("entry present until a stream takes it");
-    authenticate(runtime, h)?;
     let settings = &runtime.config.server;
+    let header_bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > settings.max_header_bytes {
+        return Err(Error::HeadersTooLarge {
+            limit: settings.max_header_bytes,
+        });
+    }
+    authenticate(runtime, h)?;
     let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
     let body = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = body.get("model").and_then(Value::as_str).map(str::to_owned);
