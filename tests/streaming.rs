@@ -44,6 +44,19 @@ fn stream_body() -> Value {
     json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "count to five"}]})
 }
 
+async fn chat(
+    c: &reqwest::Client,
+    llmux: &Llmux,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = c.post(llmux.url("/v1/chat/completions")).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
 /// Reads an SSE response to the end: (data payloads, arrival time of each).
 async fn read_sse(resp: reqwest::Response) -> (Vec<String>, Vec<Duration>) {
     let t0 = Instant::now();
@@ -92,13 +105,7 @@ async fn chunks_arrive_incrementally() {
         },
     );
     let c = client();
-    let resp = c
-        .post(llmux.url("/v1/chat/completions"))
-        .header("x-portkey-config", "solo")
-        .json(&stream_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(&c, &llmux, &[("x-portkey-config", "solo")], &stream_body()).await;
     assert_eq!(resp.status(), 200);
     assert!(header(resp.headers(), "content-type").starts_with("text/event-stream"));
     let (datas, times) = read_sse(resp).await;
@@ -198,13 +205,7 @@ async fn fallback_before_first_token_for_each_failure_kind() {
     for (what, behavior) in kinds {
         m.reset();
         m.set_behavior("bad", behavior);
-        let resp = c
-            .post(llmux.url("/v1/chat/completions"))
-            .header("x-portkey-config", "pair")
-            .json(&stream_body())
-            .send()
-            .await
-            .unwrap();
+        let resp = chat(&c, &llmux, &[("x-portkey-config", "pair")], &stream_body()).await;
         assert_eq!(resp.status(), 200, "{what}");
         assert_eq!(
             header(resp.headers(), "x-llmux-virtual-key"),
@@ -259,14 +260,13 @@ async fn failure_after_first_token_is_an_error_event_not_a_truncation() {
             },
         );
         let trace = format!("midstream-{mode:?}");
-        let resp = c
-            .post(llmux.url("/v1/chat/completions"))
-            .header("x-portkey-config", "solo")
-            .header("x-portkey-trace-id", &trace)
-            .json(&stream_body())
-            .send()
-            .await
-            .unwrap();
+        let resp = chat(
+            &c,
+            &llmux,
+            &[("x-portkey-config", "solo"), ("x-portkey-trace-id", &trace)],
+            &stream_body(),
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let (datas, _) = read_sse(resp).await;
         assert!(
@@ -324,13 +324,7 @@ async fn client_disconnect_cancels_upstream() {
         },
     );
     let c = client();
-    let resp = c
-        .post(llmux.url("/v1/chat/completions"))
-        .header("x-portkey-config", "solo")
-        .json(&stream_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(&c, &llmux, &[("x-portkey-config", "solo")], &stream_body()).await;
     let mut body = resp.bytes_stream();
     let mut got = 0;
     while got < 2 {
@@ -376,13 +370,7 @@ async fn anthropic_and_azure_streams_translate() {
     let c = client();
     let mut body = stream_body();
     body["stream_options"] = json!({"include_usage": true});
-    let resp = c
-        .post(llmux.url("/v1/chat/completions"))
-        .header("x-portkey-virtual-key", "claude")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(&c, &llmux, &[("x-portkey-virtual-key", "claude")], &body).await;
     assert_eq!(resp.status(), 200);
     let (datas, _) = read_sse(resp).await;
     assert_eq!(
@@ -413,13 +401,13 @@ async fn anthropic_and_azure_streams_translate() {
     );
 
     // Azure's leading prompt_filter_results frame (no choices) is not content and passes through.
-    let resp = c
-        .post(llmux.url("/v1/chat/completions"))
-        .header("x-portkey-virtual-key", "azure")
-        .json(&stream_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = chat(
+        &c,
+        &llmux,
+        &[("x-portkey-virtual-key", "azure")],
+        &stream_body(),
+    )
+    .await;
     let (datas, _) = read_sse(resp).await;
     assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
     assert!(

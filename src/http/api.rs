@@ -12,6 +12,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Map, Value};
@@ -32,30 +33,27 @@ use crate::telemetry::InFlight;
 const INLINE_CACHE_MAX: usize = 256;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat))
-        .route("/v1/completions", web::post().to(completions))
-        .route("/v1/embeddings", web::post().to(embeddings))
-        .route("/v1/models", web::get().to(models));
+    cfg.route(
+        "/v1/chat/completions",
+        web::post().to(endpoint(Endpoint::Chat)),
+    )
+    .route(
+        "/v1/completions",
+        web::post().to(endpoint(Endpoint::Completions)),
+    )
+    .route(
+        "/v1/embeddings",
+        web::post().to(endpoint(Endpoint::Embeddings)),
+    )
+    .route("/v1/models", web::get().to(models));
 }
 
-async fn chat(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
-    handle(Endpoint::Chat, req, body, state).await
-}
-
-async fn completions(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    handle(Endpoint::Completions, req, body, state).await
-}
-
-async fn embeddings(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
-    handle(Endpoint::Embeddings, req, body, state).await
+/// The handler for one routed endpoint.
+fn endpoint(
+    e: Endpoint,
+) -> impl Fn(HttpRequest, web::Payload, web::Data<AppState>) -> LocalBoxFuture<'static, HttpResponse>
+       + Clone {
+    move |req, body, state| Box::pin(handle(e, req, body, state))
 }
 
 async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
