@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -41,25 +41,30 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main"
     )
 }
 
-pub fn run_sdk_script(llmux: &Llmux, mode: &str) {
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/openai_sdk.py"
-        ))
+/// Runs a client script (`tests/<script>`) against llmux; it must print "N passed, 0 failed".
+fn run_client(program: &Path, script: &str, llmux: &Llmux, args: &[&str]) {
+    let out = Command::new(program)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
         .arg(llmux.url("/v1"))
-        .arg("unused")
-        .arg(mode)
+        .args(args)
         .output()
-        .expect("python runs");
+        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
+        "{script} failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
         llmux.logs()
     );
     assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+}
+
+fn run_sdk_script(llmux: &Llmux, mode: &str) {
+    run_client(&python(), "python/openai_sdk.py", llmux, &["unused", mode]);
 }
 
 #[test]
@@ -86,23 +91,12 @@ fn portkey_python_sdk_with_gateway_auth() {
         config(&m)
     );
     let llmux = Llmux::start_with(&cfg, "", &[("LLMUX_SDK_KEY", "gateway-key-for-sdk")]);
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/portkey_sdk.py"
-        ))
-        .arg(llmux.url("/v1"))
-        .arg("gateway-key-for-sdk")
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "Portkey SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
-        llmux.logs()
+    run_client(
+        &python(),
+        "python/portkey_sdk.py",
+        &llmux,
+        &["gateway-key-for-sdk"],
     );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
     // The SDK's headers arrived as the Portkey gateway would see them.
     let log = llmux.logs();
     assert!(log.contains("portkey-sdk-trace"));
@@ -129,23 +123,12 @@ fn node_openai_and_portkey_sdks() {
         "default_config = \"main\"",
         &[("LLMUX_NODE_KEY", "node-gateway-key")],
     );
-    let out = Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/node/clients.mjs"
-        ))
-        .arg(llmux.url("/v1"))
-        .arg("node-gateway-key")
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "Node SDK script failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
-        llmux.logs()
+    run_client(
+        Path::new("node"),
+        "node/clients.mjs",
+        &llmux,
+        &["node-gateway-key"],
     );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
     assert!(
         llmux.logs().contains("node-portkey-trace"),
         "the Portkey SDK's trace id reached llmux"
