@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-/// Longest a request may wait on Redis before the replica falls back to local budgets.
-const CALL_TIMEOUT: Duration = Duration::from_millis(25);
+/// Longest a request may wait on Redis before it is admitted from the local share instead.
+const CALL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Slow answers in a row after which the cluster counts as down (until the next good ping).
+const SLOW_LIMIT: u32 = 3;
 /// How often a down cluster is pinged to rejoin.
 const PING_EVERY: Duration = Duration::from_millis(500);
 
@@ -55,6 +57,8 @@ pub struct ClusterStatus {
     pub connected: bool,
     pub local_share: f64,
     pub errors: u64,
+    /// Admissions decided from the local share because Redis could not answer in time.
+    pub local_admissions: u64,
 }
 
 pub struct Cluster {
@@ -66,6 +70,8 @@ pub struct Cluster {
     conn: Mutex<Option<ConnectionManager>>,
     up: AtomicBool,
     errors: AtomicU64,
+    slow: std::sync::atomic::AtomicU32,
+    local_admissions: AtomicU64,
     script: redis::Script,
 }
 
@@ -97,6 +103,8 @@ impl Cluster {
             conn: Mutex::new(None),
             up: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            slow: std::sync::atomic::AtomicU32::new(0),
+            local_admissions: AtomicU64::new(0),
             script: redis::Script::new(GCRA),
         }))
     }
@@ -112,6 +120,7 @@ impl Cluster {
             connected: self.is_up(),
             local_share: self.local_share,
             errors: self.errors.load(Ordering::Relaxed),
+            local_admissions: self.local_admissions.load(Ordering::Relaxed),
         }
     }
 
@@ -181,6 +190,7 @@ impl Cluster {
     /// Takes `cost` cells from the shared budget `kind` (rpm/tpm) of `target`.
     pub async fn admit(&self, target: &str, kind: &str, per_minute: u32, cost: u32) -> Admission {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            self.local_admissions.fetch_add(1, Ordering::Relaxed);
             return Admission::Unavailable;
         };
         let emission_ms = 60_000.0 / per_minute.max(1) as f64;
@@ -188,15 +198,24 @@ impl Cluster {
         let mut invocation = self.script.key(self.key(kind, target));
         invocation.arg(emission_ms).arg(per_minute).arg(cost);
         let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        let result = tokio::time::timeout(CALL_TIMEOUT, call).await;
+        if !matches!(result, Err(_)) {
+            self.slow.store(0, Ordering::Relaxed);
+        }
+        match result {
             Ok(Ok((1, _))) => Admission::Admitted,
             Ok(Ok((_, wait_ms))) => Admission::Denied(Duration::from_millis(wait_ms.max(1) as u64)),
             Ok(Err(e)) => {
                 self.mark(false, &e.to_string());
+                self.local_admissions.fetch_add(1, Ordering::Relaxed);
                 Admission::Unavailable
             }
             Err(_) => {
-                self.mark(false, "admission timed out");
+                // One slow answer is load, not an outage; several in a row are.
+                if self.slow.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_LIMIT {
+                    self.mark(false, "admissions timed out");
+                }
+                self.local_admissions.fetch_add(1, Ordering::Relaxed);
                 Admission::Unavailable
             }
         }

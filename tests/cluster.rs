@@ -119,8 +119,21 @@ async fn replicas_share_one_budget() {
     assert_eq!(ok + limited, 1500, "only 200s and 429s: {statuses:?}");
     let seen = m.stats("shared").requests as f64;
     // rpm 600 = a burst of 600 plus 10/s refill; GCRA in Redis admits atomically, so the
-    // bound is exact up to the refill during the run.
-    let bound = 600.0 + 10.0 * (elapsed + 1.0);
+    // bound is exact up to the refill during the run. The documented exception: an admission
+    // Redis cannot answer within 100 ms comes from the replica's local share (0.34 × 600).
+    let mut local = 0.0;
+    for r in &clustered {
+        let v: Value = c
+            .get(r.admin_url("/admin/targets"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        local += v["cluster"]["local_admissions"].as_f64().unwrap();
+    }
+    let bound = 600.0 + 10.0 * (elapsed + 1.0) + local.min(3.0 * 204.0);
     assert!(
         seen <= bound,
         "mock saw {seen} > {bound} with a shared budget"
