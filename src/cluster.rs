@@ -199,7 +199,7 @@ impl Cluster {
         invocation.arg(emission_ms).arg(per_minute).arg(cost);
         let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
         let result = tokio::time::timeout(CALL_TIMEOUT, call).await;
-        if !matches!(result, Err(_)) {
+        if result.is_ok() {
             self.slow.store(0, Ordering::Relaxed);
         }
         match result {
