@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements-test.txt
 venv: $(VENV)/.installed
 
 # System packages the integration tests drive for real (Debian names); installed when missing.
-APT_DEPS := redis-server
+APT_DEPS := redis-server chromium
 deps:
 	@missing=""; for p in $(APT_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -31,7 +31,11 @@ tests/node/node_modules/.installed: tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: deps $(VENV)/.installed tests/node/node_modules/.installed
+tests/ui/node_modules/.installed: tests/ui/package-lock.json
+	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: deps $(VENV)/.installed tests/node/node_modules/.installed tests/ui/node_modules/.installed
 	cargo test --all-targets
 
 lint:

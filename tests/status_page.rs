@@ -68,8 +68,8 @@ fn preflight() {
     assert!(
         missing.is_empty(),
         "the status page test needs a browser toolchain that is missing: {}.\n\
-         Run `make test`, which installs what the tests need (npm ci --prefix tests/ui; \
-         Chromium comes from `apt-get install -y chromium`).",
+         Run `make test` (it runs `npm ci --prefix tests/ui`); Chromium is Debian's package: \
+         `apt-get install -y chromium` (CI installs it).",
         missing.join("; ")
     );
 }
