@@ -2,7 +2,7 @@
 VENV := .venv
 MOCK_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test venv lint verify-unit deps
+.PHONY: run test venv lint verify-unit deps bench bench-smoke
 
 run:
 	cargo build --release --bins
@@ -47,3 +47,10 @@ verify-unit:
 	cargo build --bin llmux
 	@tmp=$$(mktemp -d); sed "s|/usr/local/bin/llmux|$$PWD/target/debug/llmux|" systemd/llmux.service > $$tmp/llmux.service; \
 	systemd-analyze verify $$tmp/llmux.service; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# Side-by-side load benchmark (≤ 10 minutes; see BENCHMARKS.md) and its few-second smoke mode.
+bench:
+	bash bench/run.sh
+
+bench-smoke:
+	BENCH_TARGET_DIR=$(CURDIR)/target/bench LLMUX_BIN_DIR=$(CURDIR)/target/debug bash bench/run.sh --smoke

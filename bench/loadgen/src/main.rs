@@ -9,14 +9,15 @@
 //! loadgen closed --url URL --conns C --duration-s D               closed-loop max throughput
 //! loadgen stream --url URL --concurrency C --count N [--expect-chunks K]   SSE TTFT / total time
 //! loadgen hold   --url URL --streams N [--pid P]... [--hold-ms H] open N streams, sample RSS, drop them
+//! loadgen sse-server --listen 127.0.0.1:PORT [--chunks 50] [--interval-ms 10] [--max-s 900]
 //! common: [--body S | --body-file F] [-H 'name: value']... [--timeout-ms T] [--threads T] [--label L]
 //! ```
 //!
 //! `rate`: connection k sends requests k, k+C, k+2C, … each at its scheduled time
-//! `start + i/R`. `latency_us` runs from the actual send; `corrected_us` from the scheduled
-//! time, so it also counts the time a request waited behind a slow predecessor (coordinated
-//! omission). tokio timers tick in milliseconds, so `corrected_us` carries up to ~1 ms of timer
-//! slack; `latency_us` does not.
+//! `start + i/R` (requests not sent by the end of the duration are reported as `unsent`).
+//! `latency_us` runs from the actual send; `corrected_us` adds the time a request waited
+//! behind a slow predecessor on its connection (coordinated omission, as wrk2 counts it), but
+//! not the up-to-1 ms slack of tokio's millisecond timer when the connection was idle.
 //!
 //! `stream`: TTFT is the time from sending the request to the first SSE `data:` event whose
 //! `choices[0].delta.content` is a non-empty string; `total` to the end of the body. A stream
@@ -25,6 +26,11 @@
 //! `hold`: opens N streams at once (connects limited to `--connect-parallel` at a time), waits
 //! until every stream has its first content (or `--open-timeout-ms`), samples VmRSS/VmHWM of
 //! each `--pid` for `--hold-ms`, then drops every stream.
+//!
+//! `sse-server`: answers every request with an OpenAI-style chat stream (a role delta, `--chunks`
+//! content deltas each `--interval-ms` apart, a finish chunk, `[DONE]`), with TCP_NODELAY on its
+//! sockets, so that stream timings are not shaped by Nagle's algorithm meeting delayed ACKs (the
+//! mock, like actix-web by default, does not set TCP_NODELAY). Exits after `--max-s`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -37,7 +43,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self as client_http1, SendRequest};
+use hyper::server::conn::http1;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -174,7 +181,7 @@ type Conn = SendRequest<Full<Bytes>>;
 async fn connect(t: &Target) -> Result<Conn, String> {
     let s = TcpStream::connect(t.addr).await.map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(s))
+    let (sender, conn) = client_http1::handshake(TokioIo::new(s))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -341,6 +348,10 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
             let start = *start_slot.get().expect("start set before the barrier opens");
             let end = start + dur;
             let mut i = k as u64;
+            // When the previous request on this connection ended after this one's scheduled
+            // time, the wait is real queueing (counted in `corrected_us`); otherwise any gap
+            // between schedule and send is timer slack and is not counted.
+            let mut prev_done = start;
             loop {
                 let sched = if closed {
                     let now = Instant::now();
@@ -360,13 +371,15 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                 let sent = Instant::now();
                 let res = tokio::time::timeout(timeout, one_request(&t, &mut conn)).await;
                 let done = Instant::now();
+                let queued = prev_done.saturating_duration_since(sched);
+                prev_done = done;
                 match res {
                     Ok(Ok(status)) => {
                         *rec.statuses.entry(status).or_default() += 1;
                         if (200..300).contains(&status) {
                             rec.ok += 1;
                             rec.lat.push(micros(done - sent));
-                            rec.corr.push(micros(done - sched));
+                            rec.corr.push(micros(done - sent + queued));
                         }
                     }
                     Ok(Err(e)) => {
@@ -428,6 +441,9 @@ struct SseScan {
     chunks: u64,
     done: bool,
     first_content: Option<Instant>,
+    last_content: Option<Instant>,
+    /// Longest wait between two consecutive content events.
+    max_gap: Duration,
 }
 
 impl SseScan {
@@ -437,6 +453,8 @@ impl SseScan {
             chunks: 0,
             done: false,
             first_content: None,
+            last_content: None,
+            max_gap: Duration::ZERO,
         }
     }
 
@@ -464,10 +482,15 @@ impl SseScan {
                     .and_then(Value::as_str)
                     .is_some_and(|s| !s.is_empty());
                 if content {
+                    let now = Instant::now();
                     self.chunks += 1;
                     if self.first_content.is_none() {
-                        self.first_content = Some(Instant::now());
+                        self.first_content = Some(now);
                     }
+                    if let Some(last) = self.last_content {
+                        self.max_gap = self.max_gap.max(now - last);
+                    }
+                    self.last_content = Some(now);
                 }
             }
         }
@@ -477,6 +500,7 @@ impl SseScan {
 
 struct StreamResult {
     ttft: Option<Duration>,
+    max_gap: Duration,
     total: Duration,
     chunks: u64,
     done: bool,
@@ -497,6 +521,7 @@ async fn one_stream(t: &Target, conn: &mut Option<Conn>) -> Result<StreamResult,
     }
     Ok(StreamResult {
         ttft: scan.first_content.map(|f| f - t0),
+        max_gap: scan.max_gap,
         total: t0.elapsed(),
         chunks: scan.chunks,
         done: scan.done,
@@ -539,7 +564,7 @@ async fn stream(a: &Args) -> Result<Value, String> {
     }
     barrier.wait().await;
     let start = Instant::now();
-    let (mut ttft, mut total) = (Vec::new(), Vec::new());
+    let (mut ttft, mut total, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
     let mut rec = Rec::default();
     let (mut incomplete, mut mismatch, mut chunks_sum) = (0u64, 0u64, 0u64);
     for h in handles {
@@ -563,6 +588,7 @@ async fn stream(a: &Args) -> Result<Value, String> {
                         ttft.push(micros(f));
                     }
                     total.push(micros(r.total));
+                    gaps.push(micros(r.max_gap));
                 }
                 Err(e) => *rec.errors.entry(e).or_default() += 1,
             }
@@ -585,6 +611,7 @@ async fn stream(a: &Args) -> Result<Value, String> {
         "statuses": rec.statuses_json(),
         "ttft_us": percentiles(&mut ttft),
         "total_us": percentiles(&mut total),
+        "max_gap_us": percentiles(&mut gaps),
     }))
 }
 
@@ -752,6 +779,107 @@ async fn hold(a: &Args) -> Result<Value, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// sse-server: an OpenAI-style streaming upstream that sets TCP_NODELAY
+
+/// A timed SSE body: each frame waits its delay, then is sent as its own write.
+struct SseBody {
+    frames: std::collections::VecDeque<(Duration, Bytes)>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for SseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(sleep) = this.sleep.as_mut() {
+                if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.sleep = None;
+                let (_, b) = this.frames.pop_front().expect("a frame waits behind the sleep");
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+            }
+            match this.frames.front() {
+                None => return Poll::Ready(None),
+                Some((d, _)) if d.is_zero() => {
+                    let (_, b) = this.frames.pop_front().expect("front exists");
+                    return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+                }
+                Some((d, _)) => this.sleep = Some(Box::pin(tokio::time::sleep(*d))),
+            }
+        }
+    }
+}
+
+fn sse_frames(chunks: usize, interval: Duration) -> std::collections::VecDeque<(Duration, Bytes)> {
+    let event = |delta: Value, finish: Value| {
+        let v = json!({"id": "chatcmpl-sse", "object": "chat.completion.chunk", "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {v}\n\n"))
+    };
+    let mut f = std::collections::VecDeque::with_capacity(chunks + 3);
+    f.push_back((Duration::ZERO, event(json!({"role": "assistant", "content": ""}), Value::Null)));
+    for i in 0..chunks {
+        f.push_back((interval, event(json!({"content": format!("tok{i} ")}), Value::Null)));
+    }
+    let mut tail = event(json!({}), json!("stop")).to_vec();
+    tail.extend_from_slice(b"data: [DONE]\n\n");
+    f.push_back((Duration::ZERO, Bytes::from(tail)));
+    f
+}
+
+async fn sse_server(a: &Args) -> Result<Value, String> {
+    let listen = a.get("listen").unwrap_or("127.0.0.1:0");
+    let addr: SocketAddr = listen.parse().map_err(|e| format!("--listen {listen}: {e}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("refusing to listen on non-loopback {addr}"));
+    }
+    let chunks: usize = a.num("chunks", 50)?;
+    let interval = Duration::from_millis(a.num("interval-ms", 10)?);
+    let max = Duration::from_secs(a.num("max-s", 900)?);
+    // A deep accept queue: a proxy with a cold pool opens hundreds of upstream connections at
+    // once, and tokio's default backlog (128) would drop SYNs (1 s retransmits) in the test rig.
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    let _ = socket.set_reuseaddr(true);
+    socket.bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let listener = socket.listen(4096).map_err(|e| format!("listen {addr}: {e}"))?;
+    println!("loadgen sse-server listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    let accept = async {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .header(hyper::header::CONTENT_TYPE, "text/event-stream")
+                            .header(hyper::header::CACHE_CONTROL, "no-cache")
+                            .body(SseBody { frames: sse_frames(chunks, interval), sleep: None })
+                            .expect("static response parts"),
+                    )
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
+            });
+        }
+    };
+    // Runs until killed, or `--max-s` at most.
+    let _ = tokio::time::timeout(max, accept).await;
+    Ok(json!({"mode": "sse-server", "stopped_after_s": max.as_secs()}))
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() -> ExitCode {
     let a = match Args::parse() {
@@ -779,6 +907,7 @@ fn main() -> ExitCode {
             "closed" => rate(&a, true).await,
             "stream" => stream(&a).await,
             "hold" => hold(&a).await,
+            "sse-server" => sse_server(&a).await,
             m => Err(format!("unknown mode `{m}` (rate|closed|stream|hold)")),
         }
     });
