@@ -8,7 +8,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use crate::actors::unix_ms;
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
@@ -82,12 +84,6 @@ pub enum Admission {
     Denied(Duration),
     /// The cluster could not answer: use the local share.
     Unavailable,
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Cluster {

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use actix::Addr;
 use actix_web::{web, App, HttpServer};
@@ -68,10 +67,7 @@ pub async fn reload(
     notify(&[sd_notify::NotifyState::Ready]);
     metrics::counter!("llmux_reloads_total", "result" => if result.is_ok() { "ok" } else { "error" }).increment(1);
     let mut s = status.inner.lock().unwrap_or_else(|e| e.into_inner());
-    s.last_attempt_unix_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64);
+    s.last_attempt_unix_ms = Some(crate::actors::unix_ms());
     match result {
         Ok(report) => {
             tracing::info!(generation = report.generation, kept = ?report.kept, started = ?report.started,

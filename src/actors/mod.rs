@@ -7,7 +7,7 @@ pub mod supervisor;
 pub mod target;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Process-local monotonic milliseconds, for timestamps published through atomics.
 pub fn now_ms() -> u64 {
@@ -18,4 +18,11 @@ pub fn now_ms() -> u64 {
 /// `now_ms()` + `d`, saturating.
 pub fn ms_after(d: Duration) -> u64 {
     now_ms().saturating_add(d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// Wall-clock Unix milliseconds, for timestamps shown to people and shared between replicas.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -19,8 +19,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
+use super::unix_ms;
 use super::{ms_after, now_ms};
-use crate::cluster::{unix_ms, Admission, Cluster, RemoteState};
+use crate::cluster::{Admission, Cluster, RemoteState};
 use crate::config::TargetSpec;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;

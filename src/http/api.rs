@@ -4,7 +4,7 @@
 //! it, and answers with the route in its headers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
 use crate::actors::target::{OutcomeKind, Permit};
+use crate::actors::unix_ms;
 use crate::config::Tree;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
@@ -266,12 +267,6 @@ fn estimate_tokens(body: &Map<String, Value>, raw_len: usize) -> u32 {
         .find_map(|k| body.get(*k).and_then(Value::as_u64))
         .unwrap_or(0);
     (raw_len as u64 / 4 + completion).min(u32::MAX as u64) as u32
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn handle(

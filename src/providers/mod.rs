@@ -329,9 +329,7 @@ pub async fn finish(
         .map_err(|e| AttemptError::from_reqwest(&e, timeout))?;
     match (spec.provider, endpoint) {
         (ProviderKind::Anthropic, _) => {
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let created = crate::actors::unix_ms() / 1000;
             let (v, usage) = anthropic::translate_response(&body, created).map_err(|e| {
                 AttemptError::new(
                     502,
@@ -365,9 +363,7 @@ pub fn open_stream(
 ) -> stream::UpstreamStream {
     match spec.provider {
         ProviderKind::Anthropic => {
-            let created = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let created = crate::actors::unix_ms() / 1000;
             stream::UpstreamStream::anthropic(
                 resp,
                 idle,
