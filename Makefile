@@ -2,7 +2,7 @@
 VENV := .venv
 MOCK_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test venv lint verify-unit deps bench bench-smoke
+.PHONY: run test venv lint verify-unit deps bench bench-smoke bench-cluster
 
 run:
 	cargo build --release --bins
@@ -54,3 +54,6 @@ bench:
 
 bench-smoke:
 	BENCH_TARGET_DIR=$(CURDIR)/target/bench LLMUX_BIN_DIR=$(CURDIR)/target/debug bash bench/run.sh --smoke
+
+bench-cluster:
+	bash bench/cluster.sh
