@@ -40,6 +40,36 @@ pub fn presented(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     bearer.into_iter().chain(portkey).filter(|k| !k.is_empty())
 }
 
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Missing,
+    Invalid,
+}
+
+/// Checks the request's presented keys against `keys`: `Ok(None)` when no keys are configured,
+/// `Ok(Some(name))` for the matching key.
+pub fn authenticate<'a>(
+    keys: &'a [AuthKey],
+    headers: &HeaderMap,
+) -> Result<Option<&'a str>, Refused> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut any = false;
+    for key in presented(headers) {
+        any = true;
+        if let Some(name) = check(keys, key) {
+            return Ok(Some(name));
+        }
+    }
+    Err(if any {
+        Refused::Invalid
+    } else {
+        Refused::Missing
+    })
+}
+
 /// The name of the key that matches, checking every key so timing does not reveal which.
 pub fn check<'a>(keys: &'a [AuthKey], presented: &str) -> Option<&'a str> {
     let digest = sha256(presented.as_bytes());

@@ -10,6 +10,8 @@ use serde_json::json;
 use super::AppState;
 use crate::actors::supervisor::current;
 use crate::actors::target::{GetStatus, HealthState, TargetStatus};
+use crate::auth::{self, Refused};
+use crate::config::AuthKey;
 use crate::error::Error;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,20 +34,15 @@ fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
     let Some(token) = runtime.config.admin.as_ref().and_then(|a| a.token.as_ref()) else {
         return Ok(());
     };
-    let want = crate::auth::sha256(token.expose().as_bytes());
-    let mut any = false;
-    for presented in crate::auth::presented(h) {
-        any = true;
-        let got = crate::auth::sha256(presented.as_bytes());
-        if bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &got[..])) {
-            return Ok(());
-        }
+    let key = [AuthKey {
+        name: "admin".into(),
+        sha256: auth::sha256(token.expose().as_bytes()),
+    }];
+    match auth::authenticate(&key, h) {
+        Ok(_) => Ok(()),
+        Err(Refused::Missing) => Err(Error::Unauthorized("admin token required")),
+        Err(Refused::Invalid) => Err(Error::Unauthorized("invalid admin token")),
     }
-    Err(Error::Unauthorized(if any {
-        "invalid admin token"
-    } else {
-        "admin token required"
-    }))
 }
 
 macro_rules! guard {

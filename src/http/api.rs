@@ -21,6 +21,7 @@ use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
 use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
+use crate::auth::Refused;
 use crate::config::Tree;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
@@ -93,22 +94,13 @@ fn trace_id(h: &HeaderMap) -> String {
 }
 
 fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
-    let keys = &runtime.config.auth;
-    if keys.is_empty() {
-        return Ok(());
+    match crate::auth::authenticate(&runtime.config.auth, h) {
+        Ok(_) => Ok(()),
+        Err(Refused::Missing) => Err(Error::Unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`",
+        )),
+        Err(Refused::Invalid) => Err(Error::Unauthorized("invalid API key")),
     }
-    let mut any = false;
-    for presented in crate::auth::presented(h) {
-        any = true;
-        if crate::auth::check(keys, presented).is_some() {
-            return Ok(());
-        }
-    }
-    Err(Error::Unauthorized(if any {
-        "invalid API key"
-    } else {
-        "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`"
-    }))
 }
 
 async fn read_body(
