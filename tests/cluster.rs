@@ -67,14 +67,7 @@ fn replicas(m: &MockServer, redis: Option<&str>) -> Vec<Llmux> {
 async fn wait_connected(c: &reqwest::Client, l: &Llmux, want: bool) {
     let t0 = Instant::now();
     loop {
-        let v: Value = c
-            .get(l.admin_url("/admin/targets"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(c, &l.admin_url("/admin/targets")).await;
         if v["cluster"]["connected"] == want {
             return;
         }
@@ -123,14 +116,7 @@ async fn replicas_share_one_budget() {
     // Redis cannot answer within 100 ms comes from the replica's local share (0.34 × 600).
     let mut local = 0.0;
     for r in &clustered {
-        let v: Value = c
-            .get(r.admin_url("/admin/targets"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&c, &r.admin_url("/admin/targets")).await;
         local += v["cluster"]["local_admissions"].as_f64().unwrap();
     }
     let bound = 600.0 + 10.0 * (elapsed + 1.0) + local.min(3.0 * 204.0);

@@ -40,10 +40,6 @@ output_per_mtok = 10.0
     )
 }
 
-async fn get_json(c: &reqwest::Client, url: &str) -> Value {
-    c.get(url).send().await.unwrap().json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_under_load_loses_nothing() {
     let m = mock();

@@ -252,3 +252,8 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// GETs `url` and parses its JSON body (admin endpoints).
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
