@@ -137,7 +137,9 @@ async fn serve(config: Config) -> std::io::Result<()> {
 
     let api_state = state.clone();
     let api_server = HttpServer::new(move || {
+        // Runs on each worker's thread: its supervisor shard lives there too.
         App::new()
+            .app_data(Supervisor::shard(api_state.current.clone()))
             .app_data(api_state.clone())
             .configure(api::routes)
             .default_service(web::to(api::not_found))

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::actors::now_ms;
 use crate::actors::supervisor::{Failure, Next, Route, Runtime, Supervisor};
-use crate::actors::target::{Acquire, OutcomeKind, Permit};
+use crate::actors::target::{OutcomeKind, Permit};
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::providers::stream::UpstreamStream;
@@ -28,6 +28,8 @@ pub struct Prepared {
     pub trace_id: String,
     pub endpoint: Endpoint,
     pub body: Map<String, Value>,
+    /// The body as the client sent it (`body` is parsed from it).
+    pub raw: Bytes,
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
@@ -225,10 +227,7 @@ async fn run_leaf(
             Ok(_) => 200,
             Err(e) => e.status,
         };
-        metrics::counter!("llmux_attempts_total", "virtual_key" => leaf.virtual_key.to_string(), "status" => status.to_string())
-            .increment(1);
-        metrics::histogram!("llmux_attempt_duration_seconds", "virtual_key" => leaf.virtual_key.to_string())
-            .record(latency_ms / 1000.0);
+        permit.record_attempt(status, latency_ms / 1000.0);
         let err = match result {
             Ok(reply) => {
                 attempts.push(AttemptRecord {
@@ -280,15 +279,10 @@ async fn run_leaf(
             return Err(err);
         }
         tokio::time::sleep(wait).await;
-        permit = match route
-            .target(leaf)
-            .addr
-            .send(Acquire { tokens: req.tokens })
-            .await
-        {
-            Ok(Ok(p)) => p,
+        permit = match route.target(leaf).acquire(req.tokens).await {
+            Ok(p) => p,
             // Cooling down or out of budget now: let the tree move on.
-            _ => return Err(err),
+            Err(_) => return Err(err),
         };
     }
 }
@@ -316,9 +310,10 @@ async fn attempt(
     let body = Merged {
         body: &req.body,
         overrides,
+        raw: &req.raw,
     };
     let call = async {
-        let upstream = providers::build(spec, req.endpoint, &body, timeout)?;
+        let upstream = providers::build(spec, req.endpoint, &body)?;
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let model = body

@@ -474,3 +474,45 @@ async fn embeddings_and_completions_route() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["object"], "text_completion");
 }
+
+/// `request_timeout` bounds the time to the first content; a stream that keeps flowing may
+/// run past it (only the idle timeout applies then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flowing_stream_outlives_request_timeout() {
+    let m = mock();
+    let llmux = Llmux::start(&config(&m));
+    m.set_behavior(
+        "bad",
+        Behavior {
+            stream_chunks: 8,
+            chunk_interval_ms: 120,
+            ..Default::default()
+        },
+    );
+    let c = client();
+    let t0 = Instant::now();
+    let resp = chat(&c, &llmux, &[("x-portkey-config", "pair")], &stream_body()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(resp.headers(), "x-llmux-virtual-key"), "bad");
+    let (datas, _) = read_sse(resp).await;
+    assert!(
+        t0.elapsed() > Duration::from_millis(800),
+        "the stream should have lasted about 1 s"
+    );
+    assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        datas.iter().all(|d| !d.contains("\"error\"")),
+        "no error event: {datas:?}"
+    );
+    let content = datas
+        .iter()
+        .filter(|d| {
+            serde_json::from_str::<Value>(d).is_ok_and(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+            })
+        })
+        .count();
+    assert_eq!(content, 8, "{datas:?}");
+}

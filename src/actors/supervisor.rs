@@ -1,6 +1,11 @@
-//! The supervisor actor: owns the current [`Runtime`] (compiled config + target actors), walks
-//! strategy trees to choose each attempt (weighted load balancing, fallback), asks the chosen
-//! target actor for a permit, and swaps in reloaded configs.
+//! The supervisor actor: walks strategy trees to choose each attempt (weighted load balancing,
+//! fallback), gets a permit from the chosen target, and swaps in reloaded configs.
+//!
+//! There is one supervisor per HTTP worker (a *shard*, started on the worker's own thread) plus
+//! the *root* on the system arbiter. Shards serve [`Next`]: selection never leaves the thread
+//! that accepted the request, so the common path costs no cross-thread wake-up. The root owns
+//! the target actors' lifecycle: [`Reload`] goes to it, it starts and retires target actors on
+//! its arbiter and publishes the new [`Runtime`] through [`Current`], which every shard reads.
 //!
 //! A request's walk state travels in its [`Route`], which pins the `Runtime` the request started
 //! on: a reload never changes the tree under a request in flight. The walk reads availability
@@ -13,17 +18,10 @@ use actix::prelude::*;
 use rand::Rng;
 
 use super::now_ms;
-use super::target::{Acquire, Permit, Retire, TargetActor, TargetShared};
+pub use super::target::TargetHandle;
+use super::target::{Permit, Retire, TargetActor};
 use crate::cluster::Cluster;
 use crate::config::{Config, Leaf, Mode, Node, NodeKind, TargetSpec, Tree};
-
-/// One provider account's actor, as the request path sees it.
-#[derive(Clone)]
-pub struct TargetHandle {
-    pub spec: Arc<TargetSpec>,
-    pub addr: Addr<TargetActor>,
-    pub shared: Arc<TargetShared>,
-}
 
 /// A config snapshot with its target actors, indexed like `config.targets`.
 pub struct Runtime {
@@ -292,7 +290,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervisor and target actors for `config` on the current arbiter.
+    /// Starts the root supervisor and the target actors for `config` on the current arbiter.
     pub fn start(config: Config, cluster: Option<Arc<Cluster>>) -> (Addr<Supervisor>, Current) {
         let targets = config
             .targets
@@ -311,6 +309,16 @@ impl Supervisor {
         }
         .start();
         (addr, current)
+    }
+
+    /// Starts a shard on the current arbiter (an HTTP worker's thread) for requests accepted
+    /// there.
+    pub fn shard(current: Current) -> Addr<Supervisor> {
+        Supervisor {
+            current,
+            cluster: None,
+        }
+        .start()
     }
 }
 
@@ -335,13 +343,15 @@ impl Handler<Next> for Supervisor {
     type Result = ResponseFuture<Step>;
 
     fn handle(&mut self, msg: Next, _: &mut Context<Self>) -> Self::Result {
-        // Runs as a spawned future: awaiting a target's answer never blocks this mailbox.
+        // Runs as a spawned future: awaiting a target actor's answer (only needed when the
+        // target is not open) never blocks this mailbox.
         Box::pin(async move {
             let Next {
                 mut route,
                 mut failure,
                 tokens,
             } = msg;
+            let runtime = route.runtime.clone();
             loop {
                 let leaf = match failure.take() {
                     None => route.first(),
@@ -353,20 +363,17 @@ impl Handler<Next> for Supervisor {
                         attempt: None,
                     };
                 };
-                let handle = route.target(&leaf).addr.clone();
-                match handle.send(Acquire { tokens }).await {
-                    Ok(Ok(permit)) => {
+                match runtime.targets[leaf.target as usize].acquire(tokens).await {
+                    Ok(permit) => {
                         return Step {
                             route,
                             attempt: Some((leaf, permit)),
                         }
                     }
-                    Ok(Err(unavailable)) => {
+                    Err(unavailable) => {
                         route.earliest_free = route.earliest_free.min(unavailable.until);
                         failure = Some(Failure::Skip);
                     }
-                    // The actor is gone (retired mid-request): treat as unavailable.
-                    Err(_) => failure = Some(Failure::Skip),
                 }
             }
         })

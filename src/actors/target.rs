@@ -1,15 +1,20 @@
 //! The target actor: the single owner of one provider account's rate-limit budget (`governor`)
-//! and health (circuit breaker, cooldowns, latency). Requests ask it for a [`Permit`] before
-//! calling the provider and report an [`Outcome`] after; the upstream call itself happens in the
-//! request task, never in this actor's mailbox, so a slow provider cannot slow anything else.
+//! and health (circuit breaker, cooldowns, latency). Requests get a [`Permit`] before calling
+//! the provider and report an [`Outcome`] after; the upstream call itself happens in the request
+//! task, never in this actor's mailbox, so a slow provider cannot slow anything else.
 //!
-//! The actor publishes "unavailable until" into [`TargetShared`] whenever its state changes, so
-//! the supervisor can skip it during selection without a round trip.
+//! Only the actor decides health. It publishes each decision into [`TargetShared`]: when the
+//! target is unavailable, whether a permit may be granted without asking it (`open`: healthy,
+//! not retiring, budgets local) and whether a success needs telling (`quiet`: no failure streak
+//! to reset). While a target is healthy, the request path takes its budget cells (the limiter is
+//! lock-free) and settles successes with atomics, so the common case costs no message and no
+//! cross-thread wake-up; anything that can change health (failures, 429s, half-open probes,
+//! Redis-shared budgets, cooldown expiry) still goes through the mailbox.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -33,11 +38,24 @@ const CLUSTER_POLL: Duration = Duration::from_millis(250);
 /// How long others wait while a half-open probe is out before they may try to probe again.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// State the actor publishes for lock-free readers (the supervisor's selection walk).
-#[derive(Debug, Default)]
+/// What the actor publishes for the request path, and the budgets and counters the request
+/// path may touch without a message.
 pub struct TargetShared {
     /// `now_ms()` before which the target should not be selected; 0 = available.
     unavailable_until: AtomicU64,
+    /// Permits may be granted without asking the actor.
+    open: AtomicBool,
+    /// Successes and cancellations need not be reported to the actor.
+    quiet: AtomicBool,
+    rpm: Option<Budget>,
+    tpm: Option<Budget>,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    successes: AtomicU64,
+    latency: Mutex<Latency>,
+    /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
+    attempts_ok: metrics::Counter,
+    attempt_seconds: metrics::Histogram,
 }
 
 impl TargetShared {
@@ -49,6 +67,145 @@ impl TargetShared {
     }
     fn publish(&self, until: u64) {
         self.unavailable_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Takes one request and `tokens` from the local budgets, or says which budget refused and
+    /// when it will have the cells.
+    fn take_budgets(&self, tokens: u32) -> Result<(), (Refusal, Duration)> {
+        if let Some(b) = &self.rpm {
+            b.take(1).map_err(|w| (Refusal::RateLimited, w))?;
+        }
+        if let Some(b) = &self.tpm {
+            b.take(tokens).map_err(|w| (Refusal::TokenBudget, w))?;
+        }
+        Ok(())
+    }
+
+    /// A budget refusal: unavailable until the cells are back. Raise only, never lower: the
+    /// actor may have published a longer cooldown meanwhile.
+    fn refuse_budget(&self, reason: Refusal, wait: Duration) -> Unavailable {
+        let until = ms_after(wait);
+        self.unavailable_until.fetch_max(until, Ordering::Relaxed);
+        Unavailable { reason, until }
+    }
+
+    /// The lock-free grant. `None` when the actor must decide (not healthy, retiring, or its
+    /// budgets live in Redis).
+    fn try_grant(&self, tokens: u32) -> Option<Result<(), Unavailable>> {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        // Counted before the second look, so a retiring actor that closes the gate and then
+        // reads in_flight either sees this request or makes it ask (SeqCst on both sides).
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self.open.load(Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        if let Err((reason, wait)) = self.take_budgets(tokens) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Some(Err(self.refuse_budget(reason, wait)));
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
+    /// Books a success: counters, latency, and the token budget charged for what the
+    /// provider reported beyond the estimate (governor cannot refund an over-estimate).
+    fn settle_success(&self, latency: Duration, estimated: u32, used: Option<u64>) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.record_latency(latency);
+        self.charge_tokens(estimated, used);
+    }
+
+    fn charge_tokens(&self, estimated: u32, used: Option<u64>) {
+        if let (Some(b), Some(used)) = (&self.tpm, used) {
+            if used > estimated as u64 {
+                let _ = b.take((used - estimated as u64).min(u32::MAX as u64) as u32);
+            }
+        }
+    }
+
+    fn record_latency(&self, latency: Duration) {
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(latency);
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Recent latencies: an EWMA and a window for percentiles.
+struct Latency {
+    ewma_ms: Option<f64>,
+    window: VecDeque<f32>,
+}
+
+impl Latency {
+    fn record(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        // α = 0.2: reacts within a handful of requests, smooths single outliers.
+        self.ewma_ms = Some(self.ewma_ms.map_or(ms, |e| e * 0.8 + ms * 0.2));
+        if self.window.len() == LATENCY_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(ms as f32);
+    }
+
+    fn percentiles(&self, qs: [f64; 2]) -> [Option<f64>; 2] {
+        if self.window.is_empty() {
+            return [None, None];
+        }
+        let mut v: Vec<f32> = self.window.iter().copied().collect();
+        v.sort_unstable_by(f32::total_cmp);
+        qs.map(|q| Some(v[((v.len() - 1) as f64 * q).round() as usize] as f64))
+    }
+}
+
+/// One provider account's actor, as the request path sees it.
+#[derive(Clone)]
+pub struct TargetHandle {
+    pub spec: Arc<TargetSpec>,
+    pub addr: Addr<TargetActor>,
+    pub shared: Arc<TargetShared>,
+}
+
+impl TargetHandle {
+    /// A permit without a message, when the actor has published the target as open.
+    pub fn try_acquire(&self, tokens: u32) -> Option<Result<Permit, Unavailable>> {
+        self.shared.try_grant(tokens).map(|granted| {
+            granted.map(|()| Permit {
+                spec: self.spec.clone(),
+                shared: self.shared.clone(),
+                addr: self.addr.clone(),
+                probe: false,
+                tokens,
+                started: Instant::now(),
+                reported: false,
+            })
+        })
+    }
+
+    /// A permit: lock-free when the target is open, else from the actor.
+    pub async fn acquire(&self, tokens: u32) -> Result<Permit, Unavailable> {
+        if let Some(answer) = self.try_acquire(tokens) {
+            return answer;
+        }
+        match self.addr.send(Acquire { tokens }).await {
+            Ok(answer) => answer,
+            // The actor is gone (retired mid-request): unavailable.
+            Err(_) => Err(Unavailable {
+                reason: Refusal::Stopping,
+                until: u64::MAX,
+            }),
+        }
     }
 }
 
@@ -118,6 +275,7 @@ pub struct Outcome {
 /// `Cancelled`, so a client disconnect releases the in-flight slot and any half-open probe.
 pub struct Permit {
     pub spec: Arc<TargetSpec>,
+    shared: Arc<TargetShared>,
     addr: Addr<TargetActor>,
     probe: bool,
     tokens: u32,
@@ -126,11 +284,44 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// Attempt metrics, with this target's handles for the common (200) case.
+    pub fn record_attempt(&self, status: u16, seconds: f64) {
+        if status == 200 {
+            self.shared.attempts_ok.increment(1);
+        } else {
+            metrics::counter!("llmux_attempts_total", "virtual_key" => self.spec.name.clone(),
+                "status" => status.to_string())
+            .increment(1);
+        }
+        self.shared.attempt_seconds.record(seconds);
+    }
+
     pub fn report(mut self, kind: OutcomeKind, tokens_used: Option<u64>, error: Option<String>) {
         self.reported = true;
+        self.settle(kind, tokens_used, error);
+    }
+
+    /// Settles here what cannot change health (a success while the target is quiet, a
+    /// cancellation that is not a probe); tells the actor everything else.
+    fn settle(&self, kind: OutcomeKind, tokens_used: Option<u64>, error: Option<String>) {
+        let latency = self.started.elapsed();
+        let local = !self.probe
+            && match kind {
+                OutcomeKind::Success => self.shared.quiet.load(Ordering::SeqCst),
+                OutcomeKind::Cancelled => true,
+                _ => false,
+            };
+        if local {
+            if let OutcomeKind::Success = kind {
+                self.shared
+                    .settle_success(latency, self.tokens, tokens_used);
+            }
+            self.shared.release();
+            return;
+        }
         self.addr.do_send(Outcome {
             kind,
-            latency: self.started.elapsed(),
+            latency,
             probe: self.probe,
             tokens_estimated: self.tokens,
             tokens_used,
@@ -142,14 +333,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.reported {
-            self.addr.do_send(Outcome {
-                kind: OutcomeKind::Cancelled,
-                latency: self.started.elapsed(),
-                probe: self.probe,
-                tokens_estimated: self.tokens,
-                tokens_used: None,
-                error: None,
-            });
+            self.settle(OutcomeKind::Cancelled, None, None);
         }
     }
 }
@@ -200,8 +384,9 @@ pub struct LatencyStatus {
 struct Budget {
     limiter: Limiter,
     capacity: u32,
-    remaining: u32,
-    seen: Instant,
+    remaining: AtomicU32,
+    /// `now_ms()` of `remaining`.
+    seen: AtomicU64,
 }
 
 impl Budget {
@@ -210,18 +395,20 @@ impl Budget {
         Some(Budget {
             limiter: RateLimiter::direct(Quota::per_minute(n)).with_middleware(),
             capacity: n.get(),
-            remaining: n.get(),
-            seen: Instant::now(),
+            remaining: AtomicU32::new(n.get()),
+            seen: AtomicU64::new(now_ms()),
         })
     }
 
     /// Takes `n` cells, or says when they will be there.
-    fn take(&mut self, n: u32) -> Result<(), Duration> {
+    fn take(&self, n: u32) -> Result<(), Duration> {
         let n = NonZeroU32::new(n.clamp(1, self.capacity)).unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_n(n) {
             Ok(Ok(snapshot)) => {
-                self.remaining = snapshot.remaining_burst_capacity();
-                self.seen = Instant::now();
+                // For the admin view only: a racing pair of takes may leave either's number.
+                self.remaining
+                    .store(snapshot.remaining_burst_capacity(), Ordering::Relaxed);
+                self.seen.store(now_ms(), Ordering::Relaxed);
                 Ok(())
             }
             Ok(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
@@ -232,16 +419,15 @@ impl Budget {
 
     /// Estimated remaining now: last seen plus what replenished since.
     fn remaining(&self) -> u32 {
-        let refill = self.seen.elapsed().as_secs_f64() * self.capacity as f64 / 60.0;
-        (self.remaining as f64 + refill).min(self.capacity as f64) as u32
+        let elapsed_ms = now_ms().saturating_sub(self.seen.load(Ordering::Relaxed));
+        let refill = elapsed_ms as f64 / 1000.0 * self.capacity as f64 / 60.0;
+        (self.remaining.load(Ordering::Relaxed) as f64 + refill).min(self.capacity as f64) as u32
     }
 }
 
 pub struct TargetActor {
     spec: Arc<TargetSpec>,
     shared: Arc<TargetShared>,
-    rpm: Option<Budget>,
-    tpm: Option<Budget>,
     state: HealthState,
     /// `now_ms()` until which the current cooldown/open circuit lasts.
     until: u64,
@@ -250,13 +436,9 @@ pub struct TargetActor {
     probe_in_flight: bool,
     consecutive_failures: u32,
     last_error: Option<(String, SystemTime)>,
-    in_flight: u32,
-    requests: u64,
-    successes: u64,
     failures: u64,
+    /// Statuses other than 200 (successes are counted in `shared`).
     by_status: BTreeMap<u16, u64>,
-    ewma_ms: Option<f64>,
-    latencies: VecDeque<f32>,
     stopping: bool,
     checking: bool,
     cluster: Option<Arc<Cluster>>,
@@ -281,12 +463,27 @@ impl TargetActor {
         spec: Arc<TargetSpec>,
         cluster: Option<Arc<Cluster>>,
     ) -> (TargetActor, Arc<TargetShared>) {
-        let shared = Arc::new(TargetShared::default());
         let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
         let local = |n: u32| Budget::per_minute(((n as f64 * share).ceil() as u32).max(1));
-        let actor = TargetActor {
+        let shared = Arc::new(TargetShared {
+            unavailable_until: AtomicU64::new(0),
+            open: AtomicBool::new(false),
+            quiet: AtomicBool::new(false),
             rpm: spec.rpm.and_then(local),
             tpm: spec.tpm.and_then(local),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            latency: Mutex::new(Latency {
+                ewma_ms: None,
+                window: VecDeque::with_capacity(LATENCY_WINDOW),
+            }),
+            attempts_ok: metrics::counter!("llmux_attempts_total",
+                "virtual_key" => spec.name.clone(), "status" => "200"),
+            attempt_seconds: metrics::histogram!("llmux_attempt_duration_seconds",
+                "virtual_key" => spec.name.clone()),
+        });
+        let actor = TargetActor {
             spec,
             shared: shared.clone(),
             state: HealthState::Healthy,
@@ -295,13 +492,8 @@ impl TargetActor {
             probe_in_flight: false,
             consecutive_failures: 0,
             last_error: None,
-            in_flight: 0,
-            requests: 0,
-            successes: 0,
             failures: 0,
             by_status: BTreeMap::new(),
-            ewma_ms: None,
-            latencies: VecDeque::with_capacity(LATENCY_WINDOW),
             stopping: false,
             checking: false,
             cluster,
@@ -320,16 +512,22 @@ impl TargetActor {
             tracing::warn!(virtual_key = %self.spec.name, from = ?self.state, to = ?to, reason = why, "target state changed");
             self.state = to;
         }
+        self.publish_gates();
     }
 
-    fn record_latency(&mut self, latency: Duration) {
-        let ms = latency.as_secs_f64() * 1000.0;
-        // α = 0.2: reacts within a handful of requests, smooths single outliers.
-        self.ewma_ms = Some(self.ewma_ms.map_or(ms, |e| e * 0.8 + ms * 0.2));
-        if self.latencies.len() == LATENCY_WINDOW {
-            self.latencies.pop_front();
-        }
-        self.latencies.push_back(ms as f32);
+    /// Publishes whether the request path may grant permits and settle successes on its own.
+    /// Called after anything that changes `state`, `consecutive_failures` or `stopping`.
+    fn publish_gates(&self) {
+        let healthy = self.state == HealthState::Healthy && !self.stopping;
+        // With a cluster, budgets are admitted by Redis: only the actor talks to it.
+        let budgets_shared =
+            self.cluster.is_some() && (self.spec.rpm.is_some() || self.spec.tpm.is_some());
+        self.shared
+            .open
+            .store(healthy && !budgets_shared, Ordering::SeqCst);
+        self.shared
+            .quiet
+            .store(healthy && self.consecutive_failures == 0, Ordering::SeqCst);
     }
 
     fn note_error(&mut self, status: u16, error: Option<String>) {
@@ -350,14 +548,12 @@ impl TargetActor {
         self.transition(HealthState::Unhealthy, "consecutive failures");
     }
 
-    fn percentile(&self, q: f64) -> Option<f64> {
-        if self.latencies.is_empty() {
-            return None;
+    /// A retiring actor stops once nothing it granted is still out. Grants settled without a
+    /// message do not wake it, so it also looks on a short timer.
+    fn stop_when_drained(&self, ctx: &mut Context<Self>) {
+        if self.stopping && self.shared.in_flight() == 0 {
+            ctx.stop();
         }
-        let mut v: Vec<f32> = self.latencies.iter().copied().collect();
-        v.sort_unstable_by(f32::total_cmp);
-        let idx = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(v[idx] as f64)
     }
 }
 
@@ -376,6 +572,7 @@ impl Actor for TargetActor {
         metrics::gauge!("llmux_target_state", "virtual_key" => self.spec.name.clone(), "state" => "healthy").set(1.0);
         // Bursts of hundreds of concurrent requests must not park senders on a tiny mailbox.
         ctx.set_mailbox_capacity(4096);
+        self.publish_gates();
         if let Some(every) = self.spec.health_check_interval {
             ctx.run_interval(every, |act, ctx| act.active_check(ctx));
         }
@@ -474,6 +671,7 @@ impl TargetActor {
                 None => {}
                 Some(error) => {
                     act.consecutive_failures += 1;
+                    act.publish_gates();
                     let status = *result.as_ref().unwrap_or(&502);
                     act.note_error(
                         status,
@@ -500,26 +698,17 @@ impl TargetActor {
         probe: bool,
         ctx: &mut Context<Self>,
     ) -> Result<Permit, Unavailable> {
-        if let Some(b) = &mut self.rpm {
-            if let Err(wait) = b.take(1) {
-                return Err(self.refuse_budget(Refusal::RateLimited, wait, probe));
-            }
+        match self.shared.take_budgets(tokens) {
+            Ok(()) => Ok(self.grant(tokens, probe, ctx)),
+            Err((reason, wait)) => Err(self.refuse_budget(reason, wait, probe)),
         }
-        if let Some(b) = &mut self.tpm {
-            if let Err(wait) = b.take(tokens) {
-                return Err(self.refuse_budget(Refusal::TokenBudget, wait, probe));
-            }
-        }
-        Ok(self.grant(tokens, probe, ctx))
     }
 
     fn refuse_budget(&mut self, reason: Refusal, wait: Duration, probe: bool) -> Unavailable {
         if probe {
             self.probe_in_flight = false;
         }
-        let until = ms_after(wait);
-        self.shared.publish(until);
-        Unavailable { reason, until }
+        self.shared.refuse_budget(reason, wait)
     }
 
     fn grant(&mut self, tokens: u32, probe: bool, ctx: &mut Context<Self>) -> Permit {
@@ -531,10 +720,11 @@ impl TargetActor {
         } else if self.state == HealthState::Healthy && self.shared.unavailable_until() > now_ms() {
             self.shared.publish(0);
         }
-        self.in_flight += 1;
-        self.requests += 1;
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
         Permit {
             spec: self.spec.clone(),
+            shared: self.shared.clone(),
             addr: ctx.address(),
             probe,
             tokens,
@@ -617,22 +807,15 @@ impl Handler<Outcome> for TargetActor {
     type Result = ();
 
     fn handle(&mut self, o: Outcome, ctx: &mut Context<Self>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.shared.release();
         if o.probe {
             self.probe_in_flight = false;
         }
-        if let (Some(b), Some(used)) = (&mut self.tpm, o.tokens_used) {
-            // governor cannot refund an over-estimate; it can charge an under-estimate.
-            if used > o.tokens_estimated as u64 {
-                let _ = b.take((used - o.tokens_estimated as u64).min(u32::MAX as u64) as u32);
-            }
-        }
         match o.kind {
             OutcomeKind::Success => {
-                *self.by_status.entry(200).or_default() += 1;
-                self.successes += 1;
+                self.shared
+                    .settle_success(o.latency, o.tokens_estimated, o.tokens_used);
                 self.consecutive_failures = 0;
-                self.record_latency(o.latency);
                 if self.state == HealthState::Unhealthy {
                     self.opens = 0;
                     self.until = 0;
@@ -642,7 +825,8 @@ impl Handler<Outcome> for TargetActor {
             }
             OutcomeKind::ClientError(status) => {
                 *self.by_status.entry(status).or_default() += 1;
-                self.record_latency(o.latency);
+                self.shared.record_latency(o.latency);
+                self.shared.charge_tokens(o.tokens_estimated, o.tokens_used);
                 self.note_error(status, o.error);
                 if o.probe {
                     // The target answered, so it is alive; the request was just bad.
@@ -688,10 +872,9 @@ impl Handler<Outcome> for TargetActor {
                 }
             }
         }
+        self.publish_gates();
         self.share_state(ctx);
-        if self.stopping && self.in_flight == 0 {
-            ctx.stop();
-        }
+        self.stop_when_drained(ctx);
     }
 }
 
@@ -708,6 +891,14 @@ impl Handler<GetStatus> for TargetActor {
             HealthState::Healthy => None,
             _ => Some(self.until.saturating_sub(now)),
         };
+        let shared = &self.shared;
+        let successes = shared.successes.load(Ordering::Relaxed);
+        let mut by_status = self.by_status.clone();
+        if successes > 0 {
+            by_status.insert(200, successes);
+        }
+        let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let [p50, p99] = latency.percentiles([0.5, 0.99]);
         MessageResult(TargetStatus {
             name: self.spec.name.clone(),
             provider: self.spec.provider.as_str(),
@@ -719,21 +910,21 @@ impl Handler<GetStatus> for TargetActor {
                     .ok()
                     .map(|d| d.as_millis() as u64)
             }),
-            in_flight: self.in_flight,
-            requests: self.requests,
-            successes: self.successes,
+            in_flight: shared.in_flight(),
+            requests: shared.requests.load(Ordering::Relaxed),
+            successes,
             failures: self.failures,
-            by_status: self.by_status.clone(),
+            by_status,
             rate_limit: RateLimitStatus {
-                rpm: self.rpm.as_ref().map(|b| b.capacity),
-                rpm_remaining: self.rpm.as_ref().map(Budget::remaining),
-                tpm: self.tpm.as_ref().map(|b| b.capacity),
-                tpm_remaining: self.tpm.as_ref().map(Budget::remaining),
+                rpm: shared.rpm.as_ref().map(|b| b.capacity),
+                rpm_remaining: shared.rpm.as_ref().map(Budget::remaining),
+                tpm: shared.tpm.as_ref().map(|b| b.capacity),
+                tpm_remaining: shared.tpm.as_ref().map(Budget::remaining),
             },
             latency_ms: LatencyStatus {
-                ewma: self.ewma_ms,
-                p50: self.percentile(0.5),
-                p99: self.percentile(0.99),
+                ewma: latency.ewma_ms,
+                p50,
+                p99,
             },
             retry_in_ms,
             state_source: self.source,
@@ -753,8 +944,10 @@ impl Handler<Retire> for TargetActor {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.stopping = true;
         self.shared.publish(u64::MAX);
-        if self.in_flight == 0 {
-            ctx.stop();
-        }
+        self.publish_gates();
+        self.stop_when_drained(ctx);
+        ctx.run_interval(Duration::from_millis(100), |act, ctx| {
+            act.stop_when_drained(ctx)
+        });
     }
 }

@@ -132,6 +132,9 @@ pub struct TargetSpec {
     pub max_retry_after: Duration,
     #[serde(serialize_with = "ser_opt_ms")]
     pub health_check_interval: Option<Duration>,
+    /// Derived from the fields above at load.
+    #[serde(skip)]
+    pub urls: crate::providers::Urls,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,6 +560,21 @@ fn compile_target(
             "`deployment` and `api_version` apply only to provider = \"azure-openai\"".into(),
         ));
     }
+    let api_version = match provider {
+        ProviderKind::AzureOpenai => Some(
+            vk.api_version
+                .clone()
+                .unwrap_or_else(|| "2024-10-21".into()),
+        ),
+        _ => None,
+    };
+    let urls = crate::providers::Urls::new(
+        provider,
+        &base_url,
+        vk.deployment.as_deref(),
+        api_version.as_deref(),
+    )
+    .map_err(|e| invalid(&field("base_url"), format!("not a valid URL: {e}")))?;
     if matches!(vk.rpm, Some(0)) || matches!(vk.tpm, Some(0)) {
         return Err(invalid(
             &p,
@@ -577,14 +595,7 @@ fn compile_target(
         base_url,
         api_key,
         deployment: vk.deployment.clone(),
-        api_version: match provider {
-            ProviderKind::AzureOpenai => Some(
-                vk.api_version
-                    .clone()
-                    .unwrap_or_else(|| "2024-10-21".into()),
-            ),
-            _ => None,
-        },
+        api_version,
         anthropic_version: vk
             .anthropic_version
             .clone()
@@ -603,6 +614,7 @@ fn compile_target(
             .health_check_interval_ms
             .filter(|&v| v > 0)
             .map(Duration::from_millis),
+        urls,
     })
 }
 

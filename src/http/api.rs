@@ -18,7 +18,7 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::actors::supervisor::{current, Runtime};
+use crate::actors::supervisor::{current, Runtime, Supervisor};
 use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
 use crate::auth::Refused;
@@ -29,6 +29,7 @@ use crate::providers::Endpoint;
 use crate::proxy::{self, Prepared, Reply};
 use crate::requestlog::{Entry, RequestLog};
 use crate::telemetry::InFlight;
+use actix::Addr;
 
 /// Inline configs compiled per runtime generation; Portkey SDKs resend the same JSON on every
 /// request, so this turns a parse + compile into a hash lookup.
@@ -293,9 +294,13 @@ async fn handle(
         error: None,
     });
     let mut in_flight = Some(in_flight);
+    let supervisor = req
+        .app_data::<Addr<Supervisor>>()
+        .unwrap_or(&state.supervisor);
     let result = serve(
         endpoint,
         h,
+        supervisor,
         payload,
         &state,
         &runtime,
@@ -327,18 +332,15 @@ async fn handle(
 /// Prices, logs and stores one finished request.
 fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
     entry.price(&runtime.config.pricing);
-    let status = entry.status.to_string();
-    let config = entry.config.clone().unwrap_or_else(|| "-".into());
-    metrics::counter!("llmux_requests_total", "config" => config.clone(), "status" => status, "endpoint" => entry.endpoint)
-        .increment(1);
-    metrics::histogram!("llmux_request_duration_seconds", "config" => config, "endpoint" => entry.endpoint)
-        .record(entry.latency_ms / 1000.0);
-    if entry.attempts.len() > 1 {
-        metrics::counter!("llmux_fallbacks_total").increment(entry.attempts.len() as u64 - 1);
-    }
-    metrics::counter!("llmux_tokens_total", "kind" => "prompt").increment(entry.prompt_tokens);
-    metrics::counter!("llmux_tokens_total", "kind" => "completion")
-        .increment(entry.completion_tokens);
+    crate::telemetry::record_request(crate::telemetry::RequestMetrics {
+        config: entry.config.as_deref().unwrap_or("-"),
+        status: entry.status,
+        endpoint: entry.endpoint,
+        seconds: entry.latency_ms / 1000.0,
+        fallbacks: entry.attempts.len().saturating_sub(1) as u64,
+        prompt_tokens: entry.prompt_tokens,
+        completion_tokens: entry.completion_tokens,
+    });
     tracing::info!(
         trace_id = %entry.trace_id,
         config = entry.config.as_deref().unwrap_or("-"),
@@ -369,6 +371,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
 async fn serve(
     endpoint: Endpoint,
     h: &HeaderMap,
+    supervisor: &Addr<Supervisor>,
     payload: web::Payload,
     state: &AppState,
     runtime: &Arc<Runtime>,
@@ -411,11 +414,12 @@ async fn serve(
         endpoint,
         tokens: estimate_tokens(&body, raw.len()),
         body,
+        raw: raw.freeze(),
         stream,
         include_usage,
         idle_timeout: settings.stream_idle_timeout,
     };
-    let served = match proxy::route(&state.supervisor, runtime.clone(), tree, &prepared).await {
+    let served = match proxy::route(supervisor, runtime.clone(), tree, &prepared).await {
         Ok(s) => s,
         Err(unserved) => {
             entry.attempts = unserved.attempts;

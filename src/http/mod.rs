@@ -14,6 +14,8 @@ use crate::config::Tree;
 use crate::requestlog::RequestLog;
 
 pub struct AppState {
+    /// The root supervisor (reloads). Requests go to their worker's shard, an
+    /// `Addr<Supervisor>` in the worker's app data.
     pub supervisor: Addr<Supervisor>,
     pub current: Current,
     pub log: Arc<RequestLog>,

@@ -10,16 +10,10 @@ pub fn build(
     endpoint: Endpoint,
     body: &Merged<'_>,
 ) -> Result<reqwest::RequestBuilder, AttemptError> {
-    let deployment = spec.deployment.as_deref().unwrap_or_default();
-    let api_version = spec.api_version.as_deref().unwrap_or_default();
-    let mut req = client
-        .post(format!(
-            "{}/openai/deployments/{deployment}{}",
-            spec.base_url,
-            endpoint.openai_path()
-        ))
-        .query(&[("api-version", api_version)])
-        .json(body);
+    let Some(url) = spec.urls.endpoint(endpoint) else {
+        unreachable!("Azure targets have every endpoint")
+    };
+    let mut req = body.attach(client.post(url.clone()));
     if let Some(key) = &spec.api_key {
         req = req.header("api-key", key.expose());
     }

@@ -15,9 +15,10 @@ pub fn build(
     endpoint: Endpoint,
     body: &Merged<'_>,
 ) -> Result<reqwest::RequestBuilder, AttemptError> {
-    let mut req = client
-        .post(format!("{}{}", spec.base_url, endpoint.openai_path()))
-        .json(body);
+    let Some(url) = spec.urls.endpoint(endpoint) else {
+        unreachable!("OpenAI-shaped targets have every endpoint")
+    };
+    let mut req = body.attach(client.post(url.clone()));
     if let Some(key) = &spec.api_key {
         req = req.bearer_auth(key.expose());
     }
