@@ -15,7 +15,7 @@ import re
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "llmux", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
+ORDER = ["direct", "nginx", "floor", "llmux", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
 
 # The product owner's targets.
 T_ADDED_P50_US = 100
@@ -153,7 +153,7 @@ def component(dso, kind, sym):
         return f"other: {dso}"
     for pat, name in (
         (r"^_?mi_|mimalloc|^__rust_(alloc|dealloc|realloc)", "llmux binary: allocator (mimalloc)"),
-        (r"^url::|^idna::", "llmux binary: URL parsing (upstream URL built per request)"),
+        (r"^url::|^idna::", "llmux binary: URL parsing (reqwest's redirect layer re-parses each request URL)"),
         (r"serde_json|serde::", "llmux binary: serde / serde_json"),
         (r"tracing|tracing_subscriber|sharded_slab", "llmux binary: tracing"),
         (r"actix::|actix::address|actix::mailbox|actix::context", "llmux binary: actix actors (messages)"),
@@ -199,7 +199,7 @@ def main():
         L.append("")
         L.append("Latency from the actual send; *corr. p99* also counts time queued behind a slow "
                  "predecessor (coordinated omission). *Added* = contender minus direct at the same rate. "
-                 f"direct, nginx and llmux: median of {meta.get('rounds', '1')} interleaved rounds "
+                 f"direct, nginx, floor and llmux: median of {meta.get('rounds', '1')} interleaved rounds "
                  "(errors summed); peers: one round.")
         L.append("")
         rows = []
@@ -246,7 +246,7 @@ def main():
     if wrk_tests:
         L.append("## Max throughput (wrk -t2, closed loop)")
         L.append("")
-        L.append(f"direct, nginx and llmux: median of {meta.get('rounds', '1')} interleaved rounds; peers: one round.")
+        L.append(f"direct, nginx, floor and llmux: median of {meta.get('rounds', '1')} interleaved rounds; peers: one round.")
         L.append("")
         rows = []
         for t in wrk_tests:

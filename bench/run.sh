@@ -217,7 +217,7 @@ elif [ "$MODE" = smoke ]; then
 else
   BIN=$TARGET_DIR/release
   say "building llmux and llmux-mock (release, target dir $TARGET_DIR)"
-  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR timeout 540 cargo build --release --bins) \
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR timeout 540 cargo build --release --bins --example floor) \
     >"$LOGS/build.log" 2>&1 || {
     tail -20 "$LOGS/build.log"
     exit 1
@@ -297,6 +297,7 @@ alloc_port PORTKEY_PORT
 alloc_port LITELLM_PORT
 alloc_port LLMUX_INFO_PORT
 alloc_port SSE_PORT
+alloc_port FLOOR_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
 PADDING=900
 
@@ -384,6 +385,19 @@ reg sse-direct "$SSE/v1/chat/completions"
 reg sse-llmux "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: sse"
 
 if [ "$MODE" = full ]; then
+  # The floor of llmux's own stack: actix-web + reqwest forwarding, nothing else (examples/floor.rs).
+  FLOOR_BIN=$BIN/examples/floor
+  if [ -x "$FLOOR_BIN" ]; then
+    say "starting the actix-web + reqwest floor on :$FLOOR_PORT (2 workers)"
+    start_bg floor "$FLOOR_BIN" "$MOCK/bench-a/v1/chat/completions" "127.0.0.1:$FLOOR_PORT" "${BENCH_LLMUX_WORKERS:-2}"
+    if wait_ok floor "http://127.0.0.1:$FLOOR_PORT/x" 50 -X POST -H 'content-type: application/json' -d @"$WORK/body.json"; then
+      add floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions"
+    else
+      note floor "not run: the floor server did not start (see logs/floor.log)"
+    fi
+  else
+    note floor "not run: $FLOOR_BIN is missing (LLMUX_BIN_DIR without examples/floor)"
+  fi
   mkdir -p "$WORK/nginx"
   cat >"$WORK/nginx/nginx.conf" <<EOF
 user root;
@@ -604,7 +618,7 @@ fi
 # Fit the load runs into what is left of the budget (builds may have taken most of it).
 K=${#NAMES[@]}
 CORE=0
-for n in "${NAMES[@]}"; do case $n in direct | nginx | llmux*) CORE=$((CORE + 1)) ;; esac; done
+for n in "${NAMES[@]}"; do case $n in direct | nginx | floor | llmux*) CORE=$((CORE + 1)) ;; esac; done
 RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 4 * ROUNDS))
 FIXED=$((200 + 2 * K))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
@@ -622,7 +636,7 @@ done
 
 # The contenders compared closely (direct, nginx, llmux) run ROUNDS interleaved rounds; the
 # report takes the median of the rounds. The peers, orders of magnitude slower, run once.
-in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | llmux*) true ;; *) false ;; esac; }
+in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | floor | llmux*) true ;; *) false ;; esac; }
 for r in $RATES; do
   for round in $(seq 1 "$ROUNDS"); do
     say "fixed rate $r RPS, 50 connections, ${DUR}s each, round $round/$ROUNDS (load $(loadavg))"

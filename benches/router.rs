@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the request path without the network: the selection walk over a
-//! 64-leaf tree, request parsing, and one attempt's actor round trips (supervisor `Next` →
-//! target `Acquire` → `Outcome`), so the cost of the actor design is a measured number.
+//! 64-leaf tree, request parsing, and one attempt's actor messages — the common path
+//! (supervisor `Next`, permit and success settled lock-free) and the target actor's mailbox
+//! path (`Acquire` → `Outcome`, taken when health may change) — so the cost of the actor design
+//! is a measured number.
 //!
 //! `cargo bench --bench router`
 
@@ -8,7 +10,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use llmux::actors::supervisor::{current, Next, Route, Supervisor};
-use llmux::actors::target::OutcomeKind;
+use llmux::actors::target::{Acquire, OutcomeKind};
 use llmux::config::Config;
 use llmux::providers::Endpoint;
 
@@ -67,7 +69,7 @@ fn benches(c: &mut Criterion) {
     });
 
     c.bench_function(
-        "actor round trips of one attempt (Next + Acquire + Outcome)",
+        "one attempt through the supervisor (Next; lock-free permit and success)",
         |b| {
             b.iter(|| {
                 system.block_on(async {
@@ -82,6 +84,20 @@ fn benches(c: &mut Criterion) {
                         .unwrap();
                     let (_, permit) = step.attempt.expect("a leaf");
                     permit.report(OutcomeKind::Success, Some(100), None);
+                })
+            })
+        },
+    );
+
+    let target = runtime.targets[0].addr.clone();
+    c.bench_function(
+        "one attempt through the target's mailbox (Acquire + Outcome messages)",
+        |b| {
+            b.iter(|| {
+                system.block_on(async {
+                    let permit = target.send(Acquire { tokens: 100 }).await.unwrap().unwrap();
+                    // A client error is always told to the actor (it is not a success).
+                    permit.report(OutcomeKind::ClientError(400), None, None);
                 })
             })
         },
