@@ -181,14 +181,14 @@ impl TargetHandle {
     /// A permit without a message, when the actor has published the target as open.
     pub fn try_acquire(&self, tokens: u32) -> Option<Result<Permit, Unavailable>> {
         self.shared.try_grant(tokens).map(|granted| {
-            granted.map(|()| Permit {
-                spec: self.spec.clone(),
-                shared: self.shared.clone(),
-                addr: self.addr.clone(),
-                probe: false,
-                tokens,
-                started: Instant::now(),
-                reported: false,
+            granted.map(|()| {
+                Permit::new(
+                    self.spec.clone(),
+                    self.shared.clone(),
+                    self.addr.clone(),
+                    false,
+                    tokens,
+                )
             })
         })
     }
@@ -284,6 +284,24 @@ pub struct Permit {
 }
 
 impl Permit {
+    fn new(
+        spec: Arc<TargetSpec>,
+        shared: Arc<TargetShared>,
+        addr: Addr<TargetActor>,
+        probe: bool,
+        tokens: u32,
+    ) -> Permit {
+        Permit {
+            spec,
+            shared,
+            addr,
+            probe,
+            tokens,
+            started: Instant::now(),
+            reported: false,
+        }
+    }
+
     /// Attempt metrics, with this target's handles for the common (200) case.
     pub fn record_attempt(&self, status: u16, seconds: f64) {
         if status == 200 {
@@ -722,15 +740,13 @@ impl TargetActor {
         }
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
-        Permit {
-            spec: self.spec.clone(),
-            shared: self.shared.clone(),
-            addr: ctx.address(),
+        Permit::new(
+            self.spec.clone(),
+            self.shared.clone(),
+            ctx.address(),
             probe,
             tokens,
-            started: Instant::now(),
-            reported: false,
-        }
+        )
     }
 }
 
