@@ -169,14 +169,7 @@ async fn a_429_seen_by_one_replica_stops_the_others() {
     for r in &rs[1..] {
         let statuses = spread(&c, std::slice::from_ref(r), "pair", 20).await;
         assert!(statuses.iter().all(|s| *s == 200));
-        let t: Value = c
-            .get(r.admin_url("/admin/targets/limited"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t: Value = get_json(&c, &r.admin_url("/admin/targets/limited")).await;
         assert_eq!(t["state"], "cooling_down", "{t}");
         assert_eq!(t["state_source"], "cluster", "{t}");
     }

@@ -190,14 +190,7 @@ targets = [ {{ virtual_key = "dead" }}, {{ virtual_key = "alive" }} ]
     let hits = m.stats("dead").requests;
     assert!(n > 100, "{n} requests sent");
     assert!(hits <= 3 + 8 + 4, "dead target got {hits} of {n} requests");
-    let t: Value = c
-        .get(llmux.admin_url("/admin/targets/dead"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = get_json(&c, &llmux.admin_url("/admin/targets/dead")).await;
     assert_eq!(t["state"], "unhealthy", "{t}");
 }
 
@@ -322,14 +315,7 @@ targets = [
         "RSS grew from {rss_warm} kB to {rss_after} kB"
     );
     // The failing targets were cooled down / opened, as the admin endpoint shows.
-    let t: Value = c
-        .get(llmux.admin_url("/admin/targets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = get_json(&c, &llmux.admin_url("/admin/targets")).await;
     let flaky: Vec<&Value> = t["targets"]
         .as_array()
         .unwrap()

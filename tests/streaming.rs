@@ -287,26 +287,16 @@ async fn failure_after_first_token_is_an_error_event_not_a_truncation() {
             "{mode:?}: no [DONE] after a failure"
         );
         // The request log records the failure.
-        let log: Value = c
-            .get(llmux.admin_url(&format!("/admin/requests?trace_id={trace}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let log: Value = get_json(
+            &c,
+            &llmux.admin_url(&format!("/admin/requests?trace_id={trace}")),
+        )
+        .await;
         let entry = &log["requests"][0];
         assert!(entry["error"].as_str().is_some(), "{mode:?}: {log}");
         assert_ne!(entry["status"], 200);
     }
-    let t: Value = c
-        .get(llmux.admin_url("/admin/targets/solo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = get_json(&c, &llmux.admin_url("/admin/targets/solo")).await;
     assert_eq!(t["failures"], 3, "{t}");
     assert_eq!(t["in_flight"], 0, "{t}");
 }
@@ -344,14 +334,7 @@ async fn client_disconnect_cancels_upstream() {
     // And the target's in-flight slot was released.
     let t0 = Instant::now();
     loop {
-        let t: Value = c
-            .get(llmux.admin_url("/admin/targets/solo"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t: Value = get_json(&c, &llmux.admin_url("/admin/targets/solo")).await;
         if t["in_flight"] == 0 {
             break;
         }
