@@ -34,6 +34,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // mimalloc advises transparent huge pages for its arenas, and with THP a 2 MiB region is
+    // resident as soon as one byte of it is touched: that cost ~10 MB idle and ~10 kB per
+    // open stream here, with no throughput gain measurable (BENCHMARKS.md). Best effort: an
+    // old kernel without the prctl just keeps its THP policy.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { path }) => {
