@@ -15,7 +15,7 @@ import re
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "floor", "llmux", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
+ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
 
 # The product owner's targets.
 T_ADDED_P50_US = 100
@@ -199,7 +199,7 @@ def main():
         L.append("")
         L.append("Latency from the actual send; *corr. p99* also counts time queued behind a slow "
                  "predecessor (coordinated omission). *Added* = contender minus direct at the same rate. "
-                 f"direct, nginx, floor and llmux: median of {meta.get('rounds', '1')} interleaved rounds "
+                 f"direct, nginx, the floors and llmux: median of {meta.get('rounds', '1')} interleaved rounds "
                  "(errors summed); peers: one round.")
         L.append("")
         rows = []
@@ -246,7 +246,7 @@ def main():
     if wrk_tests:
         L.append("## Max throughput (wrk -t2, closed loop)")
         L.append("")
-        L.append(f"direct, nginx, floor and llmux: median of {meta.get('rounds', '1')} interleaved rounds; peers: one round.")
+        L.append(f"direct, nginx, the floors and llmux: median of {meta.get('rounds', '1')} interleaved rounds; peers: one round.")
         L.append("")
         rows = []
         for t in wrk_tests:
@@ -329,7 +329,7 @@ def main():
     idle_after = int(meta["rss_idle_after_kb"]) if meta.get("rss_idle_after_kb", "").isdigit() else None
     holds = sorted((t for t in runs if re.fullmatch(r"hold-\d+", t)), key=lambda t: int(t[5:]))
     if idle is not None:
-        L.append("## Memory (llmux VmRSS)")
+        L.append("## Memory (VmRSS)")
         L.append("")
         L.append(f"- idle after start: **{kb_mb(idle)}**; idle after the load above: {kb_mb(idle_after)}")
         targets.append(("idle RSS ≤ 20 MB", kb_mb(idle), idle <= T_IDLE_RSS_KB))
@@ -338,22 +338,22 @@ def main():
             rows = []
             best = None
             for t in holds:
-                d = runs[t].get("llmux")
-                if not d:
-                    continue
-                p = (d.get("procs") or [{}])[0]
-                rss = p.get("rss_kb_all_open")
-                opened = d.get("opened", 0)
-                base = ((d.get("before") or [{}])[0].get("rss_kb")) or idle
-                per = (rss - base) / opened if rss and opened else None
-                after = meta.get(f"rss_after_hold_{t[5:]}_kb")
-                rows.append([f"{int(t[5:]):,}", f"{opened:,}", f"{d.get('failed', 0):,}", f"{d.get('open_s', 0):.1f} s",
-                             ms(pct(d, "ttft_us", "p50")), ms(pct(d, "ttft_us", "p99")), kb_mb(rss),
-                             kb_mb(p.get("peak_rss_kb_sampled")), "–" if per is None else f"{per:.1f} kB",
-                             kb_mb(int(after)) if after and after.isdigit() else "–"])
-                if rss and opened:
-                    best = (opened, rss, per)
-            L += table(["streams", "opened", "failed", "time to open all", "TTFT p50", "TTFT p99", "RSS all open",
+                for n in ordered(runs[t]):
+                    d = runs[t][n]
+                    p = (d.get("procs") or [{}])[0]
+                    rss = p.get("rss_kb_all_open")
+                    opened = d.get("opened", 0)
+                    base = ((d.get("before") or [{}])[0].get("rss_kb")) or (idle if n == "llmux" else None)
+                    per = (rss - base) / opened if rss and opened and base else None
+                    after = meta.get(f"rss_after_hold_{t[5:]}_kb") if n == "llmux" else None
+                    rows.append([f"{int(t[5:]):,}", n, f"{opened:,}", f"{d.get('failed', 0):,}",
+                                 f"{d.get('open_s', 0):.1f} s", ms(pct(d, "ttft_us", "p50")),
+                                 ms(pct(d, "ttft_us", "p99")), kb_mb(rss), kb_mb(p.get("peak_rss_kb_sampled")),
+                                 "–" if per is None else f"{per:.1f} kB",
+                                 kb_mb(int(after)) if after and after.isdigit() else "–"])
+                    if n == "llmux" and rss and opened:
+                        best = (opened, rss, per)
+            L += table(["streams", "through", "opened", "failed", "time to open all", "TTFT p50", "TTFT p99", "RSS all open",
                         "peak RSS", "per stream (over RSS before)", "RSS 2 s after closing"], rows)
             L.append("")
             if best:

@@ -298,6 +298,7 @@ alloc_port LITELLM_PORT
 alloc_port LLMUX_INFO_PORT
 alloc_port SSE_PORT
 alloc_port FLOOR_PORT
+alloc_port FLOOR_HYPER_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
 PADDING=900
 
@@ -385,16 +386,22 @@ reg sse-direct "$SSE/v1/chat/completions"
 reg sse-llmux "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: sse"
 
 if [ "$MODE" = full ]; then
-  # The floor of llmux's own stack: actix-web + reqwest forwarding, nothing else (examples/floor.rs).
+  # The floor of llmux's own stack: actix-web + reqwest forwarding, nothing else
+  # (examples/floor.rs); floor-hyper forwards with the hyper-util client that reqwest wraps.
   FLOOR_BIN=$BIN/examples/floor
   if [ -x "$FLOOR_BIN" ]; then
-    say "starting the actix-web + reqwest floor on :$FLOOR_PORT (2 workers)"
-    start_bg floor "$FLOOR_BIN" "$MOCK/bench-a/v1/chat/completions" "127.0.0.1:$FLOOR_PORT" "${BENCH_LLMUX_WORKERS:-2}"
-    if wait_ok floor "http://127.0.0.1:$FLOOR_PORT/x" 50 -X POST -H 'content-type: application/json' -d @"$WORK/body.json"; then
-      add floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions"
-    else
-      note floor "not run: the floor server did not start (see logs/floor.log)"
-    fi
+    for client in reqwest hyper; do
+      name=floor port=$FLOOR_PORT
+      [ "$client" = hyper ] && name=floor-hyper port=$FLOOR_HYPER_PORT
+      say "starting the actix-web + $client floor on :$port (2 workers)"
+      start_bg "$name" "$FLOOR_BIN" "$MOCK/bench-a/v1/chat/completions" "127.0.0.1:$port" \
+        "${BENCH_LLMUX_WORKERS:-2}" "$client"
+      if wait_ok "$name" "http://127.0.0.1:$port/x" 50 -X POST -H 'content-type: application/json' -d @"$WORK/body.json"; then
+        add "$name" "http://127.0.0.1:$port/v1/chat/completions"
+      else
+        note "$name" "not run: the floor server did not start (see logs/$name.log)"
+      fi
+    done
   else
     note floor "not run: $FLOOR_BIN is missing (LLMUX_BIN_DIR without examples/floor)"
   fi
@@ -618,7 +625,7 @@ fi
 # Fit the load runs into what is left of the budget (builds may have taken most of it).
 K=${#NAMES[@]}
 CORE=0
-for n in "${NAMES[@]}"; do case $n in direct | nginx | floor | llmux*) CORE=$((CORE + 1)) ;; esac; done
+for n in "${NAMES[@]}"; do case $n in direct | nginx | floor* | llmux*) CORE=$((CORE + 1)) ;; esac; done
 RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 4 * ROUNDS))
 FIXED=$((200 + 2 * K))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
@@ -636,7 +643,7 @@ done
 
 # The contenders compared closely (direct, nginx, llmux) run ROUNDS interleaved rounds; the
 # report takes the median of the rounds. The peers, orders of magnitude slower, run once.
-in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | floor | llmux*) true ;; *) false ;; esac; }
+in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | floor* | llmux*) true ;; *) false ;; esac; }
 for r in $RATES; do
   for round in $(seq 1 "$ROUNDS"); do
     say "fixed rate $r RPS, 50 connections, ${DUR}s each, round $round/$ROUNDS (load $(loadavg))"
@@ -800,6 +807,15 @@ for n_streams in $HOLD_STREAMS; do
   sleep 2
   echo "rss_after_hold_${n_streams}_kb=$(rss_kb "$LLMUX_PID")" >>"$RAW/meta.env"
 done
+# The same streams through the floor (actix-web + reqwest relaying bytes): what the framework
+# pair alone costs per open stream.
+n_streams=${HOLD_STREAMS##* }
+if [ -n "${PID[floor]:-}" ] && [ "$(left)" -ge 45 ] && [ $((2 * n_streams + 200)) -le "$NOFILE" ]; then
+  say "memory: $n_streams streams held open through the floor"
+  lg "$RAW/hold-${n_streams}__floor.json" floor 75 hold --streams "$n_streams" --pid "${PID[floor]}" \
+    --hold-ms 2000 --open-timeout-ms 40000 --connect-parallel 256 \
+    --body-file "$WORK/body-stream.json" || true
+fi
 set_behavior "\"response_padding\":$PADDING"
 
 echo "load_end=$(loadavg)" >>"$RAW/meta.env"
