@@ -627,7 +627,7 @@ K=${#NAMES[@]}
 CORE=0
 for n in "${NAMES[@]}"; do case $n in direct | nginx | floor* | llmux*) CORE=$((CORE + 1)) ;; esac; done
 RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 4 * ROUNDS))
-FIXED=$((200 + 2 * K))
+FIXED=$((160 + 2 * K))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
 if [ "$FIT" -lt "$DUR" ]; then
   if [ "$FIT" -lt 2 ]; then FIT=2; fi
