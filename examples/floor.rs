@@ -101,11 +101,8 @@ async fn via_hyper(body: web::Bytes, upstream: web::Data<http::Uri>) -> HttpResp
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    // As llmux does (src/main.rs), so that both are measured with the same memory policy.
-    #[cfg(target_os = "linux")]
-    let _ = nix::sys::prctl::set_thp_disable(true);
-    // SAFETY: as in src/main.rs (`mi_option_purge_delay` = 100 ms, before any other thread).
-    unsafe { libmimalloc_sys::mi_option_set(15, 100) };
+    // The same memory policy as llmux, so that both are measured alike.
+    llmux::memory::tune();
     let mut args = std::env::args().skip(1);
     let (Some(upstream), Some(listen)) = (args.next(), args.next()) else {
         eprintln!("usage: floor UPSTREAM_URL LISTEN_ADDR [WORKERS] [reqwest|hyper]");

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod http;
+pub mod memory;
 pub mod mock;
 pub mod providers;
 pub mod proxy;
