@@ -1,5 +1,6 @@
 //! Operating a real llmux process: SIGHUP reload under load, admin health and request log,
-//! metrics, graceful shutdown, sd_notify, and secrets never leaking into any output.
+//! metrics, graceful shutdown, sd_notify, the memory policy, and secrets never leaking into any
+//! output.
 
 mod common;
 
@@ -357,6 +358,19 @@ fn sd_notify_ready_reloading_stopping() {
     assert!(recv().contains("READY=1"));
     llmux.signal("TERM");
     assert!(recv().contains("STOPPING=1"));
+}
+
+/// The memory policy (src/memory.rs) is applied to the daemon: transparent huge pages off for
+/// its process, which the kernel reports in /proc (kernels without the field are not checked).
+#[test]
+fn daemon_runs_without_transparent_huge_pages() {
+    let m = mock();
+    let llmux = Llmux::start(&two_targets(&m, 1.0, 1.0));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", llmux.pid())).unwrap();
+    match status.lines().find_map(|l| l.strip_prefix("THP_enabled:")) {
+        Some(v) => assert_eq!(v.trim(), "0", "THP still enabled for llmux:\n{status}"),
+        None => eprintln!("this kernel does not report THP_enabled; not checked"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
