@@ -137,7 +137,8 @@ async fn serve(config: Config) -> std::io::Result<()> {
 
     let api_state = state.clone();
     let api_server = HttpServer::new(move || {
-        // Runs on each worker's thread: its supervisor shard lives there too.
+        // Runs on each worker's thread: its supervisor shard and memory purger live there too.
+        actix_rt::spawn(crate::memory::purge_while_idle());
         App::new()
             .app_data(Supervisor::shard(api_state.current.clone()))
             .app_data(api_state.clone())
