@@ -12,6 +12,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Milliseconds between freeing memory and returning it to the OS.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
+/// Applies the policy to the whole process. Call it first, before any other thread exists.
 pub fn tune() {
     // mimalloc advises transparent huge pages for its arenas, and with THP a 2 MiB region is
     // resident as soon as one byte of it is touched: ~7 MB idle and ~10 kB per open stream,
