@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::actors::target::budget::Which;
 use crate::actors::unix_ms;
 
 use redis::aio::ConnectionManager;
@@ -22,25 +23,54 @@ const SLOW_LIMIT: u32 = 3;
 /// How often a down cluster is pinged to rejoin.
 const PING_EVERY: Duration = Duration::from_millis(500);
 
-/// GCRA (the algorithm behind governor and redis-cell): one key per budget holds the
-/// theoretical arrival time. Redis' own clock is the only clock, so replicas never disagree.
-/// KEYS[1] = budget key; ARGV = emission interval (ms per cell), burst (cells), cost (cells).
-/// Returns {1, 0} when admitted, {0, ms until it would be}.
+/// GCRA (the algorithm behind governor and redis-cell) for both budgets of a target in one
+/// atomic script: each budget key holds its theoretical arrival time, and the request is
+/// admitted only if the request budget *and* the token budget have room, so a refusal spends
+/// nothing. Redis' own clock is the only clock, so replicas never disagree.
+/// KEYS = rpm key, tpm key; ARGV = per budget: emission interval (ms per cell, 0 = no such
+/// budget), burst (cells), cost (cells). Returns {1, 0, 0} when admitted, else
+/// {0, ms until it would be, 1 for rpm / 2 for tpm}.
 const GCRA: &str = r#"
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local new = {}
+for i = 1, 2 do
+  local emission = tonumber(ARGV[i * 3 - 2])
+  if emission > 0 then
+    local burst = tonumber(ARGV[i * 3 - 1])
+    local cost = tonumber(ARGV[i * 3])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+    if tat < now then tat = now end
+    local allow_at = tat + emission * (math.min(cost, burst) - burst)
+    if allow_at > now then
+      return {0, math.ceil(allow_at - now), i}
+    end
+    new[i] = tat + emission * cost
+  end
+end
+for i = 1, 2 do
+  if new[i] then
+    redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil(new[i] - now) + 1000)
+  end
+end
+return {1, 0, 0}
+"#;
+
+/// Lands a token-budget correction (reported usage minus the estimate): a positive delta is
+/// debt, a negative one a refund that never fills the bucket beyond full.
+/// KEYS[1] = tpm key; ARGV = emission interval (ms per token), delta (tokens).
+const CORRECT: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + emission * cost
-local allow_at = new_tat - emission * burst
-if allow_at > now then
-  return {0, math.ceil(allow_at - now)}
+tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return {1, 0}
+return 1
 "#;
 
 /// A state one replica published for a target.
@@ -75,13 +105,14 @@ pub struct Cluster {
     slow: std::sync::atomic::AtomicU32,
     local_admissions: AtomicU64,
     script: redis::Script,
+    correct: redis::Script,
 }
 
 /// The outcome of asking the cluster for budget.
 pub enum Admission {
     Admitted,
-    /// Denied; the budget frees up in this long.
-    Denied(Duration),
+    /// Denied by the request (`Which::Requests`) or token budget; it frees up in this long.
+    Denied(Which, Duration),
     /// The cluster could not answer: use the local share.
     Unavailable,
 }
@@ -102,6 +133,7 @@ impl Cluster {
             slow: std::sync::atomic::AtomicU32::new(0),
             local_admissions: AtomicU64::new(0),
             script: redis::Script::new(GCRA),
+            correct: redis::Script::new(CORRECT),
         }))
     }
 
@@ -183,24 +215,41 @@ impl Cluster {
         format!("{}:{kind}:{target}", self.prefix)
     }
 
-    /// Takes `cost` cells from the shared budget `kind` (rpm/tpm) of `target`.
-    pub async fn admit(&self, target: &str, kind: &str, per_minute: u32, cost: u32) -> Admission {
+    /// Takes one request and `tokens` from the shared budgets of `target`, both or neither.
+    pub async fn admit(
+        &self,
+        target: &str,
+        rpm: Option<u32>,
+        tpm: Option<u32>,
+        tokens: u32,
+    ) -> Admission {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
             self.local_admissions.fetch_add(1, Ordering::Relaxed);
             return Admission::Unavailable;
         };
-        let emission_ms = 60_000.0 / per_minute.max(1) as f64;
-        let cost = cost.clamp(1, per_minute.max(1));
-        let mut invocation = self.script.key(self.key(kind, target));
-        invocation.arg(emission_ms).arg(per_minute).arg(cost);
-        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        let mut invocation = self.script.key(self.key("rpm", target));
+        invocation.key(self.key("tpm", target));
+        for (limit, cost) in [(rpm, 1), (tpm, tokens)] {
+            match limit.filter(|&l| l > 0) {
+                Some(l) => invocation.arg(60_000.0 / l as f64).arg(l).arg(cost.max(1)),
+                None => invocation.arg(0).arg(0).arg(0),
+            };
+        }
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let result = tokio::time::timeout(CALL_TIMEOUT, call).await;
         if result.is_ok() {
             self.slow.store(0, Ordering::Relaxed);
         }
         match result {
-            Ok(Ok((1, _))) => Admission::Admitted,
-            Ok(Ok((_, wait_ms))) => Admission::Denied(Duration::from_millis(wait_ms.max(1) as u64)),
+            Ok(Ok((1, _, _))) => Admission::Admitted,
+            Ok(Ok((_, wait_ms, which))) => Admission::Denied(
+                if which == 2 {
+                    Which::Tokens
+                } else {
+                    Which::Requests
+                },
+                Duration::from_millis(wait_ms.max(1) as u64),
+            ),
             Ok(Err(e)) => {
                 self.mark(false, &e.to_string());
                 self.local_admissions.fetch_add(1, Ordering::Relaxed);
@@ -214,6 +263,21 @@ impl Cluster {
                 self.local_admissions.fetch_add(1, Ordering::Relaxed);
                 Admission::Unavailable
             }
+        }
+    }
+
+    /// Lands a token correction in the shared token budget; best effort (a lost correction
+    /// only makes the shared estimate as rough as the local one).
+    pub async fn correct(&self, target: &str, tpm: u32, delta: i64) {
+        let (true, Some(mut conn), false) = (self.is_up(), self.conn(), delta == 0 || tpm == 0)
+        else {
+            return;
+        };
+        let mut invocation = self.correct.key(self.key("tpm", target));
+        invocation.arg(60_000.0 / tpm as f64).arg(delta);
+        let call = invocation.invoke_async::<i64>(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(CALL_TIMEOUT, call).await {
+            self.mark(false, &e.to_string());
         }
     }
 

@@ -1,0 +1,173 @@
+//! The lock-free gate of one target: what its actor publishes for the request path
+//! (`unavailable_until`, whether a permit may be taken without asking, whether a success needs
+//! telling) and the budgets and counters the request path may touch without a message.
+//!
+//! The gate never decides health. It only lets the request path act on a decision the actor
+//! already published: while `open`, a permit is a budget take plus two atomic increments; a
+//! success while `quiet` is settled here too. Everything else goes to the actor's mailbox.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::budget::{Budgets, Refused, Which};
+use super::Refusal;
+use crate::actors::now_ms;
+
+/// Latency samples kept for recent percentiles.
+const LATENCY_WINDOW: usize = 512;
+
+pub struct TargetShared {
+    /// `now_ms()` before which the target should not be selected; 0 = available.
+    unavailable_until: AtomicU64,
+    /// Permits may be granted without asking the actor.
+    pub(super) open: AtomicBool,
+    /// Successes and cancellations need not be reported to the actor.
+    pub(super) quiet: AtomicBool,
+    pub(super) budgets: Budgets,
+    in_flight: AtomicU32,
+    pub(super) requests: AtomicU64,
+    pub(super) successes: AtomicU64,
+    pub(super) latency: Mutex<Latency>,
+    /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
+    pub(super) attempts_ok: metrics::Counter,
+    pub(super) attempt_seconds: metrics::Histogram,
+}
+
+impl TargetShared {
+    pub(super) fn new(name: &str, budgets: Budgets) -> TargetShared {
+        TargetShared {
+            unavailable_until: AtomicU64::new(0),
+            open: AtomicBool::new(false),
+            quiet: AtomicBool::new(false),
+            budgets,
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            latency: Mutex::new(Latency {
+                ewma_ms: None,
+                window: VecDeque::with_capacity(LATENCY_WINDOW),
+            }),
+            attempts_ok: metrics::counter!("llmux_attempts_total",
+                "virtual_key" => name.to_owned(), "status" => "200"),
+            attempt_seconds: metrics::histogram!("llmux_attempt_duration_seconds",
+                "virtual_key" => name.to_owned()),
+        }
+    }
+
+    pub fn available_at(&self, now: u64) -> bool {
+        self.unavailable_until.load(Ordering::Relaxed) <= now
+    }
+
+    pub fn unavailable_until(&self) -> u64 {
+        self.unavailable_until.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn publish(&self, until: u64) {
+        self.unavailable_until.store(until, Ordering::Relaxed);
+    }
+
+    /// Takes one request and `tokens` from the local budgets, or says which refused and until
+    /// when. Only a request-budget refusal is published: every request needs a request cell,
+    /// but a token refusal says nothing about a smaller request, which may still fit.
+    pub(super) fn take_budgets(&self, tokens: u32) -> Result<(), (Refusal, u64)> {
+        let now = now_ms();
+        self.budgets.take(now, tokens).map_err(|r| self.refused(now, r))
+    }
+
+    pub(super) fn refused(&self, now: u64, r: Refused) -> (Refusal, u64) {
+        let until = now.saturating_add(u64::try_from(r.wait.as_millis()).unwrap_or(u64::MAX));
+        match r.which {
+            Which::Requests => {
+                // Raise only, never lower: the actor may have published a longer cooldown.
+                self.unavailable_until.fetch_max(until, Ordering::Relaxed);
+                (Refusal::RateLimited, until)
+            }
+            Which::Tokens => (Refusal::TokenBudget, until),
+        }
+    }
+
+    /// The lock-free grant. `None` when the actor must decide (not healthy, retiring, or its
+    /// budgets live in Redis).
+    pub(super) fn try_grant(&self, tokens: u32) -> Option<Result<(), (Refusal, u64)>> {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        // Counted before the second look, so a retiring actor that closes the gate and then
+        // reads in_flight either sees this request or makes it ask (SeqCst on both sides).
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self.open.load(Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        if let Err(refused) = self.take_budgets(tokens) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Some(Err(refused));
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
+    /// A grant the actor decided.
+    pub(super) fn count_grant(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Books a success: counters, latency, and the token correction.
+    pub(super) fn settle_success(&self, latency: Duration, estimated: u32, used: Option<u64>) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.record_latency(latency);
+        self.correct_tokens(estimated, used);
+    }
+
+    /// Lands reported usage in the local token budget (debt or refund).
+    pub(super) fn correct_tokens(&self, estimated: u32, used: Option<u64>) {
+        if let Some(used) = used {
+            self.budgets.correct(now_ms(), estimated, used);
+        }
+    }
+
+    pub(super) fn record_latency(&self, latency: Duration) {
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(latency);
+    }
+
+    pub(super) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Recent latencies: an EWMA and a window for percentiles.
+pub(super) struct Latency {
+    pub(super) ewma_ms: Option<f64>,
+    window: VecDeque<f32>,
+}
+
+impl Latency {
+    fn record(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        // α = 0.2: reacts within a handful of requests, smooths single outliers.
+        self.ewma_ms = Some(self.ewma_ms.map_or(ms, |e| e * 0.8 + ms * 0.2));
+        if self.window.len() == LATENCY_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(ms as f32);
+    }
+
+    pub(super) fn percentiles(&self, qs: [f64; 2]) -> [Option<f64>; 2] {
+        if self.window.is_empty() {
+            return [None, None];
+        }
+        let mut v: Vec<f32> = self.window.iter().copied().collect();
+        v.sort_unstable_by(f32::total_cmp);
+        qs.map(|q| Some(v[((v.len() - 1) as f64 * q).round() as usize] as f64))
+    }
+}
