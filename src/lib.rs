@@ -14,4 +14,5 @@ pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod requestlog;
+pub mod routing;
 pub mod telemetry;

@@ -11,8 +11,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::actors::now_ms;
-use crate::actors::supervisor::{Failure, Next, Route, Runtime, Supervisor};
-use crate::actors::target::{OutcomeKind, Permit};
+use crate::actors::supervisor::{Failure, Next, Route, Runtime, SkipReason, Supervisor};
+use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
+use crate::routing::estimate::Estimate;
+use crate::routing::walk::Walk;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::providers::stream::UpstreamStream;
@@ -34,8 +36,8 @@ pub struct Prepared {
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
     pub idle_timeout: Duration,
-    /// Estimated token cost (prompt + completion budget), for token budgets.
-    pub tokens: u32,
+    /// What is known of the token cost before a leaf is chosen, for token budgets.
+    pub estimate: Estimate,
 }
 
 /// One attempt on one leaf, for the response error, logs and the request log.
@@ -75,6 +77,24 @@ pub struct Served {
 pub struct Unserved {
     pub error: Error,
     pub attempts: Vec<AttemptRecord>,
+    /// The last leaf that really answered (with a failure), for the route headers.
+    pub last: Option<LastLeaf>,
+}
+
+/// The leaf an unserved request last reached.
+pub struct LastLeaf {
+    pub leaf: Arc<Leaf>,
+    pub provider: &'static str,
+    pub retries: u32,
+}
+
+/// How one leaf failed.
+enum LeafError {
+    /// The leaf's provider cannot serve this request (its translation refused it before
+    /// anything was sent): the walk skips it like an unavailable one.
+    Unsupported(AttemptError),
+    /// The provider answered with a failure (after the leaf's own retries).
+    Failed { error: AttemptError, retries: u32 },
 }
 
 /// Routes `req` through `tree` until a leaf answers or the tree is exhausted.
@@ -88,16 +108,17 @@ pub async fn route(
     let started = Instant::now();
     let deadline = started + settings.request_deadline;
     let queue_until = settings.max_queue_wait.map(|w| started + w);
-    let mut route = Route::new(runtime.clone(), tree);
+    let mut route = Route::new(runtime.clone(), tree, req.endpoint);
     let mut attempts = Vec::new();
     let mut failure: Option<Failure> = None;
     let mut last_error: Option<AttemptError> = None;
+    let mut last: Option<LastLeaf> = None;
     loop {
         let step = match supervisor
             .send(Next {
                 route,
                 failure: failure.take(),
-                tokens: req.tokens,
+                estimate: req.estimate,
             })
             .await
         {
@@ -106,43 +127,42 @@ pub async fn route(
                 return Err(Unserved {
                     error: Error::ShuttingDown,
                     attempts,
+                    last,
                 })
             }
         };
         route = step.route;
         let Some((leaf, permit)) = step.attempt else {
-            // Nothing left. If only budgets stood in the way, maybe wait for one.
-            if route.only_skips() && last_error.is_none() {
-                let free_in = Duration::from_millis(route.earliest_free.saturating_sub(now_ms()));
-                if let Some(limit) = queue_until {
-                    let at = Instant::now() + free_in.max(Duration::from_millis(5));
-                    if route.earliest_free != u64::MAX && at <= limit && at < deadline {
-                        tokio::time::sleep_until(at.into()).await;
-                        route.restart();
-                        continue;
-                    }
-                }
-                let error = if route.earliest_free == u64::MAX {
-                    Error::Upstream {
-                        status: 503,
-                        message: "no target is available for this request".into(),
-                        kind: "server_error".into(),
-                        code: Some("no_target_available".into()),
-                        param: None,
-                        retry_after: None,
-                    }
-                } else {
-                    Error::NoCapacity {
-                        retry_after: free_in.max(Duration::from_millis(1)),
-                    }
-                };
-                return Err(Unserved { error, attempts });
+            if !route.walk.only_skips() || last_error.is_some() {
+                return Err(Unserved {
+                    error: exhausted(last_error, &attempts),
+                    attempts,
+                    last,
+                });
             }
+            // Nothing was attempted: every leaf was skipped. If only budgets stood in the way,
+            // maybe wait for one.
+            let error = match skipped_error(&route.walk) {
+                Error::NoCapacity { retry_after } => {
+                    if let Some(limit) = queue_until {
+                        let at = Instant::now() + retry_after.max(Duration::from_millis(5));
+                        if at <= limit && at < deadline {
+                            tokio::time::sleep_until(at.into()).await;
+                            route.walk.restart();
+                            continue;
+                        }
+                    }
+                    Error::NoCapacity { retry_after }
+                }
+                other => other,
+            };
             return Err(Unserved {
-                error: exhausted(last_error, &attempts),
+                error,
                 attempts,
+                last,
             });
         };
+        let provider = route.target(&leaf).spec.provider.as_str();
         match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
             Ok((reply, retries, permit)) => {
                 return Ok(Served {
@@ -154,17 +174,86 @@ pub async fn route(
                     attempts,
                 })
             }
-            Err(e) => {
-                failure = Some(Failure::Status(e.status));
-                last_error = Some(e);
+            Err(LeafError::Unsupported(e)) => {
+                route
+                    .walk
+                    .skip_current(SkipReason::Unsupported, Some(e.message));
+                failure = Some(Failure::Skip(SkipReason::Unsupported));
+            }
+            Err(LeafError::Failed { error, retries }) => {
+                failure = Some(Failure::Status(error.status));
+                last = Some(LastLeaf {
+                    leaf,
+                    provider,
+                    retries,
+                });
+                last_error = Some(error);
                 if Instant::now() >= deadline {
                     return Err(Unserved {
                         error: exhausted(last_error, &attempts),
                         attempts,
+                        last,
                     });
                 }
             }
         }
+    }
+}
+
+/// The error when every leaf was skipped without an attempt: 400 when none can serve the
+/// request at all, 429 when the ones that could are only out of budget (rate limits free up by
+/// themselves, so a client should retry), else 503 (circuit open or retired: unavailable).
+fn skipped_error(walk: &Walk) -> Error {
+    let now = now_ms();
+    let list = walk
+        .skipped
+        .iter()
+        .map(|s| {
+            let why = match (&s.detail, s.reason) {
+                (Some(d), _) => d.clone(),
+                (None, SkipReason::Unsupported) => "cannot serve this request".to_owned(),
+                (None, SkipReason::Busy { budget: true, .. }) => "out of budget".to_owned(),
+                (None, SkipReason::Busy { .. }) => "unavailable".to_owned(),
+            };
+            let when = match s.reason {
+                SkipReason::Busy { until, .. } if until != u64::MAX => {
+                    format!(", free in {} ms", until.saturating_sub(now))
+                }
+                _ => String::new(),
+            };
+            format!("{} ({}): {why}{when}", s.leaf.virtual_key, s.leaf.path)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let busy = |budget: bool| {
+        walk.skipped
+            .iter()
+            .any(|s| matches!(s.reason, SkipReason::Busy { budget: b, .. } if b == budget))
+    };
+    if busy(true) && !busy(false) {
+        let free_in = walk.earliest_free(true).saturating_sub(now);
+        return Error::NoCapacity {
+            retry_after: Duration::from_millis(free_in.max(1)),
+        };
+    }
+    if !busy(true) && !busy(false) && !walk.skipped.is_empty() {
+        return Error::InvalidRequest {
+            message: format!("no target in this config can serve this request: {list}"),
+            param: None,
+            code: Some("unsupported_by_targets"),
+        };
+    }
+    Error::Upstream {
+        status: 503,
+        message: if list.is_empty() {
+            "no target is available for this request".to_owned()
+        } else {
+            format!("no target is available for this request: {list}")
+        },
+        kind: "server_error".into(),
+        code: Some("service_unavailable".into()),
+        param: None,
+        retry_after: None,
     }
 }
 
@@ -209,7 +298,8 @@ fn exhausted(last: Option<AttemptError>, attempts: &[AttemptRecord]) -> Error {
 }
 
 /// Runs one leaf: the call, then its own retries (capped exponential backoff with full
-/// jitter, `Retry-After` honoured when it fits the deadline).
+/// jitter; `Retry-After` honoured when it fits the deadline; after a 429, the target's
+/// cooldown is waited out, since the target refuses permits until it ends).
 async fn run_leaf(
     route: &Route,
     leaf: &Arc<Leaf>,
@@ -217,19 +307,16 @@ async fn run_leaf(
     req: &Prepared,
     deadline: Instant,
     attempts: &mut Vec<AttemptRecord>,
-) -> Result<(Reply, u32, Option<Permit>), AttemptError> {
+) -> Result<(Reply, u32, Option<Permit>), LeafError> {
     let mut retries = 0;
+    let target = route.target(leaf);
     loop {
         let t0 = Instant::now();
         let result = attempt(&permit.spec, leaf, req, deadline).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let status = match &result {
-            Ok(_) => 200,
-            Err(e) => e.status,
-        };
-        permit.record_attempt(status, latency_ms / 1000.0);
         let err = match result {
             Ok(reply) => {
+                permit.record_attempt(200, latency_ms / 1000.0);
                 attempts.push(AttemptRecord {
                     path: leaf.path.clone(),
                     virtual_key: leaf.virtual_key.clone(),
@@ -246,8 +333,11 @@ async fn run_leaf(
                     stream => (stream, retries, Some(permit)),
                 });
             }
-            Err(e) => e,
+            // Nothing was sent: the permit goes back as cancelled, neutral for health.
+            Err(Attempt::Refused(e)) if retries == 0 => return Err(LeafError::Unsupported(e)),
+            Err(Attempt::Refused(e)) | Err(Attempt::Failed(e)) => e,
         };
+        permit.record_attempt(err.status, latency_ms / 1000.0);
         tracing::info!(
             trace_id = %req.trace_id,
             virtual_key = %leaf.virtual_key,
@@ -256,7 +346,7 @@ async fn run_leaf(
             error = %err.message,
             "attempt failed"
         );
-        permit.report(outcome_of(&err), None, Some(err.message.clone()));
+        permit.report(OutcomeKind::from(&err), None, Some(err.message.clone()));
         attempts.push(AttemptRecord {
             path: leaf.path.clone(),
             virtual_key: leaf.virtual_key.clone(),
@@ -264,8 +354,9 @@ async fn run_leaf(
             latency_ms,
             error: Some(err.message.clone()),
         });
+        let failed = move |error| LeafError::Failed { error, retries };
         if retries >= leaf.retry.attempts || !leaf.retry.retries_on(err.status) {
-            return Err(err);
+            return Err(failed(err));
         }
         retries += 1;
         let ceiling = BACKOFF_BASE
@@ -275,16 +366,61 @@ async fn run_leaf(
         if let (true, Some(ra)) = (leaf.retry.use_retry_after_header, err.retry_after) {
             wait = ra;
         }
-        if Instant::now() + wait >= deadline {
-            return Err(err);
+        if err.class == FailureClass::RateLimited {
+            // The target cools down for this long whatever the retry settings say.
+            wait = wait.max(cooldown_after_429(&target.spec, err.retry_after));
+        }
+        if !fits(wait, deadline) {
+            return Err(failed(err));
         }
         tokio::time::sleep(wait).await;
-        permit = match route.target(leaf).acquire(req.tokens).await {
-            Ok(p) => p,
-            // Cooling down or out of budget now: let the tree move on.
-            Err(_) => return Err(err),
+        let tokens = req.estimate.for_leaf(leaf, &target.spec);
+        permit = match acquire_before(target, tokens, deadline).await {
+            Some(p) => p,
+            // Circuit open, retired, or the budget frees too late: let the tree move on.
+            None => return Err(failed(err)),
         };
     }
+}
+
+/// What a target's breaker waits after a 429 with this hint.
+fn cooldown_after_429(spec: &TargetSpec, hint: Option<Duration>) -> Duration {
+    hint.unwrap_or(spec.rate_limit_cooldown)
+        .min(spec.max_retry_after)
+}
+
+fn fits(wait: Duration, deadline: Instant) -> bool {
+    Instant::now()
+        .checked_add(wait)
+        .is_some_and(|at| at < deadline)
+}
+
+/// A permit for a leaf's own retry: waits out a refusal that frees up by itself (budget,
+/// cooldown) when that ends before the deadline; gives up on an open circuit.
+async fn acquire_before(target: &TargetHandle, tokens: u32, deadline: Instant) -> Option<Permit> {
+    // A few rounds: the cooldown may end a millisecond after we wake, or another request may
+    // take the freed budget first.
+    for _ in 0..4 {
+        match target.acquire(tokens).await {
+            Ok(p) => return Some(p),
+            Err(u) if u.reason.is_budget() => {
+                let wait = Duration::from_millis(u.until.saturating_sub(now_ms()).max(1));
+                if !fits(wait, deadline) {
+                    return None;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// How one call of a leaf ended, when it did not answer.
+enum Attempt {
+    /// The request was refused before anything was sent (translation).
+    Refused(AttemptError),
+    Failed(AttemptError),
 }
 
 async fn attempt(
@@ -292,7 +428,7 @@ async fn attempt(
     leaf: &Leaf,
     req: &Prepared,
     deadline: Instant,
-) -> Result<Reply, AttemptError> {
+) -> Result<Reply, Attempt> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
     let with_usage;
@@ -312,8 +448,8 @@ async fn attempt(
         overrides,
         raw: &req.raw,
     };
+    let upstream = providers::build(spec, req.endpoint, &body).map_err(Attempt::Refused)?;
     let call = async {
-        let upstream = providers::build(spec, req.endpoint, &body)?;
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let model = body
@@ -333,19 +469,7 @@ async fn attempt(
     // request_timeout bounds the time to a complete answer, or for a stream to its first
     // content; after that the stream's idle timeout applies.
     match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(AttemptError::timeout(timeout)),
-    }
-}
-
-fn outcome_of(e: &AttemptError) -> OutcomeKind {
-    match e.class {
-        FailureClass::Client => OutcomeKind::ClientError(e.status),
-        FailureClass::RateLimited => OutcomeKind::RateLimited {
-            retry_after: e.retry_after,
-        },
-        FailureClass::Server | FailureClass::Timeout | FailureClass::Connection => {
-            OutcomeKind::Failure(e.status)
-        }
+        Ok(r) => r.map_err(Attempt::Failed),
+        Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
     }
 }

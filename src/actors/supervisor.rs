@@ -15,13 +15,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
-use rand::Rng;
 
 use super::now_ms;
 pub use super::target::TargetHandle;
-use super::target::{Permit, Retire, TargetActor};
+use super::target::{Permit, Retire, TargetActor, Unavailable};
 use crate::cluster::Cluster;
-use crate::config::{Config, Leaf, Mode, Node, NodeKind, TargetSpec, Tree};
+use crate::config::{Config, Leaf, TargetSpec, Tree};
+use crate::providers::Endpoint;
+use crate::routing::estimate::Estimate;
+pub use crate::routing::walk::{Check, Failure, SkipReason};
+use crate::routing::walk::Walk;
 
 /// A config snapshot with its target actors, indexed like `config.targets`.
 pub struct Runtime {
@@ -38,220 +41,61 @@ pub fn current(c: &Current) -> Arc<Runtime> {
     c.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Why the last attempt did not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The target could not take the request (budget, cooldown, circuit open).
-    Skip,
-    /// The attempt failed with this status (408 for timeouts, 502 for connection errors).
-    Status(u16),
-}
-
-/// A request's position in its tree.
+/// A request's walk through its tree, pinned to the runtime it started on.
 pub struct Route {
     pub runtime: Arc<Runtime>,
-    pub tree: Arc<Tree>,
-    /// Child indices from the root to the current leaf.
-    stack: Vec<u16>,
-    /// Targets found unavailable during this request.
-    skipped: Vec<u32>,
-    /// Leaves already attempted (by address), so a walk never tries one twice.
-    tried: Vec<usize>,
-    /// Earliest `now_ms()` at which a skipped target frees up.
-    pub earliest_free: u64,
-    /// Whether any attempt produced a real upstream failure (not only skips).
-    started: bool,
+    pub walk: Walk,
+    pub endpoint: Endpoint,
 }
 
 impl Route {
-    pub fn new(runtime: Arc<Runtime>, tree: Arc<Tree>) -> Route {
+    pub fn new(runtime: Arc<Runtime>, tree: Arc<Tree>, endpoint: Endpoint) -> Route {
         Route {
             runtime,
-            tree,
-            stack: Vec::with_capacity(4),
-            skipped: Vec::new(),
-            tried: Vec::new(),
-            earliest_free: u64::MAX,
-            started: false,
+            walk: Walk::new(tree),
+            endpoint,
         }
     }
 
-    /// Forget skips so the walk can start over (after waiting for a budget). Only called when
-    /// every attempt so far was a skip, so no leaf has really been tried yet.
-    pub fn restart(&mut self) {
-        self.stack.clear();
-        self.skipped.clear();
-        self.tried.clear();
-        self.earliest_free = u64::MAX;
-        self.started = false;
-    }
-
-    fn leaf_available(&mut self, leaf: &Arc<Leaf>, now: u64) -> bool {
-        if self.tried.contains(&(Arc::as_ptr(leaf) as usize)) || self.skipped.contains(&leaf.target)
-        {
-            return false;
-        }
-        let shared = &self.runtime.targets[leaf.target as usize].shared;
-        if shared.available_at(now) {
-            return true;
-        }
-        self.earliest_free = self.earliest_free.min(shared.unavailable_until());
-        false
-    }
-
-    fn subtree_available(&mut self, node: &Node, now: u64) -> bool {
-        // Not `any` over a borrowed iterator: leaf_available records earliest_free.
-        let mut any = false;
-        for leaf in node.leaves.iter() {
-            any |= self.leaf_available(leaf, now);
-        }
-        any
-    }
-
-    /// Chooses the first leaf at or below `node`, pushing child indices onto the stack.
-    fn descend(&mut self, node: &Node, now: u64) -> Option<Arc<Leaf>> {
-        match &node.kind {
-            NodeKind::Leaf(leaf) => self.leaf_available(leaf, now).then(|| leaf.clone()),
-            NodeKind::Group(g) => match g.mode {
-                Mode::Single => self.enter(node, 0, now),
-                Mode::Fallback => self.fallback_from(node, 0, now),
-                Mode::Loadbalance => self.pick(node, now),
-            },
-        }
-    }
-
-    fn enter(&mut self, node: &Node, i: usize, now: u64) -> Option<Arc<Leaf>> {
-        let NodeKind::Group(g) = &node.kind else {
-            return None;
-        };
-        let child = g.children.get(i)?;
-        self.stack.push(i as u16);
-        let found = self.descend(child, now);
-        if found.is_none() {
-            self.stack.pop();
-        }
-        found
-    }
-
-    fn fallback_from(&mut self, node: &Node, from: usize, now: u64) -> Option<Arc<Leaf>> {
-        let NodeKind::Group(g) = &node.kind else {
-            return None;
-        };
-        (from..g.children.len()).find_map(|i| self.enter(node, i, now))
-    }
-
-    /// Weighted random choice among children that can serve now (weights renormalize over them).
-    fn pick(&mut self, node: &Node, now: u64) -> Option<Arc<Leaf>> {
-        let NodeKind::Group(g) = &node.kind else {
-            return None;
-        };
-        let mut candidates: Vec<(usize, f64)> = Vec::with_capacity(g.children.len());
-        for (i, c) in g.children.iter().enumerate() {
-            if c.weight > 0.0 && self.subtree_available(c, now) {
-                candidates.push((i, c.weight));
-            }
-        }
-        let mut rng = rand::thread_rng();
-        while !candidates.is_empty() {
-            let total: f64 = candidates.iter().map(|c| c.1).sum();
-            let mut r = rng.gen::<f64>() * total;
-            let mut chosen = candidates.len() - 1;
-            for (k, c) in candidates.iter().enumerate() {
-                if r < c.1 {
-                    chosen = k;
-                    break;
-                }
-                r -= c.1;
-            }
-            let (i, _) = candidates.swap_remove(chosen);
-            if let Some(leaf) = self.enter(node, i, now) {
-                return Some(leaf);
-            }
-        }
-        None
-    }
-
-    fn node_at<'t>(tree: &'t Tree, stack: &[u16]) -> Option<&'t Node> {
-        let mut node = &tree.root;
-        for &i in stack {
-            let NodeKind::Group(g) = &node.kind else {
-                return None;
-            };
-            node = g.children.get(i as usize)?;
-        }
-        Some(node)
-    }
-
-    /// The first attempt of a request.
-    pub fn first(&mut self) -> Option<Arc<Leaf>> {
-        let tree = self.tree.clone();
-        self.stack.clear();
-        let leaf = self.descend(&tree.root, now_ms());
-        if let Some(l) = &leaf {
-            self.tried.push(Arc::as_ptr(l) as usize);
-        }
-        leaf
-    }
-
-    /// The attempt after the current leaf failed with `failure`, following fallback semantics:
-    /// climb until a fallback node whose `on_status_codes` accept the failure has a next child
-    /// (or, for a skip, until any node can choose again).
-    pub fn next(&mut self, failure: Failure) -> Option<Arc<Leaf>> {
-        let tree = self.tree.clone();
+    /// The next leaf to try: the first when `failure` is `None`. What the walk knows about
+    /// each target is what its actor published, plus whether its provider serves the endpoint.
+    pub fn advance(&mut self, failure: Option<Failure>) -> Option<Arc<Leaf>> {
+        let Route {
+            runtime,
+            walk,
+            endpoint,
+        } = self;
         let now = now_ms();
-        if let Failure::Status(_) = failure {
-            self.started = true;
-        }
-        if let (Failure::Skip, Some(cur)) = (failure, Route::node_at(&tree, &self.stack)) {
-            if let NodeKind::Leaf(l) = &cur.kind {
-                if !self.skipped.contains(&l.target) {
-                    self.skipped.push(l.target);
+        let mut check = |leaf: &Leaf| {
+            let t = &runtime.targets[leaf.target as usize];
+            if !crate::providers::supports(t.spec.provider, *endpoint) {
+                Check::Unsupported
+            } else if t.shared.available_at(now) {
+                Check::Ready
+            } else {
+                Check::Busy {
+                    until: t.shared.unavailable_until(),
+                    budget: t.shared.unavailable_reason().is_budget(),
                 }
-            }
-        }
-        let leaf = loop {
-            let Some(i) = self.stack.pop() else {
-                break None;
-            };
-            let Some(parent) = Route::node_at(&tree, &self.stack) else {
-                break None;
-            };
-            let NodeKind::Group(g) = &parent.kind else {
-                break None;
-            };
-            let found = match (g.mode, failure) {
-                (Mode::Fallback, Failure::Skip) => self.fallback_from(parent, i as usize + 1, now),
-                (Mode::Fallback, Failure::Status(s)) => {
-                    let moves_on = g.on_status_codes.as_ref().is_none_or(|c| c.contains(&s));
-                    if moves_on {
-                        self.fallback_from(parent, i as usize + 1, now)
-                    } else {
-                        None
-                    }
-                }
-                // A skipped target never counts as the load balancer's choice: choose again.
-                (Mode::Loadbalance, Failure::Skip) => self.pick(parent, now),
-                _ => None,
-            };
-            if found.is_some() {
-                break found;
             }
         };
-        if let Some(l) = &leaf {
-            self.tried.push(Arc::as_ptr(l) as usize);
+        match failure {
+            None => walk.first(&mut check),
+            Some(f) => walk.next(f, &mut check),
         }
-        leaf
-    }
-
-    /// True when the walk ended without any upstream answering with a failure: every candidate
-    /// was skipped as unavailable.
-    pub fn only_skips(&self) -> bool {
-        !self.started
     }
 
     /// The handle of a leaf's target in this request's runtime.
     pub fn target(&self, leaf: &Leaf) -> &TargetHandle {
         &self.runtime.targets[leaf.target as usize]
+    }
+}
+
+/// A target's refusal as the walk records it.
+pub fn skip_reason(u: &Unavailable) -> SkipReason {
+    SkipReason::Busy {
+        until: u.until,
+        budget: u.reason.is_budget(),
     }
 }
 
@@ -261,8 +105,8 @@ impl Route {
 pub struct Next {
     pub route: Route,
     pub failure: Option<Failure>,
-    /// Estimated token cost, for the target's token budget.
-    pub tokens: u32,
+    /// Estimated token cost, for the target's token budget (per leaf: its overrides count).
+    pub estimate: Estimate,
 }
 
 pub struct Step {
@@ -349,21 +193,19 @@ impl Handler<Next> for Supervisor {
             let Next {
                 mut route,
                 mut failure,
-                tokens,
+                estimate,
             } = msg;
             let runtime = route.runtime.clone();
             loop {
-                let leaf = match failure.take() {
-                    None => route.first(),
-                    Some(f) => route.next(f),
-                };
-                let Some(leaf) = leaf else {
+                let Some(leaf) = route.advance(failure.take()) else {
                     return Step {
                         route,
                         attempt: None,
                     };
                 };
-                match runtime.targets[leaf.target as usize].acquire(tokens).await {
+                let target = &runtime.targets[leaf.target as usize];
+                let tokens = estimate.for_leaf(&leaf, &target.spec);
+                match target.acquire(tokens).await {
                     Ok(permit) => {
                         return Step {
                             route,
@@ -371,8 +213,11 @@ impl Handler<Next> for Supervisor {
                         }
                     }
                     Err(unavailable) => {
-                        route.earliest_free = route.earliest_free.min(unavailable.until);
-                        failure = Some(Failure::Skip);
+                        let reason = skip_reason(&unavailable);
+                        route
+                            .walk
+                            .skip_current(reason, Some(unavailable.reason.describe().into()));
+                        failure = Some(Failure::Skip(reason));
                     }
                 }
             }

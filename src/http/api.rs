@@ -22,7 +22,8 @@ use crate::actors::supervisor::{current, Runtime, Supervisor};
 use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
 use crate::auth::Refused;
-use crate::config::Tree;
+use crate::config::{Leaf, Tree};
+use crate::routing::estimate::Estimate;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
@@ -253,15 +254,6 @@ fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<T
     }
 }
 
-fn estimate_tokens(body: &Map<String, Value>, raw_len: usize) -> u32 {
-    // ~4 bytes per token for the prompt, plus whatever completion budget the client set.
-    let completion = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0);
-    (raw_len as u64 / 4 + completion).min(u32::MAX as u64) as u32
-}
-
 async fn handle(
     endpoint: Endpoint,
     req: HttpRequest,
@@ -327,6 +319,26 @@ async fn handle(
         finish_entry(&state.log, &runtime, entry);
     }
     resp
+}
+
+/// The headers that say how a request was routed: on every response that reached a leaf.
+fn insert_route_headers(
+    h: &mut HeaderMap,
+    leaf: &Leaf,
+    provider: &'static str,
+    retries: u32,
+    attempts: usize,
+) {
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("x-portkey-last-used-option-index", &leaf.path);
+    put("x-llmux-virtual-key", &leaf.virtual_key);
+    put("x-portkey-provider", provider);
+    put("x-portkey-retry-attempt-count", &retries.to_string());
+    put("x-llmux-attempts", &attempts.to_string());
 }
 
 /// Prices, logs and stores one finished request.
@@ -412,7 +424,7 @@ async fn serve(
     let prepared = Prepared {
         trace_id: trace_id.to_owned(),
         endpoint,
-        tokens: estimate_tokens(&body, raw.len()),
+        estimate: Estimate::of(&body, raw.len()),
         body,
         raw: raw.freeze(),
         stream,
@@ -423,7 +435,23 @@ async fn serve(
         Ok(s) => s,
         Err(unserved) => {
             entry.attempts = unserved.attempts;
-            return Err(unserved.error);
+            let Some(last) = unserved.last else {
+                return Err(unserved.error);
+            };
+            // A leaf answered (with a failure): the client sees which, as on a success.
+            entry.error = Some(unserved.error.to_string());
+            entry.served_by = Some(last.leaf.path.to_string());
+            entry.virtual_key = Some(last.leaf.virtual_key.to_string());
+            entry.provider = Some(last.provider);
+            let mut resp = unserved.error.error_response();
+            insert_route_headers(
+                resp.headers_mut(),
+                &last.leaf,
+                last.provider,
+                last.retries,
+                entry.attempts.len(),
+            );
+            return Ok(resp);
         }
     };
     entry.attempts = served.attempts;
@@ -431,15 +459,8 @@ async fn serve(
     entry.virtual_key = Some(served.leaf.virtual_key.to_string());
     entry.provider = Some(served.target.provider.as_str());
     let mut resp = HttpResponseBuilder::new(StatusCode::OK);
-    resp.insert_header((
-        "x-portkey-last-used-option-index",
-        served.leaf.path.as_ref(),
-    ))
-    .insert_header(("x-llmux-virtual-key", served.leaf.virtual_key.as_ref()))
-    .insert_header(("x-portkey-provider", served.target.provider.as_str()))
-    .insert_header(("x-portkey-retry-attempt-count", served.retries.to_string()))
-    .insert_header(("x-llmux-attempts", entry.attempts.len().to_string()));
-    match served.reply {
+    let attempts = entry.attempts.len();
+    let mut out = match served.reply {
         Reply::Full(answer) => {
             entry.model_used = answer.model;
             let u = answer.usage;
@@ -447,9 +468,8 @@ async fn serve(
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
-            Ok(resp
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(answer.body))
+            resp.insert_header((CONTENT_TYPE, "application/json"))
+                .body(answer.body)
         }
         Reply::Stream { head, upstream } => {
             let entry = slot.take().expect("entry present");
@@ -464,13 +484,20 @@ async fn serve(
                 ended: false,
                 _in_flight: in_flight.take(),
             };
-            Ok(resp
-                .insert_header((CONTENT_TYPE, "text/event-stream"))
+            resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))
-                .streaming(body.into_stream()))
+                .streaming(body.into_stream())
         }
-    }
+    };
+    insert_route_headers(
+        out.headers_mut(),
+        &served.leaf,
+        served.target.provider.as_str(),
+        served.retries,
+        attempts,
+    );
+    Ok(out)
 }
 
 /// The body of a committed stream. Whatever way it ends — terminator, upstream failure (sent
@@ -506,7 +533,7 @@ impl ClientStream {
                 Some(Frame::Failed(b, e)) => {
                     tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
                         error = %e.message, "upstream stream failed after commit");
-                    s.finish(OutcomeKind::Failure(e.status), e.status, Some(e.message));
+                    s.finish(OutcomeKind::from(&e), e.status, Some(e.message));
                     Some((Ok(b), s))
                 }
                 None => {

@@ -35,6 +35,14 @@ impl Endpoint {
     }
 }
 
+/// Whether a provider serves an endpoint at all (the walk skips leaves that cannot).
+pub fn supports(provider: ProviderKind, endpoint: Endpoint) -> bool {
+    match provider {
+        ProviderKind::Anthropic => endpoint == Endpoint::Chat,
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => true,
+    }
+}
+
 /// A target's upstream URLs, parsed once when its config loads (parsing per request showed up
 /// as 2–3 % of CPU under load).
 #[derive(Debug, Clone, PartialEq)]

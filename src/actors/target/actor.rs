@@ -85,12 +85,16 @@ impl TargetActor {
     /// permits and settle successes on its own. Called after anything that changes the
     /// breaker or `stopping`.
     fn publish(&self) {
-        let until = if self.stopping {
-            u64::MAX
+        let (until, reason) = if self.stopping {
+            (u64::MAX, Refusal::Stopping)
         } else {
-            self.breaker.unavailable_until()
+            let reason = match self.breaker.state() {
+                HealthState::Unhealthy => Refusal::Unhealthy,
+                _ => Refusal::CoolingDown,
+            };
+            (self.breaker.unavailable_until(), reason)
         };
-        self.shared.publish(until);
+        self.shared.publish(until, reason);
         let healthy = self.breaker.is_healthy() && !self.stopping;
         // With a cluster, budgets are admitted by Redis: only the actor talks to it.
         let budgets_shared = self.cluster.is_some() && self.shared.budgets.is_limited();

@@ -7,7 +7,7 @@
 //! success while `quiet` is settled here too. Everything else goes to the actor's mailbox.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ const LATENCY_WINDOW: usize = 512;
 pub struct TargetShared {
     /// `now_ms()` before which the target should not be selected; 0 = available.
     unavailable_until: AtomicU64,
+    /// Why it is unavailable (a [`Refusal`] as `u8`), so the walk can tell a spent budget (429
+    /// to a client) from an open circuit (503) without asking the actor.
+    reason: AtomicU8,
     /// Permits may be granted without asking the actor.
     pub(super) open: AtomicBool,
     /// Successes and cancellations need not be reported to the actor.
@@ -39,6 +42,7 @@ impl TargetShared {
     pub(super) fn new(name: &str, budgets: Budgets) -> TargetShared {
         TargetShared {
             unavailable_until: AtomicU64::new(0),
+            reason: AtomicU8::new(Refusal::RateLimited as u8),
             open: AtomicBool::new(false),
             quiet: AtomicBool::new(false),
             budgets,
@@ -64,7 +68,13 @@ impl TargetShared {
         self.unavailable_until.load(Ordering::Relaxed)
     }
 
-    pub(super) fn publish(&self, until: u64) {
+    /// Why the target is unavailable, when it is.
+    pub fn unavailable_reason(&self) -> Refusal {
+        Refusal::from_u8(self.reason.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn publish(&self, until: u64, reason: Refusal) {
+        self.reason.store(reason as u8, Ordering::Relaxed);
         self.unavailable_until.store(until, Ordering::Relaxed);
     }
 
@@ -81,7 +91,10 @@ impl TargetShared {
         match r.which {
             Which::Requests => {
                 // Raise only, never lower: the actor may have published a longer cooldown.
-                self.unavailable_until.fetch_max(until, Ordering::Relaxed);
+                if self.unavailable_until.fetch_max(until, Ordering::Relaxed) < until {
+                    self.reason
+                        .store(Refusal::RateLimited as u8, Ordering::Relaxed);
+                }
                 (Refusal::RateLimited, until)
             }
             Which::Tokens => (Refusal::TokenBudget, until),

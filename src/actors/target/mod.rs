@@ -70,9 +70,27 @@ impl TargetHandle {
     }
 }
 
+/// The one classification of a failed attempt ([`crate::providers::FailureClass`]) as health
+/// sees it; retries, fallback and metrics read the same `AttemptError`.
+impl From<&crate::providers::AttemptError> for OutcomeKind {
+    fn from(e: &crate::providers::AttemptError) -> OutcomeKind {
+        use crate::providers::FailureClass;
+        match e.class {
+            FailureClass::Client => OutcomeKind::ClientError(e.status),
+            FailureClass::RateLimited => OutcomeKind::RateLimited {
+                retry_after: e.retry_after,
+            },
+            FailureClass::Server | FailureClass::Timeout | FailureClass::Connection => {
+                OutcomeKind::Failure(e.status)
+            }
+        }
+    }
+}
+
 /// Why a permit was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Refusal {
     /// The local (or shared) request budget is spent.
     RateLimited,
@@ -87,6 +105,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    fn from_u8(v: u8) -> Refusal {
+        match v {
+            0 => Refusal::RateLimited,
+            1 => Refusal::TokenBudget,
+            2 => Refusal::CoolingDown,
+            3 => Refusal::Unhealthy,
+            _ => Refusal::Stopping,
+        }
+    }
+
     /// Out of *budget* (it frees up by itself at a known time: 429 to a client), as opposed
     /// to unavailable (circuit open, retired: 503).
     pub fn is_budget(self) -> bool {
