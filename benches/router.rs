@@ -13,6 +13,7 @@ use llmux::actors::supervisor::{current, Next, Route, Supervisor};
 use llmux::actors::target::{Acquire, OutcomeKind};
 use llmux::config::Config;
 use llmux::providers::Endpoint;
+use llmux::routing::estimate::Estimate;
 
 /// 64 leaves: a loadbalance over 16 fallback groups of 4 virtual keys each.
 fn config() -> Config {
@@ -45,17 +46,17 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("walk: first leaf of a 64-leaf tree", |b| {
         b.iter(|| {
-            let mut route = Route::new(runtime.clone(), tree.clone());
-            criterion::black_box(route.first())
+            let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+            criterion::black_box(route.advance(None))
         })
     });
 
     c.bench_function("walk: first leaf, then fall back 3 times", |b| {
         b.iter(|| {
-            let mut route = Route::new(runtime.clone(), tree.clone());
-            let mut leaf = route.first();
+            let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+            let mut leaf = route.advance(None);
             for _ in 0..3 {
-                leaf = route.next(llmux::actors::supervisor::Failure::Status(500));
+                leaf = route.advance(Some(llmux::actors::supervisor::Failure::Status(500)));
             }
             criterion::black_box(leaf)
         })
@@ -73,12 +74,15 @@ fn benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 system.block_on(async {
-                    let route = Route::new(runtime.clone(), tree.clone());
+                    let route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
                     let step = supervisor
                         .send(Next {
                             route,
                             failure: None,
-                            tokens: 100,
+                            estimate: Estimate {
+                                prompt: 100,
+                                completion: None,
+                            },
                         })
                         .await
                         .unwrap();

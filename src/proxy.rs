@@ -13,12 +13,12 @@ use serde_json::{Map, Value};
 use crate::actors::now_ms;
 use crate::actors::supervisor::{Failure, Next, Route, Runtime, SkipReason, Supervisor};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
-use crate::routing::estimate::Estimate;
-use crate::routing::walk::Walk;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::providers::stream::UpstreamStream;
 use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged};
+use crate::routing::estimate::Estimate;
+use crate::routing::walk::Walk;
 use bytes::Bytes;
 
 /// First retry backoff ceiling; doubles per retry up to [`BACKOFF_CAP`].

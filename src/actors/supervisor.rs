@@ -23,8 +23,8 @@ use crate::cluster::Cluster;
 use crate::config::{Config, Leaf, TargetSpec, Tree};
 use crate::providers::Endpoint;
 use crate::routing::estimate::Estimate;
-pub use crate::routing::walk::{Check, Failure, SkipReason};
 use crate::routing::walk::Walk;
+pub use crate::routing::walk::{Check, Failure, SkipReason};
 
 /// A config snapshot with its target actors, indexed like `config.targets`.
 pub struct Runtime {

@@ -23,12 +23,12 @@ use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
 use crate::auth::Refused;
 use crate::config::{Leaf, Tree};
-use crate::routing::estimate::Estimate;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
 use crate::proxy::{self, Prepared, Reply};
 use crate::requestlog::{Entry, RequestLog};
+use crate::routing::estimate::Estimate;
 use crate::telemetry::InFlight;
 use actix::Addr;
 

@@ -27,7 +27,10 @@ pub enum Failure {
 pub enum Check {
     Ready,
     /// Unavailable until this instant (same clock as `now`); `budget` as in [`SkipReason`].
-    Busy { until: u64, budget: bool },
+    Busy {
+        until: u64,
+        budget: bool,
+    },
     /// Cannot serve this request at all (the provider lacks the endpoint or a feature).
     Unsupported,
 }
@@ -37,7 +40,10 @@ pub enum Check {
 pub enum SkipReason {
     /// Unavailable until `until`; `budget` when it frees up by itself (rate limits), not when
     /// its circuit is open.
-    Busy { until: u64, budget: bool },
+    Busy {
+        until: u64,
+        budget: bool,
+    },
     Unsupported,
 }
 
@@ -365,7 +371,11 @@ mod tests {
         for (i, p) in [0.7, 0.2, 0.1].into_iter().enumerate() {
             let sd = (n as f64 * p * (1.0 - p)).sqrt();
             let z = (counts[i] as f64 - n as f64 * p) / sd;
-            assert!(z.abs() < 4.9, "target {i}: {} of {n} (z = {z:.2})", counts[i]);
+            assert!(
+                z.abs() < 4.9,
+                "target {i}: {} of {n} (z = {z:.2})",
+                counts[i]
+            );
         }
         // Same seed, same choices.
         let pick = |seed| {
@@ -374,7 +384,10 @@ mod tests {
                 .unwrap()
                 .target
         };
-        assert_eq!((0..50).map(pick).collect::<Vec<_>>(), (0..50).map(pick).collect::<Vec<_>>());
+        assert_eq!(
+            (0..50).map(pick).collect::<Vec<_>>(),
+            (0..50).map(pick).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -409,7 +422,13 @@ mod tests {
     fn unsupported_leaves_are_skipped_and_named() {
         let t = tree(LB);
         let mut w = Walk::with_rng(t, StdRng::seed_from_u64(1));
-        let mut check = |l: &Leaf| if l.target == 0 { Check::Unsupported } else { Check::Ready };
+        let mut check = |l: &Leaf| {
+            if l.target == 0 {
+                Check::Unsupported
+            } else {
+                Check::Ready
+            }
+        };
         for _ in 0..10 {
             assert_ne!(w.first(&mut check).unwrap().target, 0);
         }
@@ -419,7 +438,11 @@ mod tests {
         let mut w = Walk::new(tree(LB));
         assert!(w.first(&mut none).is_none());
         assert!(w.only_skips());
-        assert_eq!(w.skipped.len(), 3, "every candidate is named (weight 0 never is one)");
+        assert_eq!(
+            w.skipped.len(),
+            3,
+            "every candidate is named (weight 0 never is one)"
+        );
     }
 
     #[test]
@@ -444,7 +467,11 @@ mod tests {
         };
         assert_eq!(w.next(Failure::Skip(busy), &mut ready).unwrap().target, 1);
         assert_eq!(w.skipped[0].reason, busy);
-        assert_eq!(w.earliest_free(true), u64::MAX, "a health skip is not budget");
+        assert_eq!(
+            w.earliest_free(true),
+            u64::MAX,
+            "a health skip is not budget"
+        );
         assert_eq!(w.earliest_free(false), 5);
     }
 
@@ -466,7 +493,9 @@ mod tests {
 
     #[test]
     fn a_leaf_is_never_tried_twice_and_restart_forgets_skips() {
-        let t = tree(r#"{"strategy":{"mode":"loadbalance"},"targets":[{"virtual_key":"a"},{"virtual_key":"b"}]}"#);
+        let t = tree(
+            r#"{"strategy":{"mode":"loadbalance"},"targets":[{"virtual_key":"a"},{"virtual_key":"b"}]}"#,
+        );
         let mut w = Walk::with_rng(t, StdRng::seed_from_u64(3));
         let busy = SkipReason::Busy {
             until: 10,

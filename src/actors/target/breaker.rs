@@ -55,7 +55,9 @@ pub enum OutcomeKind {
     /// 4xx caused by the request itself: says nothing about the target's health.
     ClientError(u16),
     /// Upstream 429; `retry_after` is the provider's hint, already parsed and capped.
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
     /// 5xx, timeout (408), connection error, unusable answer, broken stream.
     Failure(u16),
     /// The client went away first; neutral for health.
@@ -359,11 +361,7 @@ impl Breaker {
 
     /// Adopts a cooldown or open circuit another replica saw, when it lasts longer than what
     /// this replica knows. Returns whether anything changed, and the transition if any.
-    pub fn adopt_remote(
-        &mut self,
-        to: HealthState,
-        until: u64,
-    ) -> (bool, Option<Transition>) {
+    pub fn adopt_remote(&mut self, to: HealthState, until: u64) -> (bool, Option<Transition>) {
         if until <= self.until {
             return (false, None);
         }
@@ -466,7 +464,10 @@ mod tests {
         assert_eq!(b.unavailable_until(), t + 5 * S);
         assert_eq!(refused_until(&mut b, t + 4999 * MS), t + 5 * S);
         let probe = grant(&mut b, t + 5 * S);
-        assert!(probe.is_some(), "the first request after the cooldown is a probe");
+        assert!(
+            probe.is_some(),
+            "the first request after the cooldown is a probe"
+        );
         // Probe exclusivity: nobody else while it is out.
         assert_eq!(refused_until(&mut b, t + 6 * S), t + 5 * S + 30 * S);
         assert_eq!(b.unavailable_until(), t + 35 * S);
@@ -493,10 +494,18 @@ mod tests {
         let p = grant(&mut b, 5 * S);
         b.record(5 * S, ClientError(404), p);
         assert_eq!(b.state(), Healthy);
-        assert_eq!(b.consecutive_failures(), 0, "no failure streak left standing");
+        assert_eq!(
+            b.consecutive_failures(),
+            0,
+            "no failure streak left standing"
+        );
         b.record(6 * S, Failure(500), None);
         b.record(6 * S, Failure(500), None);
-        assert_eq!(b.state(), Healthy, "two new failures are below the threshold");
+        assert_eq!(
+            b.state(),
+            Healthy,
+            "two new failures are below the threshold"
+        );
     }
 
     #[test]
@@ -529,7 +538,10 @@ mod tests {
             b.record(now, Failure(503), p);
             assert_eq!(b.state(), Unhealthy);
             assert_eq!(b.unavailable_until(), now + expected * S, "at {now}");
-            assert_eq!(refused_until(&mut b, now + expected * S - 1), now + expected * S);
+            assert_eq!(
+                refused_until(&mut b, now + expected * S - 1),
+                now + expected * S
+            );
             now += expected * S;
         }
     }
@@ -598,8 +610,12 @@ mod tests {
             RateLimited { retry_after: None },
             Cancelled,
         ] {
-            assert_eq!(b.record(1 * S, late, None), None, "{late:?}");
-            assert_eq!(b.state(), Unhealthy, "{late:?} must not change an open circuit");
+            assert_eq!(b.record(S, late, None), None, "{late:?}");
+            assert_eq!(
+                b.state(),
+                Unhealthy,
+                "{late:?} must not change an open circuit"
+            );
             assert_eq!((b.unavailable_until(), b.consecutive_failures()), before);
         }
         // And the backoff exponent was not reset by the late success: a failed probe doubles.
@@ -634,7 +650,11 @@ mod tests {
         assert_eq!((b.state(), b.unavailable_until()), (CoolingDown, 2 * S));
         let mut b = breaker();
         b.record(0, RateLimited { retry_after: None }, None);
-        assert_eq!(b.unavailable_until(), 10 * S, "rate_limit_cooldown without a hint");
+        assert_eq!(
+            b.unavailable_until(),
+            10 * S,
+            "rate_limit_cooldown without a hint"
+        );
         let mut b = breaker();
         b.record(
             0,
@@ -653,7 +673,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(s)),
         };
         b.record(0, ra(10), None);
-        b.record(1 * S, ra(2), None);
+        b.record(S, ra(2), None);
         assert_eq!(b.unavailable_until(), 10 * S);
         b.record(2 * S, ra(20), None);
         assert_eq!(b.unavailable_until(), 22 * S);
@@ -692,7 +712,7 @@ mod tests {
     fn active_checks_close_an_open_circuit_and_can_open_one() {
         let mut b = breaker();
         open_at(&mut b, 0);
-        assert_eq!(b.check_result(1 * S, true).unwrap().to, Healthy);
+        assert_eq!(b.check_result(S, true).unwrap().to, Healthy);
         assert!(b.quiet());
         for _ in 0..2 {
             assert_eq!(b.check_result(2 * S, false), None);
@@ -714,7 +734,11 @@ mod tests {
         assert!(changed);
         assert_eq!(t.unwrap().to, CoolingDown);
         assert_eq!(b.adopt_remote(CoolingDown, 4 * S), (false, None), "shorter");
-        assert_eq!(b.adopt_remote(Unhealthy, 9 * S), (false, None), "not from cooling down");
+        assert_eq!(
+            b.adopt_remote(Unhealthy, 9 * S),
+            (false, None),
+            "not from cooling down"
+        );
         let (changed, t) = b.adopt_remote(CoolingDown, 9 * S);
         assert!(changed && t.is_none(), "extends the cooldown");
         assert_eq!(b.unavailable_until(), 9 * S);
@@ -722,7 +746,10 @@ mod tests {
         assert!(b.adopt_remote(Unhealthy, 5 * S).0);
         assert_eq!(b.state(), Unhealthy);
         assert_eq!(b.adopt_remote(CoolingDown, 50 * S), (false, None));
-        assert!(grant(&mut b, 5 * S).is_some(), "adopted open circuit probes like a local one");
+        assert!(
+            grant(&mut b, 5 * S).is_some(),
+            "adopted open circuit probes like a local one"
+        );
     }
 
     #[test]
@@ -789,32 +816,34 @@ mod tests {
             let mut probes: Vec<u64> = Vec::new();
             for &i in &seq {
                 let before = b.state();
-                let closed_by_probe;
-                match alphabet[i] {
+                let closed_by_probe = match alphabet[i] {
                     Ev::Admit => {
                         if let (Admit::Grant { probe: Some(p) }, _) = b.admit(now) {
                             probes.push(p);
                         }
-                        closed_by_probe = false;
+                        false
                     }
                     Ev::Report(o, as_probe) => {
                         let id = if as_probe { probes.pop() } else { None };
                         let current = b.is_current_probe(id);
                         b.record(now, o, id);
-                        closed_by_probe = current;
+                        current
                     }
                     Ev::Advance(d) => {
                         now += d;
-                        closed_by_probe = false;
+                        false
                     }
-                }
+                };
                 count += 1;
                 if before == Unhealthy && b.state() != Unhealthy {
                     assert!(closed_by_probe, "{seq:?}: left Unhealthy without its probe");
                 }
                 assert_eq!(b.state() == Healthy, b.unavailable_until() == 0, "{seq:?}");
                 if b.state() != Unhealthy {
-                    assert!(b.probe.is_none(), "{seq:?}: a probe outside an open circuit");
+                    assert!(
+                        b.probe.is_none(),
+                        "{seq:?}: a probe outside an open circuit"
+                    );
                 }
             }
         }

@@ -196,8 +196,8 @@ impl<C: Clock> Budgets<C> {
         self.rpm.as_ref().map(|r| {
             let elapsed_ms = now.saturating_sub(r.seen.load(Ordering::Relaxed));
             let refill = elapsed_ms as f64 / 60_000.0 * r.capacity as f64;
-            let remaining = (r.remaining.load(Ordering::Relaxed) as f64 + refill)
-                .min(r.capacity as f64) as u32;
+            let remaining =
+                (r.remaining.load(Ordering::Relaxed) as f64 + refill).min(r.capacity as f64) as u32;
             (r.capacity, remaining)
         })
     }
@@ -274,7 +274,11 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(r.take(50).unwrap_err().which, Which::Tokens);
         }
-        assert_eq!(r.b.requests(0), Some((2, 1)), "refusals took no request cell");
+        assert_eq!(
+            r.b.requests(0),
+            Some((2, 1)),
+            "refusals took no request cell"
+        );
     }
 
     #[test]
@@ -332,7 +336,10 @@ mod tests {
             })
             .collect();
         let granted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert_eq!(granted, 333, "1000 tokens / 3 per request, whatever the interleaving");
+        assert_eq!(
+            granted, 333,
+            "1000 tokens / 3 per request, whatever the interleaving"
+        );
         assert_eq!(r.b.requests(0).unwrap().1, 1000 - 333);
     }
 

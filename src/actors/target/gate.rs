@@ -83,7 +83,9 @@ impl TargetShared {
     /// but a token refusal says nothing about a smaller request, which may still fit.
     pub(super) fn take_budgets(&self, tokens: u32) -> Result<(), (Refusal, u64)> {
         let now = now_ms();
-        self.budgets.take(now, tokens).map_err(|r| self.refused(now, r))
+        self.budgets
+            .take(now, tokens)
+            .map_err(|r| self.refused(now, r))
     }
 
     pub(super) fn refused(&self, now: u64, r: Refused) -> (Refusal, u64) {

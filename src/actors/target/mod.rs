@@ -215,10 +215,7 @@ impl Permit {
         let latency = self.started.elapsed();
         let local = self.probe.is_none()
             && match kind {
-                OutcomeKind::Success => self
-                    .shared
-                    .quiet
-                    .load(std::sync::atomic::Ordering::SeqCst),
+                OutcomeKind::Success => self.shared.quiet.load(std::sync::atomic::Ordering::SeqCst),
                 OutcomeKind::Cancelled => true,
                 _ => false,
             };
