@@ -18,7 +18,6 @@ use crate::error::Error;
 use crate::providers::stream::UpstreamStream;
 use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged};
 use crate::routing::estimate::Estimate;
-use crate::routing::walk::Walk;
 use bytes::Bytes;
 
 /// First retry backoff ceiling; doubles per retry up to [`BACKOFF_CAP`].
@@ -113,6 +112,8 @@ pub async fn route(
     let mut failure: Option<Failure> = None;
     let mut last_error: Option<AttemptError> = None;
     let mut last: Option<LastLeaf> = None;
+    // The last translation refusal, to answer with when it is the only reason nothing served.
+    let mut refusal: Option<AttemptError> = None;
     loop {
         let step = match supervisor
             .send(Next {
@@ -142,7 +143,7 @@ pub async fn route(
             }
             // Nothing was attempted: every leaf was skipped. If only budgets stood in the way,
             // maybe wait for one.
-            let error = match skipped_error(&route.walk) {
+            let error = match skipped_error(&route, refusal.take()) {
                 Error::NoCapacity { retry_after } => {
                     if let Some(limit) = queue_until {
                         let at = Instant::now() + retry_after.max(Duration::from_millis(5));
@@ -177,8 +178,9 @@ pub async fn route(
             Err(LeafError::Unsupported(e)) => {
                 route
                     .walk
-                    .skip_current(SkipReason::Unsupported, Some(e.message));
+                    .skip_current(SkipReason::Unsupported, Some(e.message.clone()));
                 failure = Some(Failure::Skip(SkipReason::Unsupported));
+                refusal = Some(e);
             }
             Err(LeafError::Failed { error, retries }) => {
                 failure = Some(Failure::Status(error.status));
@@ -203,7 +205,8 @@ pub async fn route(
 /// The error when every leaf was skipped without an attempt: 400 when none can serve the
 /// request at all, 429 when the ones that could are only out of budget (rate limits free up by
 /// themselves, so a client should retry), else 503 (circuit open or retired: unavailable).
-fn skipped_error(walk: &Walk) -> Error {
+fn skipped_error(route: &Route, refusal: Option<AttemptError>) -> Error {
+    let walk = &route.walk;
     let now = now_ms();
     let list = walk
         .skipped
@@ -211,9 +214,17 @@ fn skipped_error(walk: &Walk) -> Error {
         .map(|s| {
             let why = match (&s.detail, s.reason) {
                 (Some(d), _) => d.clone(),
-                (None, SkipReason::Unsupported) => "cannot serve this request".to_owned(),
-                (None, SkipReason::Busy { budget: true, .. }) => "out of budget".to_owned(),
-                (None, SkipReason::Busy { .. }) => "unavailable".to_owned(),
+                (None, SkipReason::Unsupported) => format!(
+                    "provider {} does not serve {}",
+                    route.target(&s.leaf).spec.provider.as_str(),
+                    route.endpoint.openai_path()
+                ),
+                (None, SkipReason::Busy { budget: true, .. }) => {
+                    "out of budget (rate limit or cooldown)".to_owned()
+                }
+                (None, SkipReason::Busy { .. }) => {
+                    "unavailable (circuit open or retired)".to_owned()
+                }
             };
             let when = match s.reason {
                 SkipReason::Busy { until, .. } if until != u64::MAX => {
@@ -237,6 +248,17 @@ fn skipped_error(walk: &Walk) -> Error {
         };
     }
     if !busy(true) && !busy(false) && !walk.skipped.is_empty() {
+        if let (1, Some(e)) = (walk.skipped.len(), refusal) {
+            // One leaf, refused by its translation: its own error, with its `param`.
+            return Error::Upstream {
+                status: e.status,
+                message: e.message,
+                kind: e.kind,
+                code: e.code,
+                param: e.param,
+                retry_after: None,
+            };
+        }
         return Error::InvalidRequest {
             message: format!("no target in this config can serve this request: {list}"),
             param: None,

@@ -257,3 +257,46 @@ impl Drop for Redis {
 pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// The range a Binomial(`n`, `p`) count falls in except with probability < 10⁻⁶ (each tail
+/// < 5·10⁻⁷), computed exactly from the distribution: statistical assertions over the daemon
+/// use it so that they cannot fail by chance more than once in a million runs.
+pub fn binomial_range(n: u64, p: f64) -> (u64, u64) {
+    let ln_pmf = |k: u64| {
+        let lgamma = |x: f64| {
+            // Stirling series; exact enough for tails of 1e-7 (x >= 1 after the shift).
+            let x = x + 1.0;
+            (x - 0.5) * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + 1.0 / (12.0 * x)
+                - 1.0 / (360.0 * x.powi(3))
+        };
+        let (k, nf) = (k as f64, n as f64);
+        lgamma(nf) - lgamma(k) - lgamma(nf - k) + k * p.ln() + (nf - k) * (1.0 - p).ln()
+    };
+    let tail = 5e-7;
+    let (mut lo, mut acc) = (0u64, 0.0);
+    while lo < n {
+        acc += ln_pmf(lo).exp();
+        if acc >= tail {
+            break;
+        }
+        lo += 1;
+    }
+    let (mut hi, mut acc) = (n, 0.0);
+    while hi > 0 {
+        acc += ln_pmf(hi).exp();
+        if acc >= tail {
+            break;
+        }
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+/// Asserts that `count` of `n` is a plausible Binomial(`n`, `p`) draw (see [`binomial_range`]).
+pub fn assert_share(count: u64, n: u64, p: f64, what: &str) {
+    let (lo, hi) = binomial_range(n, p);
+    assert!(
+        (lo..=hi).contains(&count),
+        "{what}: {count} of {n}, expected {lo}..={hi} for p = {p}"
+    );
+}
