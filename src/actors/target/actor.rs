@@ -20,6 +20,7 @@ use super::{
 use crate::actors::{now_ms, unix_ms};
 use crate::cluster::{Admission, Cluster, RemoteState};
 use crate::config::TargetSpec;
+use crate::providers::FailureClass;
 
 /// How often a target reads the state other replicas published for it.
 const CLUSTER_POLL: Duration = Duration::from_millis(250);
@@ -172,9 +173,9 @@ impl TargetActor {
     }
 
     /// Active health check: a cheap `GET …/models`. The call runs as a spawned future, so the
-    /// mailbox keeps serving permits while it is out. Any answer below 500 means the provider
-    /// is up (a 401/404 on /models still proves it answers); 5xx, timeouts and connection
-    /// errors count like failed requests.
+    /// mailbox keeps serving permits while it is out. An answer classified as the request's
+    /// fault or a rate limit proves the provider is up (a 401/404 on /models still answers);
+    /// 5xx, 408, timeouts and connection errors count like failed requests.
     fn active_check(&mut self, ctx: &mut Context<Self>) {
         if self.checking || self.stopping {
             return;
@@ -194,8 +195,14 @@ impl TargetActor {
         };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
             act.checking = false;
+            // The one classification: what counts against health on a request counts here.
             let failed = match &result {
-                Ok(status) => (*status >= 500).then(|| format!("health check: status {status}")),
+                Ok(200..=299) => None,
+                Ok(status) => matches!(
+                    crate::providers::AttemptError::class_of(*status),
+                    FailureClass::Server | FailureClass::Timeout
+                )
+                .then(|| format!("health check: status {status}")),
                 Err(e) => Some(format!("health check: {e}")),
             };
             if let Some(error) = &failed {
