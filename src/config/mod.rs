@@ -149,6 +149,8 @@ pub struct ClusterSettings {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// For prompt tokens read from the provider's cache; `None` bills them at the input rate.
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 /// A validated, compiled configuration snapshot.
@@ -314,10 +316,14 @@ impl Config {
             .collect();
         let mut pricing = HashMap::new();
         for (model, p) in &raw.pricing {
-            if !(p.input_per_mtok >= 0.0 && p.output_per_mtok >= 0.0) {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !(ok(p.input_per_mtok)
+                && ok(p.output_per_mtok)
+                && p.cached_input_per_mtok.is_none_or(ok))
+            {
                 return Err(invalid(
                     &format!("pricing.{model}"),
-                    "prices must be numbers >= 0".into(),
+                    "prices must be finite numbers >= 0".into(),
                 ));
             }
             pricing.insert(
@@ -325,6 +331,7 @@ impl Config {
                 Price {
                     input_per_mtok: p.input_per_mtok,
                     output_per_mtok: p.output_per_mtok,
+                    cached_input_per_mtok: p.cached_input_per_mtok,
                 },
             );
         }

@@ -184,4 +184,7 @@ fn yes() -> bool {
 pub struct RawPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Rate for prompt tokens served from the provider's prompt cache; `input_per_mtok` if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
 }

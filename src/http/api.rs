@@ -288,9 +288,11 @@ async fn handle(
         model_requested: None,
         model_used: None,
         prompt_tokens: 0,
+        cached_tokens: 0,
         completion_tokens: 0,
         total_tokens: 0,
         cost_usd: None,
+        cost: None,
         error: None,
     });
     let mut in_flight = Some(in_flight);
@@ -444,6 +446,7 @@ async fn serve(
             entry.model_used = answer.model;
             let u = answer.usage;
             entry.prompt_tokens = u.prompt_tokens;
+            entry.cached_tokens = u.cached_tokens;
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
@@ -530,6 +533,7 @@ impl ClientStream {
             entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             entry.model_used = self.upstream.model().map(str::to_owned);
             entry.prompt_tokens = usage.prompt_tokens;
+            entry.cached_tokens = usage.cached_tokens;
             entry.completion_tokens = usage.completion_tokens;
             entry.total_tokens = used;
             if let Some(last) = entry.attempts.last_mut() {
