@@ -31,10 +31,6 @@ use crate::requestlog::{Entry, RequestLog};
 use crate::telemetry::InFlight;
 use actix::Addr;
 
-/// Inline configs compiled per runtime generation; Portkey SDKs resend the same JSON on every
-/// request, so this turns a parse + compile into a hash lookup.
-const INLINE_CACHE_MAX: usize = 256;
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/v1/chat/completions",
@@ -221,18 +217,17 @@ fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<T
     }
     match header(h, "x-portkey-config") {
         Some(c) if c.starts_with('{') => {
-            if let Some(t) = state.inline.get(c) {
-                if t.0 == runtime.generation {
-                    return Ok(t.1.clone());
+            // Portkey SDKs resend the same JSON on every request: a hit skips parse + compile.
+            // An entry from an older generation (compiled against the old config) is a miss.
+            if let Some((generation, tree)) = state.inline.get(c) {
+                if generation == runtime.generation {
+                    return Ok(tree);
                 }
             }
             let tree = Arc::new(config.inline_tree(c).map_err(|e| Error::InvalidConfig {
                 path: e.path,
                 message: e.message,
             })?);
-            if state.inline.len() >= INLINE_CACHE_MAX {
-                state.inline.clear();
-            }
             state
                 .inline
                 .insert(c.to_owned(), (runtime.generation, tree.clone()));
