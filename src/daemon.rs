@@ -4,12 +4,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use actix::Addr;
 use actix_web::{web, App, HttpServer};
-use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::actors::supervisor::{current, Current, Reload, Supervisor};
+use crate::actors::supervisor::{current, Reload, Supervisor};
 use crate::config::Config;
 use crate::http::{admin, api, AppState};
 use crate::requestlog::RequestLog;
@@ -38,12 +36,10 @@ impl ReloadStatus {
 }
 
 /// Re-reads the config file, validates it fully, and only then swaps it in. An invalid file
-/// changes nothing but the reported status.
-pub async fn reload(
-    supervisor: &Addr<Supervisor>,
-    cur: &Current,
-    status: &ReloadStatus,
-) -> Result<(), String> {
+/// changes nothing but the reported status; a valid one also empties the inline-config cache
+/// (its trees were compiled against the old config).
+pub async fn reload(state: &AppState) -> Result<(), String> {
+    let (supervisor, cur, status) = (&state.supervisor, &state.current, &state.reload);
     let old = current(cur);
     let path = old.config.file.clone();
     notify(&[sd_notify::NotifyState::Reloading]);
@@ -77,6 +73,7 @@ pub async fn reload(
             s.generation = report.generation;
             s.reloads += 1;
             s.report = Some(report);
+            state.inline.clear();
             Ok(())
         }
         Err(e) => {
@@ -126,7 +123,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         supervisor: supervisor.clone(),
         current: cur.clone(),
         log: Arc::new(RequestLog::new(server.request_log_size)),
-        inline: DashMap::new(),
+        inline: crate::http::inline_cache(),
         cluster,
         reload: Arc::new(ReloadStatus::default()),
     });
@@ -198,7 +195,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    let _ = reload(&signals_state.supervisor, &signals_state.current, &signals_state.reload).await;
+                    let _ = reload(&signals_state).await;
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

@@ -455,7 +455,7 @@ async fn attempt(
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
     let with_usage;
     let overrides = if req.stream && !req.include_usage && providers::asks_usage(spec) {
-        let mut o = leaf.override_params.clone();
+        let mut o = Map::clone(&leaf.override_params);
         o.insert(
             "stream_options".into(),
             serde_json::json!({"include_usage": true}),

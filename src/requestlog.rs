@@ -1,7 +1,7 @@
 //! The bounded in-memory log of recent requests that `GET /admin/requests` serves: route taken,
 //! every attempt, models, tokens and cost. Old entries fall off the end.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -27,37 +27,89 @@ pub struct Entry {
     pub model_requested: Option<String>,
     pub model_used: Option<String>,
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache.
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// `null` when the price table has no row for the model: unknown, not free.
     pub cost_usd: Option<f64>,
+    /// How `cost_usd` adds up, and which price row it used.
+    pub cost: Option<Cost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Cost {
+    /// The `[pricing."MODEL"]` row used.
+    pub priced_as: String,
+    /// Uncached prompt tokens.
+    pub input_usd: f64,
+    /// Cached prompt tokens, at `cached_input_per_mtok` (else the input rate).
+    pub cached_input_usd: f64,
+    pub output_usd: f64,
+}
+
 impl Entry {
-    /// Cost from the price table, matching the model used, then the model asked for, then the
-    /// longest price-table prefix of either (providers append dates: `gpt-4o-2024-08-06`).
-    pub fn price(&mut self, table: &std::collections::HashMap<String, Price>) {
-        let find = |m: &str| -> Option<Price> {
-            table.get(m).copied().or_else(|| {
-                table
-                    .iter()
-                    .filter(|(k, _)| m.starts_with(k.as_str()))
-                    .max_by_key(|(k, _)| k.len())
-                    .map(|(_, p)| *p)
-            })
-        };
-        let price = self
+    /// Cost from the price table for the model that answered (the model asked for when the
+    /// answer named none). A model is priced by its own row, or by the row of the model it is
+    /// a dated snapshot of (`gpt-4o-2024-08-06` -> `gpt-4o`), never by another model's row
+    /// (`gpt-4o-mini` is not `gpt-4o`).
+    pub fn price(&mut self, table: &HashMap<String, Price>) {
+        let model = self
             .model_used
             .as_deref()
-            .and_then(find)
-            .or_else(|| self.model_requested.as_deref().and_then(find));
-        self.cost_usd = price.map(|p| {
-            (self.prompt_tokens as f64 * p.input_per_mtok
-                + self.completion_tokens as f64 * p.output_per_mtok)
-                / 1e6
-        });
+            .or(self.model_requested.as_deref());
+        let Some((priced_as, p)) = model.and_then(|m| price_row(table, m)) else {
+            self.cost_usd = None;
+            self.cost = None;
+            return;
+        };
+        let cached = self.cached_tokens.min(self.prompt_tokens);
+        let usd = |tokens: u64, per_mtok: f64| tokens as f64 * per_mtok / 1e6;
+        let cost = Cost {
+            priced_as: priced_as.to_owned(),
+            input_usd: usd(self.prompt_tokens - cached, p.input_per_mtok),
+            cached_input_usd: usd(cached, p.cached_input_per_mtok.unwrap_or(p.input_per_mtok)),
+            output_usd: usd(self.completion_tokens, p.output_per_mtok),
+        };
+        self.cost_usd = Some(cost.input_usd + cost.cached_input_usd + cost.output_usd);
+        self.cost = Some(cost);
     }
+}
+
+/// The price row for `model`: its own, else that of the model it is a dated snapshot of.
+pub fn price_row<'a>(table: &'a HashMap<String, Price>, model: &str) -> Option<(&'a str, Price)> {
+    let hit = |m: &str| table.get_key_value(m).map(|(k, p)| (k.as_str(), *p));
+    hit(model).or_else(|| undated(model).and_then(hit))
+}
+
+/// `model` without a trailing snapshot date: `-YYYY-MM-DD` (OpenAI), `-YYYYMMDD`
+/// (Anthropic) or `@YYYYMMDD` (Vertex).
+fn undated(model: &str) -> Option<&str> {
+    let b = model.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    let date = |y: &[u8], m: &[u8], d: &[u8]| {
+        let n = |s: &[u8]| s.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+        digits(y) && digits(m) && digits(d) && (1..=12).contains(&n(m)) && (1..=31).contains(&n(d))
+    };
+    let n = b.len();
+    // The separators are ASCII, so the cuts fall on character boundaries.
+    if n > 11
+        && b[n - 11] == b'-'
+        && b[n - 6] == b'-'
+        && b[n - 3] == b'-'
+        && date(&b[n - 10..n - 6], &b[n - 5..n - 3], &b[n - 2..])
+    {
+        return Some(&model[..n - 11]);
+    }
+    if n > 9
+        && (b[n - 9] == b'-' || b[n - 9] == b'@')
+        && date(&b[n - 8..n - 4], &b[n - 4..n - 2], &b[n - 2..])
+    {
+        return Some(&model[..n - 9]);
+    }
+    None
 }
 
 pub struct RequestLog {
@@ -155,5 +207,111 @@ impl Traffic {
             .iter()
             .copied()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> HashMap<String, Price> {
+        let p = |i, o, c| Price {
+            input_per_mtok: i,
+            output_per_mtok: o,
+            cached_input_per_mtok: c,
+        };
+        HashMap::from([
+            ("gpt-4o".to_owned(), p(2.5, 10.0, Some(1.25))),
+            ("gpt-4o-mini".to_owned(), p(0.15, 0.6, None)),
+            ("claude-3-5-sonnet".to_owned(), p(3.0, 15.0, Some(0.3))),
+            ("o1".to_owned(), p(15.0, 60.0, None)),
+        ])
+    }
+
+    fn entry(model: &str, prompt: u64, cached: u64, completion: u64) -> Entry {
+        Entry {
+            time: 0,
+            trace_id: String::new(),
+            config: None,
+            endpoint: "chat.completions",
+            status: 200,
+            latency_ms: 0.0,
+            stream: false,
+            attempts: Vec::new(),
+            served_by: None,
+            virtual_key: None,
+            provider: None,
+            model_requested: Some("asked".into()),
+            model_used: Some(model.into()),
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            cost_usd: None,
+            cost: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_model_is_priced_by_its_own_row_or_its_snapshot_base() {
+        let t = table();
+        let row = |m| price_row(&t, m).map(|(k, _)| k);
+        assert_eq!(row("gpt-4o-mini"), Some("gpt-4o-mini"), "not gpt-4o's row");
+        assert_eq!(row("gpt-4o"), Some("gpt-4o"));
+        assert_eq!(row("gpt-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(row("gpt-4o-mini-2024-07-18"), Some("gpt-4o-mini"));
+        assert_eq!(row("claude-3-5-sonnet-20241022"), Some("claude-3-5-sonnet"));
+        assert_eq!(row("claude-3-5-sonnet@20241022"), Some("claude-3-5-sonnet"));
+        // Different models that merely start like a priced one.
+        for other in [
+            "gpt-4o-audio-preview",
+            "gpt-4o-realtime-preview-2024-10-01",
+            "o1-mini",
+            "o1-2024-13-01",
+            "gpt-4o-2024-08",
+            "claude-3-5-sonnet-latest",
+            "gpt-4",
+            "",
+        ] {
+            assert_eq!(row(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn unknown_models_cost_null_and_mini_is_not_billed_as_4o() {
+        let t = table();
+        let mut e = entry("gpt-4o-audio-preview", 1000, 0, 1000);
+        e.price(&t);
+        assert_eq!(e.cost_usd, None);
+        assert_eq!(e.cost, None);
+
+        let mut e = entry("gpt-4o-mini", 1_000_000, 0, 1_000_000);
+        e.price(&t);
+        assert_eq!(e.cost_usd, Some(0.15 + 0.6));
+    }
+
+    #[test]
+    fn cached_prompt_tokens_use_the_cached_rate_when_there_is_one() {
+        let t = table();
+        let mut e = entry("gpt-4o-2024-08-06", 3_000_000, 2_000_000, 1_000_000);
+        e.price(&t);
+        let c = e.cost.clone().unwrap();
+        assert_eq!(c.priced_as, "gpt-4o");
+        assert_eq!(c.input_usd, 2.5);
+        assert_eq!(c.cached_input_usd, 2.5);
+        assert_eq!(c.output_usd, 10.0);
+        assert_eq!(e.cost_usd, Some(15.0));
+
+        // No cached rate: cached tokens cost the input rate, still shown apart.
+        let mut e = entry("gpt-4o-mini", 2_000_000, 1_000_000, 0);
+        e.price(&t);
+        let c = e.cost.clone().unwrap();
+        assert_eq!((c.input_usd, c.cached_input_usd), (0.15, 0.15));
+
+        // A provider reporting more cached than prompt tokens cannot make a cost negative.
+        let mut e = entry("gpt-4o", 10, 20, 0);
+        e.price(&t);
+        assert!(e.cost_usd.unwrap() >= 0.0);
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use raw::ProviderKind;
 use raw::{RawFile, RawNode, RawVirtualKey};
-pub use tree::{Leaf, Mode, Node, NodeKind, Retry, Tree, TreeError};
+pub use tree::{Leaf, Limits, Mode, Node, NodeKind, Retry, Tree, TreeError};
 
 /// A credential. Its `Debug`/`Display`/`Serialize` never show the value, so it cannot leak into
 /// logs, errors or admin output by accident; only [`Secret::expose`] reveals it.
@@ -91,6 +91,9 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     #[serde(serialize_with = "ser_ms")]
     pub body_timeout: Duration,
+    /// Bounds on one compiled inline config (leaves, estimated bytes).
+    pub max_inline_config_leaves: usize,
+    pub max_inline_config_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,6 +152,8 @@ pub struct ClusterSettings {
 pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// For prompt tokens read from the provider's cache; `None` bills them at the input rate.
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 /// A validated, compiled configuration snapshot.
@@ -169,6 +174,11 @@ pub struct Config {
 }
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// Inline configs are for a handful of targets; big trees belong in config.toml.
+const DEFAULT_INLINE_LEAVES: usize = 256;
+/// Estimated compiled bytes of one inline config: ample for any header within the default
+/// 64 KB `max_header_bytes` whose params are given once.
+const DEFAULT_INLINE_BYTES: usize = 1024 * 1024;
 
 impl Config {
     /// Reads and validates `path`, resolving secrets from the environment and files.
@@ -295,7 +305,7 @@ impl Config {
 
         let mut configs = HashMap::with_capacity(raw.configs.len());
         for (id, node) in &raw.configs {
-            let tree = tree::compile(id, node, &format!("configs.{id}"), &by_name)
+            let tree = tree::compile(id, node, &format!("configs.{id}"), &by_name, Limits::NONE)
                 .map_err(|e| invalid(&e.path, e.message))?;
             configs.insert(id.clone(), Arc::new(tree));
         }
@@ -314,10 +324,14 @@ impl Config {
             .collect();
         let mut pricing = HashMap::new();
         for (model, p) in &raw.pricing {
-            if !(p.input_per_mtok >= 0.0 && p.output_per_mtok >= 0.0) {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !(ok(p.input_per_mtok)
+                && ok(p.output_per_mtok)
+                && p.cached_input_per_mtok.is_none_or(ok))
+            {
                 return Err(invalid(
                     &format!("pricing.{model}"),
-                    "prices must be numbers >= 0".into(),
+                    "prices must be finite numbers >= 0".into(),
                 ));
             }
             pricing.insert(
@@ -325,6 +339,7 @@ impl Config {
                 Price {
                     input_per_mtok: p.input_per_mtok,
                     output_per_mtok: p.output_per_mtok,
+                    cached_input_per_mtok: p.cached_input_per_mtok,
                 },
             );
         }
@@ -392,7 +407,8 @@ impl Config {
     }
 
     /// Compiles a client's inline config (`x-portkey-config` JSON). Leaves may only name
-    /// virtual keys defined here, so a client can never bring a host or a key.
+    /// virtual keys defined here, so a client can never bring a host or a key, and the
+    /// compiled tree is bounded by `server.max_inline_config_{leaves,bytes}`.
     pub fn inline_tree(&self, json: &str) -> Result<Tree, TreeError> {
         const HEADER: &str = "x-portkey-config";
         let mut de = serde_json::Deserializer::from_str(json);
@@ -412,7 +428,11 @@ impl Config {
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
-        tree::compile("inline", &raw, HEADER, &by_name)
+        let limits = Limits {
+            max_leaves: self.server.max_inline_config_leaves,
+            max_bytes: self.server.max_inline_config_bytes,
+        };
+        tree::compile("inline", &raw, HEADER, &by_name, limits)
     }
 
     /// Model names the configs route to (from `override_params.model`), for `GET /v1/models`.
@@ -483,6 +503,19 @@ fn compile_server(raw: &RawFile, invalid: &Invalid<'_>) -> Result<ServerSettings
         max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(1024),
         header_timeout: ms(s.header_timeout_ms, 10_000, "header_timeout_ms")?,
         body_timeout: ms(s.body_timeout_ms, 30_000, "body_timeout_ms")?,
+        max_inline_config_leaves: match s.max_inline_config_leaves {
+            Some(0) => {
+                return Err(invalid(
+                    "server.max_inline_config_leaves",
+                    "max_inline_config_leaves must be >= 1".into(),
+                ))
+            }
+            v => v.unwrap_or(DEFAULT_INLINE_LEAVES),
+        },
+        max_inline_config_bytes: s
+            .max_inline_config_bytes
+            .unwrap_or(DEFAULT_INLINE_BYTES)
+            .max(4096),
     })
 }
 

@@ -63,6 +63,10 @@ pub struct RawServer {
     pub header_timeout_ms: Option<u64>,
     /// …and its whole body within this time.
     pub body_timeout_ms: Option<u64>,
+    /// Most leaves one inline (`x-portkey-config` JSON) config may have.
+    pub max_inline_config_leaves: Option<usize>,
+    /// Largest estimated compiled size of one inline config, in bytes.
+    pub max_inline_config_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,4 +188,7 @@ fn yes() -> bool {
 pub struct RawPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Rate for prompt tokens served from the provider's prompt cache; `input_per_mtok` if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
 }

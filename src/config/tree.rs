@@ -23,7 +23,31 @@ pub struct Tree {
     /// Stored config id, or `"inline"` / `"virtual_key:NAME"`.
     pub id: Arc<str>,
     pub root: Node,
+    /// Estimated heap bytes of the compiled tree (see [`Limits`]), for the inline cache.
+    pub approx_bytes: usize,
 }
+
+/// Bounds on what compiling one tree may build. Inline configs come from clients, so their
+/// compiled size is bounded (the messages name the `server.max_inline_config_*` settings);
+/// stored configs come from the operator and are not.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_leaves: usize,
+    /// Estimated heap bytes of the compiled tree: nodes, leaves and every merged
+    /// `override_params` map (one per node that has its own).
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    pub const NONE: Limits = Limits {
+        max_leaves: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
+/// Largest weight a node may carry: far above any sensible ratio, and small enough that the
+/// sum of a group's weights can never overflow to infinity (which breaks weighted selection).
+pub const MAX_WEIGHT: f64 = 1e6;
 
 #[derive(Debug)]
 pub struct Node {
@@ -62,7 +86,10 @@ pub struct Leaf {
     pub path: Arc<str>,
     pub target: u32,
     pub virtual_key: Arc<str>,
-    pub override_params: Map<String, Value>,
+    /// The merged params of the nearest ancestor (or self) that has its own: one map shared
+    /// by every leaf that inherits it, so a config's memory is O(its own params), not
+    /// O(leaves x params).
+    pub override_params: Arc<Map<String, Value>>,
     pub retry: Retry,
     pub request_timeout: Option<Duration>,
 }
@@ -111,22 +138,93 @@ impl TreeError {
 
 /// Where inheritance stands at one node while descending.
 struct Inherited<'a> {
-    override_params: &'a Map<String, Value>,
+    override_params: &'a Arc<Map<String, Value>>,
+    /// Estimated heap bytes of `override_params`.
+    params_bytes: usize,
     retry: &'a Retry,
     request_timeout: Option<u64>,
 }
 
+/// What compiling has built so far, against [`Limits`].
+struct Budget {
+    limits: Limits,
+    leaves: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn spend(&mut self, bytes: usize, err_path: &str) -> Result<(), TreeError> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > self.limits.max_bytes {
+            return Err(TreeError::at(
+                err_path,
+                "",
+                format!(
+                    "the compiled inline config would exceed {} bytes \
+                     (server.max_inline_config_bytes; override_params are merged into every \
+                     node that has its own): give params once, higher in the tree",
+                    self.limits.max_bytes,
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn leaf(&mut self, err_path: &str) -> Result<(), TreeError> {
+        self.leaves += 1;
+        if self.leaves > self.limits.max_leaves {
+            return Err(TreeError::at(
+                err_path,
+                "",
+                format!(
+                    "the inline config has more than {} leaves \
+                     (server.max_inline_config_leaves); use a stored config instead",
+                    self.limits.max_leaves,
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Estimated heap bytes of a JSON map: entries, keys, values, tree overhead. An estimate
+/// that grows with the real size is all the bounds need.
+fn map_bytes(m: &Map<String, Value>) -> usize {
+    m.iter().fold(0usize, |acc, (k, v)| {
+        acc.saturating_add(std::mem::size_of::<String>() + k.len() + 16)
+            .saturating_add(value_bytes(v))
+    })
+}
+
+fn value_bytes(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a
+                .iter()
+                .fold(0usize, |acc, v| acc.saturating_add(value_bytes(v))),
+            Value::Object(m) => map_bytes(m),
+            _ => 0,
+        }
+}
+
 /// Compiles `raw` into a tree. `err_path` prefixes error paths (e.g. `configs.main`, or
-/// `x-portkey-config` for inline configs); `targets` maps virtual key names to indices.
-/// `inline` forbids what a client must never bring (keys, hosts).
+/// `x-portkey-config` for inline configs); `targets` maps virtual key names to indices;
+/// `limits` bounds what may be built (checked as it is built, so nothing large is built first).
 pub fn compile(
     id: &str,
     raw: &RawNode,
     err_path: &str,
     targets: &HashMap<&str, u32>,
+    limits: Limits,
 ) -> Result<Tree, TreeError> {
-    let empty = Map::new();
+    let empty = Arc::new(Map::new());
     let no_retry = Retry::none();
+    let mut budget = Budget {
+        limits,
+        leaves: 0,
+        bytes: 0,
+    };
     let root = compile_node(
         raw,
         err_path,
@@ -134,13 +232,16 @@ pub fn compile(
         targets,
         Inherited {
             override_params: &empty,
+            params_bytes: 0,
             retry: &no_retry,
             request_timeout: None,
         },
+        &mut budget,
     )?;
     Ok(Tree {
         id: id.into(),
         root,
+        approx_bytes: budget.bytes,
     })
 }
 
@@ -154,13 +255,19 @@ pub fn direct(name: &str, index: u32) -> Tree {
                 path: "config".into(),
                 target: index,
                 virtual_key: name.into(),
-                override_params: Map::new(),
+                override_params: Arc::default(),
                 retry: Retry::none(),
                 request_timeout: None,
             },
         ),
+        approx_bytes: LEAF_BYTES + NODE_BYTES + name.len(),
     }
 }
+
+/// Estimated fixed heap cost of one leaf (the `Leaf` in its `Arc`, its retry codes, the
+/// `Arc<Leaf>` entries that list it) and of one node, for [`Limits::max_bytes`].
+const LEAF_BYTES: usize = std::mem::size_of::<Leaf>() + 64;
+const NODE_BYTES: usize = std::mem::size_of::<Node>() + 16;
 
 fn compile_node(
     raw: &RawNode,
@@ -168,6 +275,7 @@ fn compile_node(
     route_path: &str,
     targets: &HashMap<&str, u32>,
     inherited: Inherited<'_>,
+    budget: &mut Budget,
 ) -> Result<Node, TreeError> {
     for (present, field) in [
         (raw.api_key.is_some(), "api_key"),
@@ -199,11 +307,14 @@ fn compile_node(
     }
 
     let weight = raw.weight.unwrap_or(1.0);
-    if !weight.is_finite() || weight < 0.0 {
+    if !(0.0..=MAX_WEIGHT).contains(&weight) {
         return Err(TreeError::at(
             err_path,
             "weight",
-            format!("weight must be a finite number >= 0, got {weight}"),
+            format!(
+                "weight must be a number from 0 to {MAX_WEIGHT}, got {weight}; only the ratio \
+                 between siblings matters"
+            ),
         ));
     }
     if let Some(0) = raw.request_timeout {
@@ -215,16 +326,20 @@ fn compile_node(
     }
 
     // Inheritance (Portkey): override_params merge with the child winning per key; retry and
-    // request_timeout are taken whole from the parent only when the child has none.
+    // request_timeout are taken whole from the parent only when the child has none. A node
+    // with params of its own builds its merged map once; every node below shares it.
     let merged;
-    let override_params = match &raw.override_params {
+    let (override_params, params_bytes) = match &raw.override_params {
         Some(own) if !own.is_empty() => {
-            let mut m = inherited.override_params.clone();
+            // Bounded before it is built: the merge is at most the parent's plus its own.
+            let bytes = inherited.params_bytes.saturating_add(map_bytes(own));
+            budget.spend(bytes, err_path)?;
+            let mut m = Map::clone(inherited.override_params);
             m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-            merged = m;
-            &merged
+            merged = Arc::new(m);
+            (&merged, bytes)
         }
-        _ => inherited.override_params,
+        _ => (inherited.override_params, inherited.params_bytes),
     };
     let own_retry;
     let retry = match &raw.retry {
@@ -243,6 +358,8 @@ fn compile_node(
             "a node is either a leaf (`virtual_key`) or a strategy node (`strategy` + `targets`), not both",
         )),
         (Some(vk), None, None) => {
+            budget.leaf(err_path)?;
+            budget.spend(LEAF_BYTES + route_path.len() + vk.len(), err_path)?;
             let &target = targets.get(vk.as_str()).ok_or_else(|| {
                 let mut known: Vec<&str> = targets.keys().copied().collect();
                 known.sort_unstable();
@@ -327,9 +444,11 @@ fn compile_node(
                     targets,
                     Inherited {
                         override_params,
+                        params_bytes,
                         retry,
                         request_timeout,
                     },
+                    budget,
                 )?);
             }
             if mode == Mode::Loadbalance && children.iter().all(|c| c.weight == 0.0) {
@@ -339,7 +458,12 @@ fn compile_node(
                     "every target of this loadbalance node has weight 0, so it can never serve; give at least one a weight > 0",
                 ));
             }
-            let leaves = children.iter().flat_map(|c| c.leaves.iter().cloned()).collect();
+            let leaves: Box<[Arc<Leaf>]> =
+                children.iter().flat_map(|c| c.leaves.iter().cloned()).collect();
+            budget.spend(
+                NODE_BYTES + leaves.len() * std::mem::size_of::<Arc<Leaf>>(),
+                err_path,
+            )?;
             Ok(Node {
                 weight,
                 leaves,
@@ -407,7 +531,7 @@ impl Serialize for Node {
             NodeKind::Leaf(l) => {
                 m.serialize_entry("path", &*l.path)?;
                 m.serialize_entry("virtual_key", &*l.virtual_key)?;
-                m.serialize_entry("override_params", &l.override_params)?;
+                m.serialize_entry("override_params", &*l.override_params)?;
                 m.serialize_entry("retry_attempts", &l.retry.attempts)?;
                 m.serialize_entry(
                     "request_timeout_ms",
@@ -426,5 +550,122 @@ impl Serialize for Node {
             }
         }
         m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile_json(v: Value, limits: Limits) -> Result<Tree, TreeError> {
+        let raw: RawNode = serde_json::from_value(v).unwrap();
+        let targets = HashMap::from([("a", 0), ("b", 1)]);
+        compile("t", &raw, "x-portkey-config", &targets, limits)
+    }
+
+    #[test]
+    fn leaves_share_one_merged_params_map() {
+        let big: Map<String, Value> = (0..100).map(|i| (format!("k{i}"), json!(i))).collect();
+        let tree = compile_json(
+            json!({"strategy": {"mode": "fallback"}, "override_params": big, "targets": [
+                {"virtual_key": "a"},
+                {"strategy": {"mode": "loadbalance"}, "targets": [{"virtual_key": "a"}, {"virtual_key": "b"}]},
+                {"virtual_key": "b", "override_params": {"model": "m"}},
+            ]}),
+            Limits::NONE,
+        )
+        .unwrap();
+        let l = &tree.root.leaves;
+        assert_eq!(l.len(), 4);
+        assert!(Arc::ptr_eq(&l[0].override_params, &l[1].override_params));
+        assert!(Arc::ptr_eq(&l[0].override_params, &l[2].override_params));
+        assert_eq!(l[0].override_params.len(), 100);
+        // A leaf with its own params gets its own merge, inherited keys included.
+        assert!(!Arc::ptr_eq(&l[0].override_params, &l[3].override_params));
+        assert_eq!(l[3].override_params.len(), 101);
+        assert_eq!(l[3].override_params["model"], "m");
+        assert_eq!(l[3].override_params["k7"], 7);
+        // The estimate counts the shared map once, not once per leaf.
+        assert!(
+            tree.approx_bytes < 3 * map_bytes(&big) + 4 * 1024,
+            "{}",
+            tree.approx_bytes
+        );
+    }
+
+    #[test]
+    fn limits_bound_leaves_and_bytes_and_name_the_path() {
+        let limits = Limits {
+            max_leaves: 3,
+            max_bytes: 64 * 1024,
+        };
+        let leaves = |n: usize| {
+            (0..n)
+                .map(|_| json!({"virtual_key": "a"}))
+                .collect::<Vec<_>>()
+        };
+        let ok = json!({"strategy": {"mode": "fallback"}, "targets": leaves(3)});
+        assert!(compile_json(ok, limits).is_ok());
+        let e = compile_json(
+            json!({"strategy": {"mode": "fallback"}, "targets": [
+                {"strategy": {"mode": "fallback"}, "targets": leaves(2)},
+                {"strategy": {"mode": "fallback"}, "targets": leaves(2)},
+            ]}),
+            limits,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "x-portkey-config.targets[1].targets[1]");
+        assert!(e.message.contains("more than 3 leaves"), "{}", e.message);
+        assert!(
+            e.message.contains("max_inline_config_leaves"),
+            "{}",
+            e.message
+        );
+
+        // The root's 1,000 params fit; each leaf with params of its own re-merges them all.
+        let limits = Limits {
+            max_leaves: 256,
+            max_bytes: 200 * 1024,
+        };
+        let big: Map<String, Value> = (0..1000).map(|i| (format!("k{i}"), json!(i))).collect();
+        let e = compile_json(
+            json!({"strategy": {"mode": "fallback"}, "override_params": big, "targets": [
+                {"virtual_key": "a", "override_params": {"n": 1}},
+                {"virtual_key": "a", "override_params": {"n": 2}},
+                {"virtual_key": "a", "override_params": {"n": 3}},
+            ]}),
+            limits,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "x-portkey-config.targets[1]");
+        assert!(
+            e.message.contains("max_inline_config_bytes"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn weights_whose_sum_would_overflow_are_refused() {
+        for w in [1e308, f64::MAX, MAX_WEIGHT * 2.0, -1.0] {
+            let e = compile_json(
+                json!({"strategy": {"mode": "loadbalance"}, "targets": [
+                    {"virtual_key": "a", "weight": w}, {"virtual_key": "b", "weight": w}]}),
+                Limits::NONE,
+            )
+            .unwrap_err();
+            assert_eq!(e.path, "x-portkey-config.targets[0].weight");
+        }
+        let t = compile_json(
+            json!({"strategy": {"mode": "loadbalance"}, "targets": [
+                {"virtual_key": "a", "weight": MAX_WEIGHT}, {"virtual_key": "b", "weight": MAX_WEIGHT}]}),
+            Limits::NONE,
+        )
+        .unwrap();
+        let NodeKind::Group(g) = &t.root.kind else {
+            panic!("a group")
+        };
+        assert!(g.children.iter().map(|c| c.weight).sum::<f64>().is_finite());
     }
 }

@@ -143,7 +143,7 @@ async fn reload_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 
 async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
-    let result = crate::daemon::reload(&state.supervisor, &state.current, &state.reload).await;
+    let result = crate::daemon::reload(&state).await;
     let body = state.reload.snapshot();
     if result.is_ok() {
         HttpResponse::Ok().json(body)

@@ -32,10 +32,6 @@ use crate::routing::estimate::Estimate;
 use crate::telemetry::InFlight;
 use actix::Addr;
 
-/// Inline configs compiled per runtime generation; Portkey SDKs resend the same JSON on every
-/// request, so this turns a parse + compile into a hash lookup.
-const INLINE_CACHE_MAX: usize = 256;
-
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/v1/chat/completions",
@@ -222,18 +218,17 @@ fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<T
     }
     match header(h, "x-portkey-config") {
         Some(c) if c.starts_with('{') => {
-            if let Some(t) = state.inline.get(c) {
-                if t.0 == runtime.generation {
-                    return Ok(t.1.clone());
+            // Portkey SDKs resend the same JSON on every request: a hit skips parse + compile.
+            // An entry from an older generation (compiled against the old config) is a miss.
+            if let Some((generation, tree)) = state.inline.get(c) {
+                if generation == runtime.generation {
+                    return Ok(tree);
                 }
             }
             let tree = Arc::new(config.inline_tree(c).map_err(|e| Error::InvalidConfig {
                 path: e.path,
                 message: e.message,
             })?);
-            if state.inline.len() >= INLINE_CACHE_MAX {
-                state.inline.clear();
-            }
             state
                 .inline
                 .insert(c.to_owned(), (runtime.generation, tree.clone()));
@@ -280,9 +275,11 @@ async fn handle(
         model_requested: None,
         model_used: None,
         prompt_tokens: 0,
+        cached_tokens: 0,
         completion_tokens: 0,
         total_tokens: 0,
         cost_usd: None,
+        cost: None,
         error: None,
     });
     let mut in_flight = Some(in_flight);
@@ -465,6 +462,7 @@ async fn serve(
             entry.model_used = answer.model;
             let u = answer.usage;
             entry.prompt_tokens = u.prompt_tokens;
+            entry.cached_tokens = u.cached_tokens;
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
@@ -557,6 +555,7 @@ impl ClientStream {
             entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             entry.model_used = self.upstream.model().map(str::to_owned);
             entry.prompt_tokens = usage.prompt_tokens;
+            entry.cached_tokens = usage.cached_tokens;
             entry.completion_tokens = usage.completion_tokens;
             entry.total_tokens = used;
             if let Some(last) = entry.attempts.last_mut() {
