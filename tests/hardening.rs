@@ -121,11 +121,14 @@ async fn d06_a_late_success_does_not_close_an_open_circuit() {
 }
 
 /// Defect 7: a leaf's own retry after a 429 waits out the target's cooldown, then retries.
+/// The leaf does not use the Retry-After header for its own backoff (≤ 200 ms), but the target
+/// cools down for the provider's 1 s hint: before the fix the retry's permit was refused, so no
+/// retry ever ran and the client got the 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d07_leaf_retries_after_a_429_wait_out_the_cooldown() {
     let m = mock();
     let cfg = format!(
-        "{}\n[configs.retrying]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"limited\", retry = {{ attempts = 2 }} }} ]\n",
+        "{}\n[configs.retrying]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"limited\", retry = {{ attempts = 2, use_retry_after_header = false }} }} ]\n",
         openai_target(&m, "limited", "")
     );
     let llmux = Llmux::start(&cfg);
