@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
@@ -36,19 +38,33 @@ use actix::Addr;
 const INLINE_CACHE_MAX: usize = 256;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/v1/chat/completions",
-        web::post().to(endpoint(Endpoint::Chat)),
+    // A known path with the wrong method gets an OpenAI-shaped 405 naming the right one.
+    let resource = |path: &'static str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+            method_not_allowed(&req, allow)
+        }))
+    };
+    cfg.service(
+        resource("/v1/chat/completions", "POST").route(web::post().to(endpoint(Endpoint::Chat))),
     )
-    .route(
-        "/v1/completions",
-        web::post().to(endpoint(Endpoint::Completions)),
+    .service(
+        resource("/v1/completions", "POST").route(web::post().to(endpoint(Endpoint::Completions))),
     )
-    .route(
-        "/v1/embeddings",
-        web::post().to(endpoint(Endpoint::Embeddings)),
+    .service(
+        resource("/v1/embeddings", "POST").route(web::post().to(endpoint(Endpoint::Embeddings))),
     )
-    .route("/v1/models", web::get().to(models));
+    .service(resource("/v1/models", "GET").route(web::get().to(models)));
+}
+
+fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, allow))
+        .json(json!({"error": {
+            "message": format!("method {} is not allowed on {}: use {allow}", req.method(), req.path()),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "method_not_allowed",
+        }}))
 }
 
 /// The handler for one routed endpoint.
