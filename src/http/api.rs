@@ -25,6 +25,7 @@ use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
 use crate::auth::Refused;
 use crate::config::Tree;
+use crate::daemon::GraceEnd;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
@@ -435,7 +436,15 @@ async fn serve(
         include_usage,
         idle_timeout: settings.stream_idle_timeout,
     };
-    let served = match proxy::route(supervisor, runtime.clone(), tree, &prepared).await {
+    let routed = proxy::route(supervisor, runtime.clone(), tree, &prepared);
+    // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
+    // before the listener closes its connection (dropping the routing cancels its permits).
+    let mut grace_end = state.grace_end.clone();
+    let routed = tokio::select! {
+        r = routed => r,
+        _ = grace_end.ended() => return Err(Error::ShuttingDown),
+    };
+    let served = match routed {
         Ok(s) => s,
         Err(unserved) => {
             entry.attempts = unserved.attempts;
@@ -479,6 +488,7 @@ async fn serve(
                 started,
                 ended: false,
                 _in_flight: in_flight.take(),
+                grace_end,
             };
             Ok(resp
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
@@ -489,9 +499,18 @@ async fn serve(
     }
 }
 
+/// The error event a stream still open at the end of the shutdown grace period ends with.
+const SHUTTING_DOWN_EVENT: &str = concat!(
+    r#"data: {"error":{"message":"llmux is shutting down: the stream was still open at the end "#,
+    r#"of the shutdown grace period","type":"server_error","param":null,"code":"shutting_down"}}"#,
+    "\n\n"
+);
+
 /// The body of a committed stream. Whatever way it ends — terminator, upstream failure (sent
-/// to the client as an error event) or the client going away (dropped) — its permit reports
-/// the outcome and its request-log entry is written, exactly once.
+/// to the client as an error event), the shutdown grace period ending (an error event too) or
+/// the client going away (dropped) — its permit reports the outcome and its request-log entry
+/// is written, exactly once. It holds the runtime it started on, so a reload cannot retire its
+/// target under it.
 struct ClientStream {
     head: VecDeque<Bytes>,
     upstream: UpstreamStream,
@@ -502,6 +521,7 @@ struct ClientStream {
     started: Instant,
     ended: bool,
     _in_flight: Option<InFlight>,
+    grace_end: GraceEnd,
 }
 
 impl ClientStream {
@@ -513,7 +533,16 @@ impl ClientStream {
             if s.ended {
                 return None;
             }
-            match s.upstream.next_frame().await {
+            let frame = tokio::select! {
+                f = s.upstream.next_frame() => f,
+                _ = s.grace_end.ended() => {
+                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
+                        "stream still open at the end of the shutdown grace period: ended");
+                    s.finish(OutcomeKind::Cancelled, 503, Some("llmux is shutting down".into()));
+                    return Some((Ok(Bytes::from_static(SHUTTING_DOWN_EVENT.as_bytes())), s));
+                }
+            };
+            match frame {
                 Some(Frame::Data(b)) => Some((Ok(b), s)),
                 Some(Frame::Done(b)) => {
                     s.finish(OutcomeKind::Success, 200, None);

@@ -23,4 +23,6 @@ pub struct AppState {
     pub inline: DashMap<String, (u64, Arc<Tree>)>,
     pub reload: Arc<crate::daemon::ReloadStatus>,
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Fires when the shutdown grace period ends: open streams and requests still routing end.
+    pub grace_end: crate::daemon::GraceEnd,
 }
