@@ -1,21 +1,153 @@
 //! The daemon's life cycle: start the actor system and both listeners, reload on SIGHUP (or
-//! `POST /admin/reload`), drain and exit on SIGTERM/SIGINT.
+//! `POST /admin/reload`) and report what a reload cannot apply, drain and exit on
+//! SIGTERM/SIGINT, ending what is still open when the grace period is over.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::actors::supervisor::{current, Reload, Supervisor};
-use crate::config::Config;
+use crate::config::{ClusterSettings, Config, ServerSettings};
 use crate::http::{admin, api, AppState};
 use crate::requestlog::RequestLog;
 
+/// After the grace period ends, how long the error events and 503s get to reach their clients
+/// before the listeners close every connection left.
+const FLUSH_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// actix's own graceful-stop limit. llmux ends the drain itself (grace period, read from the
+/// running config at SIGTERM so that a reload applies to it, then [`FLUSH_BACKSTOP`]), so this
+/// only has to be longer than any grace period.
+const ACTIX_SHUTDOWN_CEILING_SECS: u64 = 7 * 24 * 3600;
+
+/// Fires once, when the shutdown grace period ends. Streams still open then send an error
+/// event and end; requests still being routed answer 503 `shutting_down`.
+#[derive(Clone)]
+pub struct GraceEnd(watch::Receiver<bool>);
+
+impl GraceEnd {
+    pub fn new() -> (watch::Sender<bool>, GraceEnd) {
+        let (tx, rx) = watch::channel(false);
+        (tx, GraceEnd(rx))
+    }
+
+    /// Resolves when the grace period has ended (at once if it already has); never if the
+    /// daemon cannot end it (its sender is gone).
+    pub async fn ended(&mut self) {
+        if self.0.wait_for(|ended| *ended).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The settings fixed when the daemon started (listeners, workers, the cluster connection):
+/// what a reload is compared with to report what it cannot apply.
+struct Fixed {
+    server: ServerSettings,
+    admin_listen: Option<SocketAddr>,
+    cluster: Option<ClusterSettings>,
+}
+
+/// A setting the config file changed that only takes effect on restart.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotApplied {
+    /// Its path in config.toml, e.g. `server.workers`.
+    pub setting: &'static str,
+    pub reason: &'static str,
+    /// The value in effect (absent for secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// The value in the file (absent for secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configured: Option<String>,
+}
+
+const ON_RESTART: &str = "takes effect on restart";
+
+/// What in `new` differs from the settings the daemon started with and cannot change while it
+/// runs. Everything else (trees, targets, auth keys, pricing, admin token, per-request limits
+/// and timeouts, default config, shutdown grace) applies on reload.
+fn not_applied(fixed: &Fixed, new: &Config) -> Vec<NotApplied> {
+    fn changed<T: PartialEq + std::fmt::Display>(
+        out: &mut Vec<NotApplied>,
+        setting: &'static str,
+        running: T,
+        configured: T,
+    ) {
+        if running != configured {
+            out.push(NotApplied {
+                setting,
+                reason: ON_RESTART,
+                running: Some(running.to_string()),
+                configured: Some(configured.to_string()),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let (old, s) = (&fixed.server, &new.server);
+    changed(&mut out, "server.listen", old.listen, s.listen);
+    changed(&mut out, "server.workers", old.workers, s.workers);
+    changed(
+        &mut out,
+        "server.header_timeout_ms",
+        old.header_timeout.as_millis(),
+        s.header_timeout.as_millis(),
+    );
+    changed(
+        &mut out,
+        "server.request_log_size",
+        old.request_log_size,
+        s.request_log_size,
+    );
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    changed(
+        &mut out,
+        "admin.listen",
+        show(fixed.admin_listen),
+        show(new.admin.as_ref().map(|a| a.listen)),
+    );
+    match (&fixed.cluster, &new.cluster) {
+        (None, None) => {}
+        (Some(old), Some(c)) => {
+            if old.redis_url != c.redis_url {
+                // A secret (it may hold a password): named, never shown.
+                out.push(NotApplied {
+                    setting: "cluster.redis_url",
+                    reason: ON_RESTART,
+                    running: None,
+                    configured: None,
+                });
+            }
+            changed(
+                &mut out,
+                "cluster.key_prefix",
+                &old.key_prefix,
+                &c.key_prefix,
+            );
+            changed(
+                &mut out,
+                "cluster.local_share",
+                old.local_share,
+                c.local_share,
+            );
+        }
+        (old, c) => {
+            let show = |c: &Option<ClusterSettings>| if c.is_some() { "set" } else { "none" };
+            changed(&mut out, "cluster", show(old), show(c));
+        }
+    }
+    out
+}
+
 /// The result of the last reload, shown on the admin endpoint.
-#[derive(Default)]
 pub struct ReloadStatus {
     inner: Mutex<ReloadSnapshot>,
+    fixed: Fixed,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,9 +159,27 @@ pub struct ReloadSnapshot {
     pub reloads: u64,
     pub failures: u64,
     pub report: Option<crate::actors::supervisor::ReloadReport>,
+    /// Settings in the file (as of the last successful reload) that differ from the running
+    /// ones and only take effect on restart.
+    pub not_applied: Vec<NotApplied>,
 }
 
 impl ReloadStatus {
+    /// The status of a daemon started with `config` (generation 1).
+    pub fn new(config: &Config) -> ReloadStatus {
+        ReloadStatus {
+            inner: Mutex::new(ReloadSnapshot {
+                generation: 1,
+                ..ReloadSnapshot::default()
+            }),
+            fixed: Fixed {
+                server: config.server.clone(),
+                admin_listen: config.admin.as_ref().map(|a| a.listen),
+                cluster: config.cluster.clone(),
+            },
+        }
+    }
+
     pub fn snapshot(&self) -> ReloadSnapshot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -40,23 +190,16 @@ impl ReloadStatus {
 /// (its trees were compiled against the old config).
 pub async fn reload(state: &AppState) -> Result<(), String> {
     let (supervisor, cur, status) = (&state.supervisor, &state.current, &state.reload);
-    let old = current(cur);
-    let path = old.config.file.clone();
+    let path = current(cur).config.file.clone();
     notify(&[sd_notify::NotifyState::Reloading]);
     let result = match Config::load(&path) {
         Err(e) => Err(e.to_string()),
         Ok(new) => {
-            if new.server.listen != old.config.server.listen {
-                tracing::warn!(old = %old.config.server.listen, new = %new.server.listen,
-                    "server.listen changed; the listen address only changes on restart");
-            }
-            let admin_addr = |c: &Config| c.admin.as_ref().map(|a| a.listen);
-            if admin_addr(&new) != admin_addr(&old.config) {
-                tracing::warn!("admin.listen changed; it only changes on restart");
-            }
+            let skipped = not_applied(&status.fixed, &new);
             supervisor
                 .send(Reload(new))
                 .await
+                .map(|report| (report, skipped))
                 .map_err(|e| e.to_string())
         }
     };
@@ -65,14 +208,24 @@ pub async fn reload(state: &AppState) -> Result<(), String> {
     let mut s = status.inner.lock().unwrap_or_else(|e| e.into_inner());
     s.last_attempt_unix_ms = Some(crate::actors::unix_ms());
     match result {
-        Ok(report) => {
+        Ok((report, skipped)) => {
             tracing::info!(generation = report.generation, kept = ?report.kept, started = ?report.started,
                 retired = ?report.retired, "config reloaded");
+            for n in &skipped {
+                tracing::warn!(
+                    setting = n.setting,
+                    running = n.running.as_deref().unwrap_or("[redacted]"),
+                    configured = n.configured.as_deref().unwrap_or("[redacted]"),
+                    "setting changed in the config file but not applied by the reload: {}",
+                    n.reason
+                );
+            }
             s.ok = Some(true);
             s.error = None;
             s.generation = report.generation;
             s.reloads += 1;
             s.report = Some(report);
+            s.not_applied = skipped;
             state.inline.clear();
             Ok(())
         }
@@ -118,19 +271,18 @@ async fn serve(config: Config) -> std::io::Result<()> {
         }
         None => None,
     };
+    let reload_status = Arc::new(ReloadStatus::new(&config));
     let (supervisor, cur) = Supervisor::start(config, cluster.clone());
+    let (end_grace, grace_end) = GraceEnd::new();
     let state = web::Data::new(AppState {
         supervisor: supervisor.clone(),
         current: cur.clone(),
         log: Arc::new(RequestLog::new(server.request_log_size)),
         inline: crate::http::inline_cache(),
         cluster,
-        reload: Arc::new(ReloadStatus::default()),
+        reload: reload_status,
+        grace_end,
     });
-    {
-        let mut s = state.reload.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.generation = 1;
-    }
 
     let api_state = state.clone();
     let api_server = HttpServer::new(move || {
@@ -153,7 +305,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
     .backlog(4096)
     .max_connection_rate(4096)
     .client_request_timeout(server.header_timeout)
-    .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
+    .shutdown_timeout(ACTIX_SHUTDOWN_CEILING_SECS)
     .disable_signals()
     .bind(server.listen)?
     .run();
@@ -182,6 +334,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
     let api_handle = api_server.handle();
     let admin_handle = admin_server.as_ref().map(|s| s.handle());
     let signals_state = state.clone();
+    let (force_close, forced) = tokio::sync::oneshot::channel::<()>();
     actix_rt::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
@@ -201,22 +354,56 @@ async fn serve(config: Config) -> std::io::Result<()> {
                 _ = int.recv() => break,
             }
         }
-        tracing::info!("shutting down: draining in-flight requests");
+        // Read now, so that a reload's shutdown_grace_ms applies.
+        let grace = current(&signals_state.current).config.server.shutdown_grace;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining in-flight requests"
+        );
         notify(&[sd_notify::NotifyState::Stopping]);
-        if let Some(h) = &admin_handle {
-            h.stop(true).await;
+        // Both listeners stop accepting at once and drain together.
+        let admin_stop = admin_handle.as_ref().map(|h| h.stop(true));
+        let drained = futures_util::future::join(api_handle.stop(true), async move {
+            if let Some(stop) = admin_stop {
+                stop.await;
+            }
+        });
+        tokio::pin!(drained);
+        tokio::select! {
+            _ = &mut drained => return,
+            _ = tokio::time::sleep(grace) => {}
         }
-        api_handle.stop(true).await;
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace period over: ending the streams and requests still open"
+        );
+        let _ = end_grace.send(true);
+        tokio::select! {
+            _ = &mut drained => {}
+            _ = tokio::time::sleep(FLUSH_BACKSTOP) => {
+                tracing::warn!("closing the connections still open");
+                let _ = force_close.send(());
+            }
+        }
+        // Keep the sender alive until here: dropping it earlier would never end the grace.
+        drop(end_grace);
     });
 
     notify(&[sd_notify::NotifyState::Ready]);
-    match admin_server {
-        Some(admin) => {
-            let (a, b) = futures_util::future::join(api_server, admin).await;
-            a.and(b)
+    let servers = async move {
+        match admin_server {
+            Some(admin) => {
+                let (a, b) = futures_util::future::join(api_server, admin).await;
+                a.and(b)
+            }
+            None => api_server.await,
         }
-        None => api_server.await,
-    }?;
+    };
+    // Dropping the servers (after the backstop) closes every connection they still hold.
+    match futures_util::future::select(Box::pin(servers), forced).await {
+        futures_util::future::Either::Left((result, _)) => result?,
+        futures_util::future::Either::Right(_) => {}
+    }
     tracing::info!("stopped");
     Ok(())
 }

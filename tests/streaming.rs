@@ -404,7 +404,7 @@ async fn embeddings_and_completions_route() {
     let m = mock();
     let llmux = Llmux::start(&config(&m));
     let c = client();
-    // Anthropic has no embeddings: a clear 400, which the fallback treats as a reason to move on.
+    // Anthropic has no embeddings: the walk skips it; alone, it is a clear 400.
     let resp = c
         .post(llmux.url("/v1/embeddings"))
         .header("x-portkey-config", "embed")
@@ -429,9 +429,10 @@ async fn embeddings_and_completions_route() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not supported by provider anthropic"),
+            .contains("provider anthropic does not serve /embeddings"),
         "{v}"
     );
+    assert_eq!(v["error"]["code"], "unsupported_by_targets");
     // Azure embeddings go to the deployment URL.
     let resp = c
         .post(llmux.url("/v1/embeddings"))

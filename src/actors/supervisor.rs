@@ -27,11 +27,34 @@ use crate::routing::walk::Walk;
 pub use crate::routing::walk::{Check, Failure, SkipReason};
 
 /// A config snapshot with its target actors, indexed like `config.targets`.
+///
+/// A runtime keeps its target actors serving: every request and stream holds the `Arc<Runtime>`
+/// it started on, and an actor that a reload dropped is only retired when the last runtime
+/// holding it is gone (see [`Retirement`]). So a request in flight across a reload finishes, and
+/// falls back, on exactly the snapshot it started with.
 pub struct Runtime {
     pub config: Arc<Config>,
     pub targets: Vec<TargetHandle>,
     /// Increments on every successful reload.
     pub generation: u64,
+    /// One per target, indexed like `targets`, shared with every later runtime that keeps the
+    /// same actor.
+    retirement: Vec<Arc<Retirement>>,
+}
+
+/// Retires a target actor when dropped: when the last runtime that holds the actor is gone.
+///
+/// Only runtimes hold it, never the actor itself, its permits or its `TargetShared`, so there
+/// is no cycle: the actor cannot keep itself alive. The retired actor refuses new permits (none
+/// can come: nothing that could ask holds it any more) and stops once its in-flight permits have
+/// reported.
+struct Retirement(Addr<TargetActor>);
+
+impl Drop for Retirement {
+    fn drop(&mut self) {
+        // A mailbox already closed (the system is stopping) ignores it.
+        self.0.do_send(Retire);
+    }
 }
 
 /// The current runtime, readable by HTTP workers without a message (one uncontended read lock).
@@ -123,8 +146,12 @@ pub struct Reload(pub Config);
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReloadReport {
     pub generation: u64,
+    /// Targets whose actor (budget, health) carries over.
     pub kept: Vec<String>,
+    /// Targets with a new actor (new, or changed definition).
     pub started: Vec<String>,
+    /// Targets whose old actor retires once the requests still in flight on the previous
+    /// config are done.
     pub retired: Vec<String>,
 }
 
@@ -136,15 +163,16 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts the root supervisor and the target actors for `config` on the current arbiter.
     pub fn start(config: Config, cluster: Option<Arc<Cluster>>) -> (Addr<Supervisor>, Current) {
-        let targets = config
+        let (targets, retirement) = config
             .targets
             .iter()
             .map(|spec| spawn_target(spec.clone(), &cluster))
-            .collect();
+            .unzip();
         let runtime = Arc::new(Runtime {
             config: Arc::new(config),
             targets,
             generation: 1,
+            retirement,
         });
         let current: Current = Arc::new(RwLock::new(runtime));
         let addr = Supervisor {
@@ -166,13 +194,15 @@ impl Supervisor {
     }
 }
 
-fn spawn_target(spec: Arc<TargetSpec>, cluster: &Option<Arc<Cluster>>) -> TargetHandle {
+/// Starts a target actor: its handle, and the guard that retires it once no runtime holds it.
+fn spawn_target(
+    spec: Arc<TargetSpec>,
+    cluster: &Option<Arc<Cluster>>,
+) -> (TargetHandle, Arc<Retirement>) {
     let (actor, shared) = TargetActor::new(spec.clone(), cluster.clone());
-    TargetHandle {
-        spec,
-        addr: actor.start(),
-        shared,
-    }
+    let addr = actor.start();
+    let retirement = Arc::new(Retirement(addr.clone()));
+    (TargetHandle { spec, addr, shared }, retirement)
 }
 
 impl Actor for Supervisor {
@@ -230,10 +260,11 @@ impl Handler<Reload> for Supervisor {
 
     fn handle(&mut self, Reload(config): Reload, _: &mut Context<Self>) -> Self::Result {
         let old = current(&self.current);
-        let mut by_name: HashMap<&str, &TargetHandle> = old
+        let mut by_name: HashMap<&str, usize> = old
             .targets
             .iter()
-            .map(|t| (t.spec.name.as_str(), t))
+            .enumerate()
+            .map(|(i, t)| (t.spec.name.as_str(), i))
             .collect();
         let mut report = ReloadReport {
             generation: old.generation + 1,
@@ -242,31 +273,36 @@ impl Handler<Reload> for Supervisor {
             retired: Vec::new(),
         };
         let mut targets = Vec::with_capacity(config.targets.len());
+        let mut retirement = Vec::with_capacity(config.targets.len());
         for spec in &config.targets {
             match by_name.remove(spec.name.as_str()) {
                 // Unchanged definition: same actor, so budget and health carry over.
-                Some(h) if *h.spec == **spec => {
+                Some(i) if *old.targets[i].spec == **spec => {
                     report.kept.push(spec.name.clone());
-                    targets.push(h.clone());
+                    targets.push(old.targets[i].clone());
+                    retirement.push(old.retirement[i].clone());
                 }
                 prev => {
-                    if let Some(h) = prev {
-                        h.addr.do_send(Retire);
+                    // The old actor is not told anything here: requests in flight on the old
+                    // runtime keep using it, and it retires when the last of them is done.
+                    if prev.is_some() {
                         report.retired.push(spec.name.clone());
                     }
                     report.started.push(spec.name.clone());
-                    targets.push(spawn_target(spec.clone(), &self.cluster));
+                    let (handle, guard) = spawn_target(spec.clone(), &self.cluster);
+                    targets.push(handle);
+                    retirement.push(guard);
                 }
             }
         }
-        for (name, h) in by_name {
-            h.addr.do_send(Retire);
-            report.retired.push(name.to_owned());
-        }
+        report
+            .retired
+            .extend(by_name.into_keys().map(str::to_owned));
         let runtime = Arc::new(Runtime {
             config: Arc::new(config),
             targets,
             generation: report.generation,
+            retirement,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = runtime;
         MessageResult(report)

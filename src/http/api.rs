@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
@@ -23,6 +25,7 @@ use crate::actors::target::{OutcomeKind, Permit};
 use crate::actors::unix_ms;
 use crate::auth::Refused;
 use crate::config::{Leaf, Tree};
+use crate::daemon::GraceEnd;
 use crate::error::Error;
 use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
@@ -33,19 +36,33 @@ use crate::telemetry::InFlight;
 use actix::Addr;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/v1/chat/completions",
-        web::post().to(endpoint(Endpoint::Chat)),
+    // A known path with the wrong method gets an OpenAI-shaped 405 naming the right one.
+    let resource = |path: &'static str, allow: &'static str| {
+        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+            method_not_allowed(&req, allow)
+        }))
+    };
+    cfg.service(
+        resource("/v1/chat/completions", "POST").route(web::post().to(endpoint(Endpoint::Chat))),
     )
-    .route(
-        "/v1/completions",
-        web::post().to(endpoint(Endpoint::Completions)),
+    .service(
+        resource("/v1/completions", "POST").route(web::post().to(endpoint(Endpoint::Completions))),
     )
-    .route(
-        "/v1/embeddings",
-        web::post().to(endpoint(Endpoint::Embeddings)),
+    .service(
+        resource("/v1/embeddings", "POST").route(web::post().to(endpoint(Endpoint::Embeddings))),
     )
-    .route("/v1/models", web::get().to(models));
+    .service(resource("/v1/models", "GET").route(web::get().to(models)));
+}
+
+fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((ALLOW, allow))
+        .json(json!({"error": {
+            "message": format!("method {} is not allowed on {}: use {allow}", req.method(), req.path()),
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "method_not_allowed",
+        }}))
 }
 
 /// The handler for one routed endpoint.
@@ -428,7 +445,15 @@ async fn serve(
         include_usage,
         idle_timeout: settings.stream_idle_timeout,
     };
-    let served = match proxy::route(supervisor, runtime.clone(), tree, &prepared).await {
+    let routed = proxy::route(supervisor, runtime.clone(), tree, &prepared);
+    // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
+    // before the listener closes its connection (dropping the routing cancels its permits).
+    let mut grace_end = state.grace_end.clone();
+    let routed = tokio::select! {
+        r = routed => r,
+        _ = grace_end.ended() => return Err(Error::ShuttingDown),
+    };
+    let served = match routed {
         Ok(s) => s,
         Err(unserved) => {
             entry.attempts = unserved.attempts;
@@ -481,6 +506,7 @@ async fn serve(
                 started,
                 ended: false,
                 _in_flight: in_flight.take(),
+                grace_end,
             };
             resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))
@@ -498,9 +524,18 @@ async fn serve(
     Ok(out)
 }
 
+/// The error event a stream still open at the end of the shutdown grace period ends with.
+const SHUTTING_DOWN_EVENT: &str = concat!(
+    r#"data: {"error":{"message":"llmux is shutting down: the stream was still open at the end "#,
+    r#"of the shutdown grace period","type":"server_error","param":null,"code":"shutting_down"}}"#,
+    "\n\n"
+);
+
 /// The body of a committed stream. Whatever way it ends — terminator, upstream failure (sent
-/// to the client as an error event) or the client going away (dropped) — its permit reports
-/// the outcome and its request-log entry is written, exactly once.
+/// to the client as an error event), the shutdown grace period ending (an error event too) or
+/// the client going away (dropped) — its permit reports the outcome and its request-log entry
+/// is written, exactly once. It holds the runtime it started on, so a reload cannot retire its
+/// target under it.
 struct ClientStream {
     head: VecDeque<Bytes>,
     upstream: UpstreamStream,
@@ -511,6 +546,7 @@ struct ClientStream {
     started: Instant,
     ended: bool,
     _in_flight: Option<InFlight>,
+    grace_end: GraceEnd,
 }
 
 impl ClientStream {
@@ -522,7 +558,16 @@ impl ClientStream {
             if s.ended {
                 return None;
             }
-            match s.upstream.next_frame().await {
+            let frame = tokio::select! {
+                f = s.upstream.next_frame() => f,
+                _ = s.grace_end.ended() => {
+                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
+                        "stream still open at the end of the shutdown grace period: ended");
+                    s.finish(OutcomeKind::Cancelled, 503, Some("llmux is shutting down".into()));
+                    return Some((Ok(Bytes::from_static(SHUTTING_DOWN_EVENT.as_bytes())), s));
+                }
+            };
+            match frame {
                 Some(Frame::Data(b)) => Some((Ok(b), s)),
                 Some(Frame::Done(b)) => {
                     s.finish(OutcomeKind::Success, 200, None);

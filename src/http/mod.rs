@@ -23,6 +23,8 @@ pub struct AppState {
     pub inline: InlineCache,
     pub reload: Arc<crate::daemon::ReloadStatus>,
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Fires when the shutdown grace period ends: open streams and requests still routing end.
+    pub grace_end: crate::daemon::GraceEnd,
 }
 
 /// Total weight (header bytes + estimated compiled bytes) the inline-config cache holds.
