@@ -183,6 +183,8 @@ async fn d02_client_retry_after_is_what_llmux_does() {
         ("nan", "hint/retry-after/NaN"),
         ("inf", "hint/retry-after-ms/inf"),
         ("none", "hint"),
+        // A rate-limit error inside a 200 stream has no headers at all.
+        ("in-stream", "sse-error/429"),
     ];
     for (name, fault) in garbage {
         cfg += &vk(
@@ -197,7 +199,7 @@ async fn d02_client_retry_after_is_what_llmux_does() {
     assert_eq!(status, 429, "{v}");
     assert_eq!(header(&headers, "retry-after"), "5");
     for (name, _) in garbage {
-        let (status, headers, v) = direct(&l, name, false).await;
+        let (status, headers, v) = direct(&l, name, name == "in-stream").await;
         assert_eq!(status, 429, "{name}: {v}");
         assert_openai_error(&v, "rate_limit_error", None, name);
         assert_eq!(

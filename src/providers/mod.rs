@@ -485,7 +485,7 @@ pub fn open_stream(
     include_usage: bool,
     model: &str,
 ) -> stream::UpstreamStream {
-    match spec.provider {
+    let s = match spec.provider {
         ProviderKind::Anthropic => {
             let created = crate::actors::unix_ms() / 1000;
             stream::UpstreamStream::anthropic(
@@ -495,7 +495,8 @@ pub fn open_stream(
             )
         }
         _ => stream::UpstreamStream::openai(resp, idle, asks_usage(spec) && !include_usage),
-    }
+    };
+    s.with_rate_limit_wait(retry_after_for(spec, FailureClass::RateLimited, None))
 }
 
 /// Whether llmux asks this target for stream usage itself (for logs, cost and token budgets)

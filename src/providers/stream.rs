@@ -124,6 +124,8 @@ pub struct UpstreamStream {
     finished: bool,
     usage: Usage,
     model: Option<String>,
+    /// The wait a rate-limit error inside the stream carries (it has no headers to hint one).
+    rate_limit_wait: Option<Duration>,
 }
 
 /// What the client receives next after commit.
@@ -240,7 +242,15 @@ impl UpstreamStream {
             finished: false,
             usage: Usage::default(),
             model: None,
+            rate_limit_wait: None,
         }
+    }
+
+    /// What a rate-limit error event means for the target and the client's `Retry-After`
+    /// (see [`super::retry_after_for`]).
+    pub fn with_rate_limit_wait(mut self, wait: Option<Duration>) -> UpstreamStream {
+        self.rate_limit_wait = wait;
+        self
     }
 
     pub fn usage(&self) -> Usage {
@@ -253,6 +263,18 @@ impl UpstreamStream {
 
     /// Reads the next upstream event within the idle timeout and interprets it.
     async fn step(&mut self, wait: Duration) -> Step {
+        match self.read_step(wait).await {
+            Step::Error(mut e) => {
+                if e.class == FailureClass::RateLimited && e.retry_after.is_none() {
+                    e.retry_after = self.rate_limit_wait;
+                }
+                Step::Error(e)
+            }
+            step => step,
+        }
+    }
+
+    async fn read_step(&mut self, wait: Duration) -> Step {
         let event = match tokio::time::timeout(wait, self.events.next()).await {
             Err(_) => {
                 return Step::Error(AttemptError::new(

@@ -19,6 +19,7 @@
 //! | `drip/MS` | a valid chat completion, one byte every MS ms |
 //! | `hang` | reads the request, never answers |
 //! | `sse-drop` | 200 SSE, one content chunk, then closes without `[DONE]` |
+//! | `sse-error/CODE` | 200 SSE whose first event is an error with `code` CODE |
 //! | `sse-endless/BYTES` | 200 SSE, then one line of BYTES without newline (until the client goes away) |
 //!
 //! The sink (another listener, i.e. another origin) answers a valid chat completion to
@@ -401,6 +402,17 @@ async fn serve_fault(mut c: TcpStream, state: Arc<Mutex<State>>, sink: SocketAdd
             let _ = c.write_all(&out).await;
             let _ = c.flush().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ["sse-error", code] => {
+            let hs = vec![("content-type", "text/event-stream".to_owned())];
+            let mut out = head(200, &hs);
+            out.extend_from_slice(
+                format!(
+                    "data: {{\"error\":{{\"message\":\"in-stream error\",\"type\":\"rate_limit_error\",\"code\":{code}}}}}\n\n"
+                )
+                .as_bytes(),
+            );
+            let _ = c.write_all(&out).await;
         }
         ["sse-endless", bytes] => {
             let total: u64 = bytes.parse().unwrap_or(300_000_000);
