@@ -334,7 +334,8 @@ async fn run_leaf(
     let target = route.target(leaf);
     loop {
         let t0 = Instant::now();
-        let result = attempt(&permit.spec, leaf, req, deadline).await;
+        let max_body = route.runtime.config.server.max_upstream_body_bytes;
+        let result = attempt(&permit.spec, leaf, req, deadline, max_body).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let err = match result {
             Ok(reply) => {
@@ -450,6 +451,7 @@ async fn attempt(
     leaf: &Leaf,
     req: &Prepared,
     deadline: Instant,
+    max_body: usize,
 ) -> Result<Reply, Attempt> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
@@ -483,7 +485,7 @@ async fn attempt(
             let head = s.prime(timeout).await?;
             Ok(Reply::Stream { head, upstream: s })
         } else {
-            providers::finish(spec, req.endpoint, resp, timeout)
+            providers::finish(spec, req.endpoint, resp, timeout, max_body)
                 .await
                 .map(Reply::Full)
         }

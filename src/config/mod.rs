@@ -75,6 +75,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub default_config: Option<String>,
     pub max_body_bytes: usize,
+    /// Largest non-streamed upstream answer; past it the attempt fails (502) without reading on.
+    pub max_upstream_body_bytes: usize,
     #[serde(serialize_with = "ser_ms")]
     pub request_deadline: Duration,
     #[serde(serialize_with = "ser_ms")]
@@ -116,6 +118,8 @@ pub struct AuthKey {
 pub struct TargetSpec {
     pub name: String,
     pub provider: ProviderKind,
+    /// May carry credentials (`https://user:pass@host`, sent as basic auth): shown redacted.
+    #[serde(serialize_with = "ser_url")]
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub deployment: Option<String>,
@@ -179,6 +183,7 @@ const DEFAULT_INLINE_LEAVES: usize = 256;
 /// Estimated compiled bytes of one inline config: ample for any header within the default
 /// 64 KB `max_header_bytes` whose params are given once.
 const DEFAULT_INLINE_BYTES: usize = 1024 * 1024;
+const DEFAULT_MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
 
 impl Config {
     /// Reads and validates `path`, resolving secrets from the environment and files.
@@ -482,10 +487,20 @@ fn compile_server(raw: &RawFile, invalid: &Invalid<'_>) -> Result<ServerSettings
             "max_body_bytes must be at least 1024".into(),
         ));
     }
+    let max_upstream_body_bytes = s
+        .max_upstream_body_bytes
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_BODY);
+    if max_upstream_body_bytes < 1024 {
+        return Err(invalid(
+            "server.max_upstream_body_bytes",
+            "max_upstream_body_bytes must be at least 1024".into(),
+        ));
+    }
     Ok(ServerSettings {
         listen: parse_addr(&s.listen).map_err(|m| invalid("server.listen", m))?,
         default_config: s.default_config.clone(),
         max_body_bytes,
+        max_upstream_body_bytes,
         request_deadline: ms(s.request_deadline_ms, 600_000, "request_deadline_ms")?,
         stream_idle_timeout: ms(s.stream_idle_timeout_ms, 60_000, "stream_idle_timeout_ms")?,
         max_queue_wait: s
@@ -576,7 +591,10 @@ fn compile_target(
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(invalid(
             &field("base_url"),
-            format!("base_url must start with http:// or https://, got `{base_url}`"),
+            format!(
+                "base_url must start with http:// or https://, got `{}`",
+                redact_userinfo(&base_url)
+            ),
         ));
     }
     if provider == ProviderKind::AzureOpenai && vk.deployment.as_deref().unwrap_or("").is_empty() {
@@ -667,6 +685,22 @@ fn read_secret_file(base_dir: &Path, f: &Path) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+/// `url` with any `user:password@` in its authority replaced by `[redacted]@`, for showing.
+pub fn redact_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
+fn ser_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_userinfo(url))
+}
+
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
@@ -675,5 +709,76 @@ fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
     match d {
         Some(d) => s.serialize_some(&(d.as_millis() as u64)),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"), &|_| None)
+    }
+
+    #[test]
+    fn userinfo_is_redacted_for_display() {
+        for (url, shown) in [
+            (
+                "https://user:pass@example.com/v1",
+                "https://[redacted]@example.com/v1",
+            ),
+            ("https://tok@example.com", "https://[redacted]@example.com"),
+            (
+                "http://a:b@c@host:8080?x=@y",
+                "http://[redacted]@host:8080?x=@y",
+            ),
+            ("https://example.com/v1/@x", "https://example.com/v1/@x"),
+            ("https://example.com", "https://example.com"),
+        ] {
+            assert_eq!(redact_userinfo(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn base_url_credentials_never_serialize() {
+        let c = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.a]\nprovider = \"openai\"\n\
+             base_url = \"https://alice:s3cr3t-pw@example.com/v1\"\n",
+        )
+        .unwrap();
+        let shown = serde_json::to_string(&c.targets).unwrap();
+        assert!(
+            !shown.contains("s3cr3t-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("https://[redacted]@example.com/v1"),
+            "{shown}"
+        );
+        // The real URL still carries them: reqwest sends userinfo as basic auth.
+        assert_eq!(
+            c.targets[0].base_url,
+            "https://alice:s3cr3t-pw@example.com/v1"
+        );
+        let err = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.a]\nprovider = \"openai\"\n\
+             base_url = \"ftp://alice:s3cr3t-pw@example.com/v1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("s3cr3t-pw"), "{err}");
+    }
+
+    #[test]
+    fn max_upstream_body_bytes() {
+        let base = "[server]\nlisten = \"127.0.0.1:1\"\n";
+        assert_eq!(
+            parse(base).unwrap().server.max_upstream_body_bytes,
+            32 * 1024 * 1024
+        );
+        let set = parse(&format!("{base}max_upstream_body_bytes = 4096\n")).unwrap();
+        assert_eq!(set.server.max_upstream_body_bytes, 4096);
+        let err = parse(&format!("{base}max_upstream_body_bytes = 10\n")).unwrap_err();
+        assert_eq!(err.path(), "server.max_upstream_body_bytes");
     }
 }

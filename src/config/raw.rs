@@ -44,6 +44,8 @@ pub struct RawServer {
     pub default_config: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Largest non-streamed upstream answer read, in bytes.
+    pub max_upstream_body_bytes: Option<usize>,
     /// Overall budget for one request: all retries and fallbacks together.
     pub request_deadline_ms: Option<u64>,
     /// Largest gap between two chunks of an upstream stream.

@@ -61,7 +61,10 @@ impl Urls {
         deployment: Option<&str>,
         api_version: Option<&str>,
     ) -> Result<Urls, String> {
-        let parse = |s: String| reqwest::Url::parse(&s).map_err(|e| format!("{e} in `{s}`"));
+        let parse = |s: String| {
+            reqwest::Url::parse(&s)
+                .map_err(|e| format!("{e} in `{}`", crate::config::redact_userinfo(&s)))
+        };
         let all = |f: &dyn Fn(Endpoint) -> String| -> Result<[Option<reqwest::Url>; 3], String> {
             Ok([
                 Some(parse(f(Endpoint::Chat))?),
@@ -166,6 +169,15 @@ impl AttemptError {
             400..=499 => FailureClass::Client,
             _ => FailureClass::Server,
         }
+    }
+
+    /// An unusable upstream answer (a redirect, a body past the size limit, a 200 that is not
+    /// an answer): 502, counted against the target's health like a 5xx, so the tree may fall
+    /// back. `code` names what was wrong.
+    pub fn bad_upstream(code: &str, message: impl Into<String>) -> AttemptError {
+        let mut e = AttemptError::new(502, FailureClass::Server, "server_error", message);
+        e.code = Some(code.to_owned());
+        e
     }
 
     fn from_reqwest(e: &reqwest::Error, timeout: Duration) -> AttemptError {
@@ -275,6 +287,9 @@ pub fn client() -> reqwest::Client {
         c.borrow_mut()
             .get_or_insert_with(|| {
                 reqwest::Client::builder()
+                    // Never follow a provider's redirect: it would carry `api-key`/`x-api-key`
+                    // to whatever host the Location names, and turn a POST into a GET on 302.
+                    .redirect(reqwest::redirect::Policy::none())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(256)
                     .tcp_nodelay(true)
@@ -369,6 +384,9 @@ pub fn health_request(spec: &TargetSpec) -> reqwest::RequestBuilder {
 }
 
 /// Sends the request and returns the response if it is 2xx; otherwise the error in OpenAI terms.
+/// A 3xx (never followed, see [`client`]) or a status outside 2xx–5xx is a 502
+/// [`FailureClass::Server`]. The error's `retry_after` is what llmux will really wait: see
+/// [`retry_after_for`].
 pub async fn send(
     spec: &TargetSpec,
     req: reqwest::RequestBuilder,
@@ -382,7 +400,23 @@ pub async fn send(
     if (200..300).contains(&status) {
         return Ok(resp);
     }
-    let retry_after = headers::retry_after(resp.headers());
+    if (300..400).contains(&status) {
+        // The status only: a Location may carry signed URLs or tokens.
+        return Err(AttemptError::bad_upstream(
+            "upstream_redirect",
+            format!(
+                "upstream answered with a redirect (HTTP {status}); llmux does not follow \
+                 redirects, check the target's base_url"
+            ),
+        ));
+    }
+    if !(400..600).contains(&status) {
+        return Err(AttemptError::bad_upstream(
+            "upstream_bad_status",
+            format!("upstream answered with an unexpected HTTP status {status}"),
+        ));
+    }
+    let hint = headers::retry_after(resp.headers(), spec.max_retry_after);
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
     let mut err = match spec.provider {
         ProviderKind::Anthropic => {
@@ -392,22 +426,39 @@ pub async fn send(
         _ => openai::parse_error(status, &body),
     };
     err.message = scrub(&err.message, spec.api_key.as_ref());
-    err.retry_after = retry_after;
+    err.retry_after = retry_after_for(spec, err.class, hint);
     Err(err)
 }
 
-/// Reads a whole (non-streamed) 2xx answer and converts it to OpenAI shape.
+/// The wait an attempt error carries (and the client's `Retry-After`): the provider's hint,
+/// already capped by the target's `max_retry_after` (see [`headers::retry_after`]); for a 429
+/// without a usable hint, the target's `rate_limit_cooldown` (capped the same way), which is
+/// how long the target really cools down.
+pub fn retry_after_for(
+    spec: &TargetSpec,
+    class: FailureClass,
+    hint: Option<Duration>,
+) -> Option<Duration> {
+    let cap = spec.max_retry_after.min(headers::HARD_CAP);
+    match hint {
+        Some(d) => Some(d.min(cap)),
+        None if class == FailureClass::RateLimited => Some(spec.rate_limit_cooldown.min(cap)),
+        None => None,
+    }
+}
+
+/// Reads a whole (non-streamed) 2xx answer and converts it to OpenAI shape. An answer larger
+/// than `max_body` bytes (`server.max_upstream_body_bytes`) fails the attempt without ever
+/// holding more than `max_body` bytes; so does a body that is not an answer for `endpoint`.
 pub async fn finish(
     spec: &TargetSpec,
     endpoint: Endpoint,
     resp: reqwest::Response,
     timeout: Duration,
+    max_body: usize,
 ) -> Result<Answer, AttemptError> {
     let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| AttemptError::from_reqwest(&e, timeout))?;
+    let body = read_limited(resp, max_body, timeout).await?;
     match (spec.provider, endpoint) {
         (ProviderKind::Anthropic, _) => {
             let created = crate::actors::unix_ms() / 1000;
@@ -430,7 +481,7 @@ pub async fn finish(
                 model,
             })
         }
-        _ => openai::answer(status, body),
+        _ => openai::answer(endpoint, status, body),
     }
 }
 
@@ -442,7 +493,7 @@ pub fn open_stream(
     include_usage: bool,
     model: &str,
 ) -> stream::UpstreamStream {
-    match spec.provider {
+    let s = match spec.provider {
         ProviderKind::Anthropic => {
             let created = crate::actors::unix_ms() / 1000;
             stream::UpstreamStream::anthropic(
@@ -452,13 +503,59 @@ pub fn open_stream(
             )
         }
         _ => stream::UpstreamStream::openai(resp, idle, asks_usage(spec) && !include_usage),
-    }
+    };
+    s.with_rate_limit_wait(retry_after_for(spec, FailureClass::RateLimited, None))
 }
 
 /// Whether llmux asks this target for stream usage itself (for logs, cost and token budgets)
 /// when the client did not. Only OpenAI proper is known to accept `stream_options`.
 pub fn asks_usage(spec: &TargetSpec) -> bool {
     spec.provider == ProviderKind::Openai
+}
+
+/// The whole body, failing as soon as it is known to exceed `limit` bytes: from the
+/// Content-Length before reading anything, else while counting chunks.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, AttemptError> {
+    let too_large = || {
+        AttemptError::bad_upstream(
+            "upstream_body_too_large",
+            format!(
+                "upstream answer exceeds the limit of {limit} bytes \
+                 (server.max_upstream_body_bytes)"
+            ),
+        )
+    };
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = |e: reqwest::Error| AttemptError::from_reqwest(&e, timeout);
+    // The common case, one chunk, is returned without a copy.
+    let Some(first) = resp.chunk().await.map_err(read)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = resp.chunk().await.map_err(read)? else {
+        return Ok(first);
+    };
+    let expect = declared.map_or(0, |n| n as usize);
+    let mut out = bytes::BytesMut::with_capacity(expect.max(first.len() + second.len()).min(limit));
+    let mut next = Some(second);
+    out.extend_from_slice(&first);
+    while let Some(chunk) = next {
+        if chunk.len() > limit - out.len() {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+        next = resp.chunk().await.map_err(read)?;
+    }
+    Ok(out.freeze())
 }
 
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
@@ -516,6 +613,48 @@ mod tests {
         assert!(!s.contains("AAAAAAAAAAAA"));
         assert!(!s.contains("xyzxyzxyz"));
         assert!(s.contains("Incorrect API key provided"));
+    }
+
+    fn spec(max_retry_after_ms: u64, rate_limit_cooldown_ms: u64) -> TargetSpec {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.t]\nprovider = \"openai\"\n\
+             max_retry_after_ms = {max_retry_after_ms}\n\
+             rate_limit_cooldown_ms = {rate_limit_cooldown_ms}\n"
+        );
+        let c =
+            crate::config::Config::parse(&text, std::path::Path::new("c.toml"), &|_| None).unwrap();
+        (*c.targets[0]).clone()
+    }
+
+    #[test]
+    fn retry_after_is_what_llmux_really_waits() {
+        let s = spec(5_000, 2_000);
+        let secs = Duration::from_secs;
+        // A hint is capped by the target's max_retry_after.
+        assert_eq!(
+            retry_after_for(&s, FailureClass::RateLimited, Some(secs(1_000_000_000_000))),
+            Some(secs(5))
+        );
+        assert_eq!(
+            retry_after_for(&s, FailureClass::Server, Some(secs(3))),
+            Some(secs(3))
+        );
+        // A 429 without a usable hint: the target's rate-limit cooldown.
+        assert_eq!(
+            retry_after_for(&s, FailureClass::RateLimited, None),
+            Some(secs(2))
+        );
+        assert_eq!(retry_after_for(&s, FailureClass::Server, None), None);
+        // The cooldown is capped like a hint.
+        assert_eq!(
+            retry_after_for(&spec(1_000, 10_000), FailureClass::RateLimited, None),
+            Some(secs(1))
+        );
+        // Even an absurd configured cap never yields a wait an Instant cannot hold.
+        let huge = spec(i64::MAX as u64, i64::MAX as u64);
+        let d = retry_after_for(&huge, FailureClass::RateLimited, Some(Duration::MAX)).unwrap();
+        assert_eq!(d, headers::HARD_CAP);
+        let _ = std::time::Instant::now() + d;
     }
 
     #[test]

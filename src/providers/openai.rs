@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Answer, AttemptError, Endpoint, FailureClass, Merged, Usage};
+use super::{Answer, AttemptError, Endpoint, Merged, Usage};
 use crate::config::TargetSpec;
 
 pub fn build(
@@ -29,6 +29,36 @@ pub fn build(
 struct Probe {
     model: Option<String>,
     usage: Option<UsageProbe>,
+    /// Chat and completions answers.
+    choices: Option<Vec<AnObject>>,
+    /// Embeddings answers.
+    data: Option<Vec<AnObject>>,
+}
+
+/// Any JSON object, contents skipped: enough to tell an answer from `[1, 2]` or `null`.
+struct AnObject;
+
+impl<'de> Deserialize<'de> for AnObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<AnObject, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -60,16 +90,40 @@ impl UsageProbe {
     }
 }
 
-/// A 2xx OpenAI-shaped body passes through byte for byte; only model and usage are read.
-pub fn answer(status: u16, body: Bytes) -> Result<Answer, AttemptError> {
-    let probe: Probe = serde_json::from_slice(&body).map_err(|e| {
-        AttemptError::new(
-            502,
-            FailureClass::Server,
-            "server_error",
-            format!("upstream returned a body that is not valid JSON: {e}"),
+/// A 2xx OpenAI-shaped body passes through byte for byte; only model and usage are read, and
+/// just enough of the shape to know it is an answer for `endpoint` (`choices` of objects for
+/// chat and completions, `data` of objects for embeddings). Anything else — `{}`, `[]`, an
+/// error object with a 200, truncated JSON — is a failed attempt (502), so the tree can fall
+/// back instead of handing the client something its SDK cannot parse.
+pub fn answer(endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError> {
+    let invalid = |why: String| {
+        AttemptError::bad_upstream(
+            "invalid_upstream_response",
+            format!("upstream returned HTTP {status} with {why}"),
         )
+    };
+    // Objects only: serde would also read a struct from a JSON array.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid("a body that is not a JSON object".into()));
+    }
+    let probe: Probe = serde_json::from_slice(&body).map_err(|e| {
+        // The position only: serde's message may quote upstream content.
+        invalid(format!(
+            "a body that is not a valid answer (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
+    let (field, items) = match endpoint {
+        Endpoint::Chat | Endpoint::Completions => ("choices", probe.choices.is_some()),
+        Endpoint::Embeddings => ("data", probe.data.is_some()),
+    };
+    if !items {
+        return Err(invalid(format!(
+            "no `{field}` array: not a {} answer",
+            endpoint.openai_path()
+        )));
+    }
     Ok(Answer {
         status,
         usage: probe.usage.map(|u| u.usage()).unwrap_or_default(),
@@ -128,5 +182,55 @@ fn default_type(status: u16) -> &'static str {
         429 => "rate_limit_error",
         400..=499 => "invalid_request_error",
         _ => "server_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::FailureClass;
+
+    fn check(endpoint: Endpoint, body: &str) -> Result<Answer, AttemptError> {
+        answer(endpoint, 200, Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn real_answers_pass_through() {
+        let chat = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let a = check(Endpoint::Chat, chat).unwrap();
+        assert_eq!(&a.body[..], chat.as_bytes());
+        assert_eq!(a.model.as_deref(), Some("m"));
+        assert_eq!(a.usage.prompt_tokens, 3);
+        assert!(check(Endpoint::Completions, r#" {"choices":[{"text":"x"}]}"#).is_ok());
+        assert!(check(Endpoint::Chat, r#"{"choices":[]}"#).is_ok());
+        assert!(check(Endpoint::Embeddings, r#"{"data":[{"embedding":[0.1]}]}"#).is_ok());
+    }
+
+    #[test]
+    fn garbage_200s_are_failed_attempts() {
+        for (endpoint, body) in [
+            (Endpoint::Chat, "{}"),
+            (Endpoint::Chat, "[]"),
+            (Endpoint::Chat, "[null, null]"),
+            (Endpoint::Chat, "not json"),
+            (Endpoint::Chat, ""),
+            (Endpoint::Chat, "null"),
+            (Endpoint::Chat, r#"{"choices":[{"message":{"content":"tru"#),
+            (Endpoint::Chat, r#"{"choices":{}}"#),
+            (Endpoint::Chat, r#"{"choices":null}"#),
+            (Endpoint::Chat, r#"{"choices":[1,"sk-secret-in-body"]}"#),
+            (Endpoint::Chat, r#"{"data":[{}]}"#),
+            (Endpoint::Chat, r#"{"error":{"message":"oops"}}"#),
+            (Endpoint::Completions, "{}"),
+            (Endpoint::Embeddings, r#"{"choices":[{}]}"#),
+            (Endpoint::Embeddings, r#"{"data":"x"}"#),
+        ] {
+            let e = check(endpoint, body).expect_err(body);
+            assert_eq!(e.status, 502, "{body}");
+            assert_eq!(e.class, FailureClass::Server, "{body}");
+            assert_eq!(e.kind, "server_error");
+            assert_eq!(e.code.as_deref(), Some("invalid_upstream_response"));
+            assert!(!e.message.contains("sk-secret"), "{}", e.message);
+        }
     }
 }

@@ -6,6 +6,10 @@
 //! fall back. After commit ([`UpstreamStream::next_frame`]) frames flow one by one as they
 //! arrive; a failure then ends the stream with an OpenAI-shaped error event, never a silent
 //! truncation.
+//!
+//! Memory per stream is bounded whatever the upstream sends: one SSE event (all its lines up
+//! to the blank line that ends it) may hold at most [`MAX_EVENT_BYTES`], and the frames held
+//! back before commit at most [`MAX_HELD_BYTES`]; past either the stream fails like a broken one.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,7 +24,90 @@ use super::anthropic::{StreamOutput, StreamTranslator};
 use super::openai::UsageProbe;
 use super::{AttemptError, FailureClass, Usage};
 
-type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+/// Largest SSE event llmux buffers while waiting for its end. Real chunks are a few hundred
+/// bytes; even a whole long answer sent as one event stays well below this.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Largest total of frames held back before the first content (role chunks, pings, metadata).
+pub const MAX_HELD_BYTES: usize = 1024 * 1024;
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<ReadError>>> + Send>>;
+
+/// Why reading the upstream body stopped.
+#[derive(Debug)]
+enum ReadError {
+    Http(reqwest::Error),
+    /// An event grew past [`MAX_EVENT_BYTES`] without ending.
+    EventTooLarge,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The root cause only: reqwest's own message names the URL.
+            ReadError::Http(e) => f.write_str(&super::root_cause(e)),
+            ReadError::EventTooLarge => {
+                write!(f, "an event exceeded {MAX_EVENT_BYTES} bytes")
+            }
+        }
+    }
+}
+
+/// Counts the bytes of the SSE event being received, across chunk boundaries. Lines end with
+/// CR, LF or CRLF; an empty line ends the event.
+#[derive(Default)]
+struct EventBound {
+    line_len: usize,
+    event_len: usize,
+    after_cr: bool,
+    failed: bool,
+}
+
+impl EventBound {
+    /// Feeds a chunk; `false` once the current event is larger than `limit`.
+    fn feed(&mut self, chunk: &[u8], limit: usize) -> bool {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    if self.line_len == 0 {
+                        self.event_len = 0;
+                    }
+                    self.line_len = 0;
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line_len += 1;
+                    self.event_len += 1;
+                    if self.event_len > limit {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// `body` with every event bounded to `limit` bytes: past it, one error and then the end.
+fn bounded<S>(body: S, limit: usize) -> impl Stream<Item = Result<Bytes, ReadError>>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>>,
+{
+    body.scan(EventBound::default(), move |st, item| {
+        let out = match item {
+            _ if st.failed => None,
+            Ok(chunk) if st.feed(&chunk, limit) => Some(Ok(chunk)),
+            Ok(_) => {
+                st.failed = true;
+                Some(Err(ReadError::EventTooLarge))
+            }
+            Err(e) => Some(Err(ReadError::Http(e))),
+        };
+        futures_util::future::ready(out)
+    })
+}
 
 enum Framing {
     /// OpenAI, Azure and compatible servers: frames pass through.
@@ -37,6 +124,8 @@ pub struct UpstreamStream {
     finished: bool,
     usage: Usage,
     model: Option<String>,
+    /// The wait a rate-limit error inside the stream carries (it has no headers to hint one).
+    rate_limit_wait: Option<Duration>,
 }
 
 /// What the client receives next after commit.
@@ -147,13 +236,21 @@ impl UpstreamStream {
 
     fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
         UpstreamStream {
-            events: Box::pin(resp.bytes_stream().eventsource()),
+            events: Box::pin(bounded(resp.bytes_stream(), MAX_EVENT_BYTES).eventsource()),
             framing,
             idle,
             finished: false,
             usage: Usage::default(),
             model: None,
+            rate_limit_wait: None,
         }
+    }
+
+    /// What a rate-limit error event means for the target and the client's `Retry-After`
+    /// (see [`super::retry_after_for`]).
+    pub fn with_rate_limit_wait(mut self, wait: Option<Duration>) -> UpstreamStream {
+        self.rate_limit_wait = wait;
+        self
     }
 
     pub fn usage(&self) -> Usage {
@@ -166,6 +263,18 @@ impl UpstreamStream {
 
     /// Reads the next upstream event within the idle timeout and interprets it.
     async fn step(&mut self, wait: Duration) -> Step {
+        match self.read_step(wait).await {
+            Step::Error(mut e) => {
+                if e.class == FailureClass::RateLimited && e.retry_after.is_none() {
+                    e.retry_after = self.rate_limit_wait;
+                }
+                Step::Error(e)
+            }
+            step => step,
+        }
+    }
+
+    async fn read_step(&mut self, wait: Duration) -> Step {
         let event = match tokio::time::timeout(wait, self.events.next()).await {
             Err(_) => {
                 return Step::Error(AttemptError::new(
@@ -177,6 +286,15 @@ impl UpstreamStream {
             }
             Ok(None) => {
                 return Step::Error(broken("upstream stream ended before its terminator".into()))
+            }
+            Ok(Some(Err(EventStreamError::Transport(ReadError::EventTooLarge)))) => {
+                return Step::Error(AttemptError::bad_upstream(
+                    "upstream_event_too_large",
+                    format!(
+                        "upstream stream sent an event larger than {MAX_EVENT_BYTES} bytes \
+                         without ending it"
+                    ),
+                ))
             }
             Ok(Some(Err(e))) => return Step::Error(broken(format!("upstream stream broke: {e}"))),
             Ok(Some(Ok(ev))) => ev,
@@ -245,7 +363,8 @@ impl UpstreamStream {
     /// frames held back so far; the caller commits and sends them.
     pub async fn prime(&mut self, first: Duration) -> Result<Vec<Bytes>, AttemptError> {
         let deadline = tokio::time::Instant::now() + first;
-        let mut held = Vec::new();
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut held_bytes = 0;
         loop {
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
             if wait.is_zero() {
@@ -253,9 +372,19 @@ impl UpstreamStream {
             }
             match self.step(wait.min(self.idle)).await {
                 Step::Frames(frames, content) => {
+                    held_bytes += frames.iter().map(Bytes::len).sum::<usize>();
                     held.extend(frames);
                     if content {
                         return Ok(held);
+                    }
+                    if held_bytes > MAX_HELD_BYTES {
+                        return Err(AttemptError::bad_upstream(
+                            "upstream_event_too_large",
+                            format!(
+                                "upstream stream sent more than {MAX_HELD_BYTES} bytes \
+                                 before any content"
+                            ),
+                        ));
                     }
                 }
                 Step::Done(frames) => {
@@ -290,5 +419,55 @@ impl UpstreamStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(chunks: &[&[u8]], limit: usize) -> bool {
+        let mut b = EventBound::default();
+        chunks.iter().all(|c| b.feed(c, limit))
+    }
+
+    #[test]
+    fn events_of_any_count_pass_when_each_is_small() {
+        let event = b"data: {\"x\":1}\n\n";
+        let many: Vec<&[u8]> = std::iter::repeat_n(&event[..], 10_000).collect();
+        assert!(feed_all(&many, 64));
+        // CRLF and CR line ends, split anywhere.
+        assert!(feed_all(
+            &[b"data: 0123456789\r", b"\n\r\ndata: 0123456789\r\r"],
+            20
+        ));
+        // Several lines of one event add up; the blank line resets.
+        assert!(!feed_all(&[b"data: 0123456789\ndata: 0123456789\n"], 20));
+        assert!(feed_all(&[b"data: 0123456789\n\ndata: 0123456789\n\n"], 20));
+    }
+
+    #[test]
+    fn an_endless_line_is_cut() {
+        let chunk = [b'a'; 4096];
+        let mut b = EventBound::default();
+        let fed = (0..1000)
+            .take_while(|_| b.feed(&chunk, MAX_EVENT_BYTES))
+            .count();
+        assert_eq!(fed, MAX_EVENT_BYTES / 4096);
+    }
+
+    #[tokio::test]
+    async fn the_bounded_stream_errs_once_then_ends() {
+        let chunks: Vec<Result<Bytes, reqwest::Error>> = vec![
+            Ok(Bytes::from_static(b"data: 1\n\n")),
+            Ok(Bytes::from(vec![b'a'; 100])),
+            Ok(Bytes::from_static(b"data: 2\n\n")),
+        ];
+        let out: Vec<_> = bounded(futures_util::stream::iter(chunks), 50)
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert!(out[0].is_ok());
+        assert!(matches!(out[1], Err(ReadError::EventTooLarge)));
     }
 }
