@@ -297,8 +297,10 @@ pub enum StateSource {
     Cluster,
 }
 
-/// Retires the actor after a reload removed or changed its target: it refuses new permits and
-/// stops once its in-flight requests have reported.
+/// Retires the actor once no runtime holds it any more (a reload removed or changed its
+/// target and every request that started on the old config has finished; see
+/// `supervisor::Retirement`): it refuses new permits and stops once its in-flight requests have
+/// reported.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retire;
