@@ -15,7 +15,7 @@ import re
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
+ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-before", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
 
 # The product owner's targets.
 T_ADDED_P50_US = 100

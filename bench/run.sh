@@ -24,6 +24,8 @@
 #   BENCH_PEERS=0        skip Portkey and LiteLLM;  BENCH_PERF=0 skip perf
 #   BENCH_INSTALL_OHA=1  `cargo install oha` when missing (slow: several minutes of compiling)
 #   BENCH_PORT_BASE      first loopback port to try (default 18700)
+#   LLMUX_BEFORE_BIN     an older llmux binary: run it too, on the same config, as contender
+#                        "llmux-before", for a before/after comparison in one run
 #   BENCH_WAIT_QUIET_S   wait up to this long for the 1-minute load average to fall below 1.0
 #                        before measuring (default 0: do not wait, just report it)
 set -euo pipefail
@@ -299,6 +301,7 @@ alloc_port LLMUX_INFO_PORT
 alloc_port SSE_PORT
 alloc_port FLOOR_PORT
 alloc_port FLOOR_HYPER_PORT
+alloc_port LLMUX_BEFORE_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
 PADDING=900
 
@@ -382,6 +385,16 @@ reg() { # reg NAME URL [HEADER]: a contender not in the non-streaming tests
 add direct "$MOCK/bench-a/v1/chat/completions"
 add llmux "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions"
 add llmux-tree "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: tree"
+if [ -n "${LLMUX_BEFORE_BIN:-}" ] && [ -x "$LLMUX_BEFORE_BIN" ]; then
+  write_llmux_config "$LLMUX_BEFORE_PORT" "$WORK/llmux-before.toml"
+  say "starting llmux-before ($LLMUX_BEFORE_BIN) on :$LLMUX_BEFORE_PORT (RUST_LOG=warn)"
+  RUST_LOG=warn start_bg llmux-before "$LLMUX_BEFORE_BIN" --config "$WORK/llmux-before.toml"
+  if wait_ok llmux-before "http://127.0.0.1:$LLMUX_BEFORE_PORT/v1/models" 100; then
+    add llmux-before "http://127.0.0.1:$LLMUX_BEFORE_PORT/v1/chat/completions"
+  else
+    note llmux-before "not run: it did not start (see logs/llmux-before.log)"
+  fi
+fi
 reg sse-direct "$SSE/v1/chat/completions"
 reg sse-llmux "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: sse"
 
