@@ -368,14 +368,7 @@ async fn d15_base_url_credentials_are_never_shown() {
     // …but no admin view shows it.
     let c = client();
     for path in ["/admin/config", "/admin/targets", "/admin/requests"] {
-        let text = c
-            .get(l.admin_url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&c, &l.admin_url(path)).await;
         assert!(!text.contains("hunter2-pw"), "{path}: {text}");
     }
     let config = get_json(&c, &l.admin_url("/admin/config")).await;

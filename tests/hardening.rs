@@ -41,6 +41,31 @@ async fn chat(
     (status, headers, v)
 }
 
+/// Sends a chat request in the background (to be in flight while the test acts).
+fn spawn_chat(
+    c: &reqwest::Client,
+    llmux: &Llmux,
+    config: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<(u16, reqwest::header::HeaderMap, String)> {
+    let (c, url, config) = (
+        c.clone(),
+        llmux.url("/v1/chat/completions"),
+        config.to_owned(),
+    );
+    tokio::spawn(async move {
+        let r = c
+            .post(url)
+            .header("x-portkey-config", config)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers().clone();
+        (r.status().as_u16(), h, r.text().await.unwrap())
+    })
+}
+
 #[test]
 fn binomial_range_matches_the_exact_distribution() {
     // Reference values computed with exact log-gamma.
@@ -69,19 +94,7 @@ async fn d06_a_late_success_does_not_close_an_open_circuit() {
             ..Default::default()
         },
     );
-    let slow = {
-        let (c, url) = (c.clone(), llmux.url("/v1/chat/completions"));
-        tokio::spawn(async move {
-            c.post(url)
-                .header("x-portkey-config", "one")
-                .json(&chat_body("gpt-4o-mini"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let slow = spawn_chat(&c, &llmux, "one", chat_body("gpt-4o-mini"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...while the provider starts failing and the circuit opens.
     m.set_behavior(
@@ -100,7 +113,7 @@ async fn d06_a_late_success_does_not_close_an_open_circuit() {
         "unhealthy"
     );
     assert_eq!(
-        slow.await.unwrap(),
+        slow.await.unwrap().0,
         200,
         "the slow request was granted before"
     );
@@ -142,20 +155,7 @@ async fn d07_leaf_retries_after_a_429_wait_out_the_cooldown() {
         },
     );
     let t0 = Instant::now();
-    let request = {
-        let (c, url) = (c.clone(), llmux.url("/v1/chat/completions"));
-        tokio::spawn(async move {
-            let r = c
-                .post(url)
-                .header("x-portkey-config", "retrying")
-                .json(&chat_body("gpt-4o-mini"))
-                .send()
-                .await
-                .unwrap();
-            let h = r.headers().clone();
-            (r.status().as_u16(), h, r.text().await.unwrap())
-        })
-    };
+    let request = spawn_chat(&c, &llmux, "retrying", chat_body("gpt-4o-mini"));
     // The provider recovers while the target cools down.
     tokio::time::sleep(Duration::from_millis(400)).await;
     m.set_behavior("limited", Behavior::default());
@@ -234,19 +234,7 @@ async fn d09_token_budget_refusals_block_only_what_does_not_fit() {
     );
     let with_max = |n: u64| json!({"model": "m", "max_tokens": n, "messages": [{"role": "user", "content": "hi"}]});
     // 900 tokens held by a request in flight (its usage corrects the estimate only at the end).
-    let big = {
-        let (c, url, body) = (c.clone(), llmux.url("/v1/chat/completions"), with_max(900));
-        tokio::spawn(async move {
-            c.post(url)
-                .header("x-portkey-config", "t")
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let big = spawn_chat(&c, &llmux, "t", with_max(900));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Five requests that do not fit: each refused, none spends an rpm cell.
     for _ in 0..5 {
@@ -262,7 +250,7 @@ async fn d09_token_budget_refusals_block_only_what_does_not_fit() {
     );
     let (s, _, v) = chat(&c, &llmux, "t", with_max(5)).await;
     assert_eq!(s, 200, "an rpm cell leaked: {v}");
-    assert_eq!(big.await.unwrap(), 200);
+    assert_eq!(big.await.unwrap().0, 200);
     assert_eq!(m.stats("tpm").requests, 3);
 }
 
@@ -285,23 +273,11 @@ async fn d09_estimate_uses_the_leafs_override_params() {
     );
     // The first goes (a request above the whole budget passes when the bucket is full); the
     // second, sent while the first holds the budget, cannot fit 5000 more tokens.
-    let first = {
-        let (c, url) = (c.clone(), llmux.url("/v1/chat/completions"));
-        tokio::spawn(async move {
-            c.post(url)
-                .header("x-portkey-config", "t")
-                .json(&chat_body("m"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let first = spawn_chat(&c, &llmux, "t", chat_body("m"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (s, _, v) = chat(&c, &llmux, "t", chat_body("m")).await;
     assert_eq!(s, 429, "{v}");
-    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(first.await.unwrap().0, 200);
 }
 
 /// Defect 13: a leaf whose provider cannot serve the endpoint is skipped at selection.
@@ -455,4 +431,44 @@ async fn request_deadline_bounds_retries_and_fallbacks() {
     );
     assert!(took >= Duration::from_millis(1400), "{took:?}");
     assert!(s == 408 || s == 503, "{s} {v}");
+}
+
+/// A request that starts after another's failure was answered is decided with that failure
+/// known: the outcome travels through the target's mailbox, and while it is pending permits
+/// queue behind it instead of taking the lock-free path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_known_to_the_next_request() {
+    let m = mock();
+    let mut cfg = String::new();
+    for i in 0..10 {
+        cfg += &openai_target(
+            &m,
+            &format!("t{i}"),
+            "failure_threshold = 1\ncooldown_ms = 60000",
+        );
+        m.set_behavior(
+            &format!("t{i}"),
+            Behavior {
+                always_status: Some(500),
+                ..Default::default()
+            },
+        );
+    }
+    let llmux = Llmux::start(&cfg);
+    let c = client();
+    for i in 0..10 {
+        let send = || {
+            c.post(llmux.url("/v1/chat/completions"))
+                .header("x-portkey-virtual-key", format!("t{i}"))
+                .json(&chat_body("m"))
+                .send()
+        };
+        assert_eq!(send().await.unwrap().status(), 500);
+        assert_eq!(
+            send().await.unwrap().status(),
+            503,
+            "t{i}: the open circuit was missed"
+        );
+        assert_eq!(m.stats(&format!("t{i}")).requests, 1);
+    }
 }

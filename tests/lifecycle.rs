@@ -53,14 +53,7 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// `llmux_in_flight_requests` from /metrics: requests whose handler has started.
 async fn in_flight(c: &reqwest::Client, llmux: &Llmux) -> f64 {
-    let text = c
-        .get(llmux.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(c, &llmux.admin_url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix("llmux_in_flight_requests "))
         .and_then(|v| v.trim().parse().ok())

@@ -251,14 +251,7 @@ output_per_mtok = 10.0
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Metrics in Prometheus text format.
-    let metrics = c
-        .get(llmux.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&c, &llmux.admin_url("/metrics")).await;
     for name in [
         "llmux_requests_total",
         "llmux_attempts_total",

@@ -253,6 +253,11 @@ impl Drop for Redis {
     }
 }
 
+/// GETs `url` and returns its body as text (admin pages, metrics).
+pub async fn get_text(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// GETs `url` and parses its JSON body (admin endpoints).
 pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
     c.get(url).send().await.unwrap().json().await.unwrap()

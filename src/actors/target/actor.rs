@@ -353,6 +353,8 @@ impl Handler<Outcome> for TargetActor {
         }
         let t = self.breaker.record(now_ms(), o.kind, o.probe);
         self.apply(t, StateSource::Local);
+        // Only now, with the decision published, may permits skip the mailbox again.
+        self.shared.outcome_handled();
         self.share_state(ctx);
         self.stop_when_drained(ctx);
     }

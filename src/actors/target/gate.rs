@@ -28,6 +28,10 @@ pub struct TargetShared {
     pub(super) open: AtomicBool,
     /// Successes and cancellations need not be reported to the actor.
     pub(super) quiet: AtomicBool,
+    /// Outcomes sent to the actor and not yet handled. While any is pending, permits go
+    /// through the mailbox, behind them: a request that starts after another's failure was
+    /// answered is decided with that failure known (the mailbox is FIFO).
+    pending: AtomicU32,
     pub(super) budgets: Budgets,
     in_flight: AtomicU32,
     pub(super) requests: AtomicU64,
@@ -45,6 +49,7 @@ impl TargetShared {
             reason: AtomicU8::new(Refusal::RateLimited as u8),
             open: AtomicBool::new(false),
             quiet: AtomicBool::new(false),
+            pending: AtomicU32::new(0),
             budgets,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -106,7 +111,7 @@ impl TargetShared {
     /// The lock-free grant. `None` when the actor must decide (not healthy, retiring, or its
     /// budgets live in Redis).
     pub(super) fn try_grant(&self, tokens: u32) -> Option<Result<(), (Refusal, u64)>> {
-        if !self.open.load(Ordering::Acquire) {
+        if !self.open.load(Ordering::Acquire) || self.pending.load(Ordering::SeqCst) > 0 {
             return None;
         }
         // Counted before the second look, so a retiring actor that closes the gate and then
@@ -149,6 +154,19 @@ impl TargetShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(latency);
+    }
+
+    /// An outcome is on its way to the actor (call before sending it).
+    pub(super) fn outcome_sent(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The actor is handling an outcome.
+    pub(super) fn outcome_handled(&self) {
+        // Saturating: never wraps, whatever the interleaving.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     pub(super) fn release(&self) {

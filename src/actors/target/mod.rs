@@ -227,6 +227,7 @@ impl Permit {
             self.shared.release();
             return;
         }
+        self.shared.outcome_sent();
         self.addr.do_send(Outcome {
             kind,
             latency,
