@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 
 use super::breaker::{Admit, Breaker, BreakerSettings, HealthState, OutcomeKind, Transition};
-use super::budget::{Budgets, Refused};
+use super::budget::{Budgets, Limit, Refused};
 use super::{
     Acquire, GetStatus, LatencyStatus, Outcome, Permit, RateLimitStatus, Refusal, Retire,
     StateSource, TargetShared, TargetStatus, Unavailable,
@@ -49,8 +49,17 @@ impl TargetActor {
         cluster: Option<Arc<Cluster>>,
     ) -> (TargetActor, Arc<TargetShared>) {
         let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
-        let local = |n: u32| ((n as f64 * share).ceil() as u32).max(1);
-        let budgets = Budgets::new(spec.rpm.map(local), spec.tpm.map(local));
+        let limit = |per_minute: Option<u32>, burst: Option<u32>| {
+            per_minute.map(|n| Limit {
+                per_minute: n,
+                burst: burst.unwrap_or(n),
+            })
+        };
+        let budgets = Budgets::new(
+            limit(spec.rpm, spec.rpm_burst),
+            limit(spec.tpm, spec.tpm_burst),
+            share,
+        );
         let shared = Arc::new(TargetShared::new(&spec.name, budgets));
         let actor = TargetActor {
             breaker: Breaker::new(BreakerSettings::from(&*spec)),
@@ -393,6 +402,7 @@ impl Handler<GetStatus> for TargetActor {
         let [p50, p99] = latency.percentiles([0.5, 0.99]);
         let rpm = shared.budgets.requests(now);
         let tpm = shared.budgets.tokens_status(now);
+        let (rpm_rate, tpm_rate) = shared.budgets.rates();
         MessageResult(TargetStatus {
             name: self.spec.name.clone(),
             provider: self.spec.provider.as_str(),
@@ -410,9 +420,11 @@ impl Handler<GetStatus> for TargetActor {
             failures: self.failures,
             by_status,
             rate_limit: RateLimitStatus {
-                rpm: rpm.map(|r| r.0),
+                rpm: rpm_rate.map(|r| r.round() as u32),
+                rpm_burst: rpm.map(|r| r.0),
                 rpm_remaining: rpm.map(|r| r.1),
-                tpm: tpm.map(|r| r.0),
+                tpm: tpm_rate.map(|r| r.round() as u32),
+                tpm_burst: tpm.map(|r| r.0),
                 tpm_remaining: tpm.map(|r| r.1),
             },
             latency_ms: LatencyStatus {
