@@ -197,7 +197,9 @@ impl Cluster {
         let mut left = charges.clone();
         let mut result = Ok(());
         for (target, p) in charges {
-            for (kind, limit, delta) in [("rpm", p.rpm, p.requests as i64), ("tpm", p.tpm, p.tokens)] {
+            for (kind, limit, delta) in
+                [("rpm", p.rpm, p.requests as i64), ("tpm", p.tpm, p.tokens)]
+            {
                 let Some(limit) = limit.filter(|&l| l > 0 && delta != 0) else {
                     continue;
                 };
@@ -281,7 +283,8 @@ impl Cluster {
                 Some(c) => Some(c),
                 None => match tokio::time::timeout(
                     CONNECT_TIMEOUT,
-                    self.client.get_connection_manager_with_config(config.clone()),
+                    self.client
+                        .get_connection_manager_with_config(config.clone()),
                 )
                 .await
                 {
@@ -481,7 +484,10 @@ mod tests {
         let ends: std::collections::BTreeSet<u64> = (0..20)
             .map(|i| super::jitter_ms(&format!("replica-{i}"), 42, 30_000))
             .collect();
-        assert!(ends.len() >= 15, "replicas end their cooldowns apart: {ends:?}");
+        assert!(
+            ends.len() >= 15,
+            "replicas end their cooldowns apart: {ends:?}"
+        );
     }
 
     #[test]

@@ -349,7 +349,10 @@ async fn outages_and_a_restart_stay_within_the_bound_and_rejoin_fast() {
     signal_pid(&pid, "CONT");
     let d1 = paused.elapsed().as_secs_f64();
     let rejoin = time_to_connected(&c, &rs, true).await;
-    assert!(rejoin <= Duration::from_secs(2), "rejoined after a pause in {rejoin:?}");
+    assert!(
+        rejoin <= Duration::from_secs(2),
+        "rejoined after a pause in {rejoin:?}"
+    );
     let l1 = local_admissions(&c, &rs).await;
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -360,28 +363,35 @@ async fn outages_and_a_restart_stay_within_the_bound_and_rejoin_fast() {
     let mut redis = Redis::start_on(port);
     let d2 = killed.elapsed().as_secs_f64();
     let rejoin = time_to_connected(&c, &rs, true).await;
-    assert!(rejoin <= Duration::from_secs(2), "rejoined after a 3 s outage in {rejoin:?}");
+    assert!(
+        rejoin <= Duration::from_secs(2),
+        "rejoined after a 3 s outage in {rejoin:?}"
+    );
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     let results = load.await.unwrap();
     let t = t0.elapsed().as_secs_f64();
     let hits = m.stats("shared").requests as f64;
-    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200 && *s != 429).collect();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s != 200 && *s != 429)
+        .collect();
     assert!(failed.is_empty(), "failed: {failed:?}");
     let slowest = results.iter().map(|(_, d)| *d).max().unwrap();
-    assert!(slowest <= Duration::from_millis(150), "slowest request {slowest:?}");
+    assert!(
+        slowest <= Duration::from_millis(150),
+        "slowest request {slowest:?}"
+    );
     // b + T·r, plus per outage the replicas' local bursts (3 × ⌊0.34 × 60⌋) and what their
     // shares exceed the rate by ((3 × 0.34 − 1) × 10/s × d), plus what the restart forgot: at
     // most a burst and the debt Redis held (≤ what outage 1 charged).
-    let bound = 60.0
-        + 10.0 * t
-        + 2.0 * 60.0
-        + 0.02 * 10.0 * (d1 + d2)
-        + (60.0 + l1 as f64)
-        + 1.0;
+    let bound = 60.0 + 10.0 * t + 2.0 * 60.0 + 0.02 * 10.0 * (d1 + d2) + (60.0 + l1 as f64) + 1.0;
     assert!(hits <= bound, "provider saw {hits} > {bound} in {t:.1} s");
-    assert!(hits >= 60.0 + 5.0 * t, "the load did saturate the budget: {hits} in {t:.1} s");
+    assert!(
+        hits >= 60.0 + 5.0 * t,
+        "the load did saturate the budget: {hits} in {t:.1} s"
+    );
 
     // Outage 3: down 10 s; every admission in it is local, counted, and charged on rejoin.
     let killed = Instant::now();
@@ -393,7 +403,10 @@ async fn outages_and_a_restart_stay_within_the_bound_and_rejoin_fast() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let results = load.await.unwrap();
-    assert!(results.iter().all(|(s, _)| *s == 200 || *s == 429), "{results:?}");
+    assert!(
+        results.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{results:?}"
+    );
     let local = local_admissions(&c, &rs).await - local0;
     let seen = m.stats("shared").requests - hits0;
     assert_eq!(local, seen, "local_admissions counts every local admission");
@@ -408,10 +421,15 @@ async fn outages_and_a_restart_stay_within_the_bound_and_rejoin_fast() {
     let _redis = Redis::start_on(port);
     let restarted = Instant::now();
     let rejoin = time_to_connected(&c, &rs, true).await;
-    assert!(rejoin <= Duration::from_secs(2), "rejoined after a 10 s outage in {rejoin:?}");
+    assert!(
+        rejoin <= Duration::from_secs(2),
+        "rejoined after a 10 s outage in {rejoin:?}"
+    );
     // The fresh Redis starts spent by what was admitted locally: the shared request budget's
     // theoretical arrival time is `local × 100 ms` past the first charge.
-    let tat: f64 = redis_query::<String>(port, &["GET", "llmux:rpm:shared"]).parse().unwrap();
+    let tat: f64 = redis_query::<String>(port, &["GET", "llmux:rpm:shared"])
+        .parse()
+        .unwrap();
     let (secs, micros): (u64, u64) = redis_query(port, &["TIME"]);
     let ahead = tat - (secs * 1000) as f64 - micros as f64 / 1000.0;
     let since = restarted.elapsed().as_millis() as f64;
