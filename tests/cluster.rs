@@ -120,6 +120,10 @@ async fn replicas_share_one_budget() {
         let v = get_json(&c, &r.admin_url("/admin/targets")).await;
         local += v["cluster"]["local_admissions"].as_f64().unwrap();
     }
+    // The local share: 0.34 × 600 exactly (not rounded up), a burst of ⌊0.34 × 60⌋.
+    let t = get_json(&c, &clustered[0].admin_url("/admin/targets/shared")).await;
+    assert_eq!(t["rate_limit"]["rpm"], 204, "{t}");
+    assert_eq!(t["rate_limit"]["rpm_burst"], 20, "{t}");
     let bound = 60.0 + 10.0 * (elapsed + 1.0) + local.min(3.0 * (20.0 + 3.4 * elapsed));
     assert!(
         seen <= bound,
