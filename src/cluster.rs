@@ -4,24 +4,33 @@
 //!
 //! Redis is an accelerator, never a dependency of a request: every call is bounded by a short
 //! timeout; on any error the replica marks the cluster down, serves with its local share of
-//! each budget, and a background ping brings it back when Redis answers again.
+//! each budget, and a background ping brings it back when Redis answers again (within one ping
+//! period: the connection is rebuilt after a failed ping, never left to a growing backoff).
+//! What a replica admitted locally is charged to the shared budgets before it counts as
+//! connected again, so an outage does not hand out a second budget (README › Several replicas).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::actors::target::budget::Which;
+use crate::actors::target::budget::{Limit, Which};
 use crate::actors::unix_ms;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
 /// Longest a request may wait on Redis before it is admitted from the local share instead.
 const CALL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Slow answers in a row after which the cluster counts as down (until the next good ping).
 const SLOW_LIMIT: u32 = 3;
-/// How often a down cluster is pinged to rejoin.
+/// How often the cluster is pinged (to rejoin when down, to land local charges when up).
 const PING_EVERY: Duration = Duration::from_millis(500);
+/// A ping slower than this counts as failed.
+const PING_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest one (re)connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// GCRA (the algorithm behind governor and redis-cell) for both budgets of a target in one
 /// atomic script: each budget key holds its theoretical arrival time, and the request is
@@ -56,9 +65,10 @@ end
 return {1, 0, 0}
 "#;
 
-/// Lands a token-budget correction (reported usage minus the estimate): a positive delta is
+/// Lands a charge in one budget without asking: a token correction (reported usage minus the
+/// estimate) or what a replica admitted locally while Redis was away. A positive delta is
 /// debt, a negative one a refund that never fills the bucket beyond full.
-/// KEYS[1] = tpm key; ARGV = emission interval (ms per token), delta (tokens).
+/// KEYS[1] = budget key; ARGV = emission interval (ms per cell), delta (cells).
 const CORRECT: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
@@ -91,6 +101,17 @@ pub struct ClusterStatus {
     pub errors: u64,
     /// Admissions decided from the local share because Redis could not answer in time.
     pub local_admissions: u64,
+    /// Local admissions (requests) not yet charged to the shared budgets.
+    pub uncharged: u64,
+}
+
+/// What a replica admitted from its local share and has not yet charged to Redis, per target.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    requests: u64,
+    tokens: i64,
 }
 
 pub struct Cluster {
@@ -104,6 +125,7 @@ pub struct Cluster {
     errors: AtomicU64,
     slow: std::sync::atomic::AtomicU32,
     local_admissions: AtomicU64,
+    pending: Mutex<HashMap<String, Pending>>,
     script: redis::Script,
     correct: redis::Script,
 }
@@ -132,6 +154,7 @@ impl Cluster {
             errors: AtomicU64::new(0),
             slow: std::sync::atomic::AtomicU32::new(0),
             local_admissions: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
             script: redis::Script::new(GCRA),
             correct: redis::Script::new(CORRECT),
         }))
@@ -149,7 +172,78 @@ impl Cluster {
             local_share: self.local_share,
             errors: self.errors.load(Ordering::Relaxed),
             local_admissions: self.local_admissions.load(Ordering::Relaxed),
+            uncharged: self.pending().values().map(|p| p.requests).sum(),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Books an admission taken from the local share, to be charged to the shared budgets.
+    pub fn note_local(&self, target: &str, rpm: Option<u32>, tpm: Option<u32>, tokens: u32) {
+        self.local_admissions.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending();
+        let p = pending.entry(target.to_owned()).or_default();
+        (p.rpm, p.tpm) = (rpm, tpm);
+        p.requests += 1;
+        p.tokens = p.tokens.saturating_add(tokens as i64);
+    }
+
+    /// Charges what was admitted locally to the shared budgets (as debt: it was spent). On
+    /// failure the rest stays pending for the next try.
+    async fn charge_pending(&self, conn: &mut ConnectionManager) -> Result<(), String> {
+        let charges = std::mem::take(&mut *self.pending());
+        let mut left = charges.clone();
+        let mut result = Ok(());
+        for (target, p) in charges {
+            for (kind, limit, delta) in
+                [("rpm", p.rpm, p.requests as i64), ("tpm", p.tpm, p.tokens)]
+            {
+                let Some(limit) = limit.filter(|&l| l > 0 && delta != 0) else {
+                    continue;
+                };
+                let mut invocation = self.correct.key(self.key(kind, &target));
+                invocation.arg(60_000.0 / limit as f64).arg(delta);
+                let call = invocation.invoke_async::<i64>(conn);
+                match tokio::time::timeout(CALL_TIMEOUT * 4, call).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => result = Err(e.to_string()),
+                    Err(_) => result = Err("charging local admissions timed out".into()),
+                }
+                if result.is_err() {
+                    break;
+                }
+                if let Some(l) = left.get_mut(&target) {
+                    if kind == "rpm" {
+                        l.requests = 0;
+                    } else {
+                        l.tokens = 0;
+                    }
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+            left.remove(&target);
+        }
+        if !left.is_empty() {
+            let mut pending = self.pending();
+            for (target, l) in left {
+                let p = pending.entry(target).or_default();
+                (p.rpm, p.tpm) = (p.rpm.or(l.rpm), p.tpm.or(l.tpm));
+                p.requests += l.requests;
+                p.tokens = p.tokens.saturating_add(l.tokens);
+            }
+        }
+        result
+    }
+
+    /// A per-replica delay added to a cooldown adopted from another replica, so that the
+    /// replicas do not all retry the provider at the same instant: a fraction (fixed per
+    /// replica and state) of a tenth of what remains, at most 1 s.
+    pub fn jitter_ms(&self, until_unix_ms: u64, remaining_ms: u64) -> u64 {
+        jitter_ms(&self.replica, until_unix_ms, remaining_ms)
     }
 
     fn conn(&self) -> Option<ConnectionManager> {
@@ -172,15 +266,25 @@ impl Cluster {
         }
     }
 
-    /// Keeps the connection alive: connects, pings, and flips up/down. Runs forever on the
-    /// current arbiter.
+    /// Keeps the connection alive: connects, pings, lands local charges and flips up/down.
+    /// Runs forever on the current arbiter. A failed ping drops the connection and the next
+    /// tick builds a new one, so a restarted Redis is rejoined within about one ping period
+    /// (redis-rs' own reconnect backoff would grow to minutes).
     pub async fn supervise(self: Arc<Cluster>) {
+        let config = ConnectionManagerConfig::new()
+            .set_exponent_base(2)
+            .set_factor(50)
+            .set_max_delay(PING_EVERY.as_millis() as u64)
+            .set_number_of_retries(1)
+            .set_connection_timeout(PING_TIMEOUT)
+            .set_response_timeout(CONNECT_TIMEOUT);
         loop {
             let conn = match self.conn() {
                 Some(c) => Some(c),
                 None => match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    self.client.get_connection_manager(),
+                    CONNECT_TIMEOUT,
+                    self.client
+                        .get_connection_manager_with_config(config.clone()),
                 )
                 .await
                 {
@@ -201,10 +305,19 @@ impl Cluster {
             if let Some(mut c) = conn {
                 let cmd = redis::cmd("PING");
                 let ping = cmd.query_async::<String>(&mut c);
-                match tokio::time::timeout(Duration::from_millis(250), ping).await {
-                    Ok(Ok(_)) => self.mark(true, ""),
-                    Ok(Err(e)) => self.mark(false, &e.to_string()),
-                    Err(_) => self.mark(false, "ping timed out"),
+                let result = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => self.charge_pending(&mut c).await,
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("ping timed out".into()),
+                };
+                match result {
+                    // Up only once what was admitted locally is charged: nothing admitted by
+                    // Redis from here on ignores it.
+                    Ok(()) => self.mark(true, ""),
+                    Err(e) => {
+                        self.mark(false, &e);
+                        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
                 }
             }
             tokio::time::sleep(PING_EVERY).await;
@@ -216,22 +329,26 @@ impl Cluster {
     }
 
     /// Takes one request and `tokens` from the shared budgets of `target`, both or neither.
+    /// `Unavailable` admits nothing: the caller takes from its local share and books that
+    /// with [`Cluster::note_local`].
     pub async fn admit(
         &self,
         target: &str,
-        rpm: Option<u32>,
-        tpm: Option<u32>,
+        rpm: Option<Limit>,
+        tpm: Option<Limit>,
         tokens: u32,
     ) -> Admission {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
-            self.local_admissions.fetch_add(1, Ordering::Relaxed);
             return Admission::Unavailable;
         };
         let mut invocation = self.script.key(self.key("rpm", target));
         invocation.key(self.key("tpm", target));
         for (limit, cost) in [(rpm, 1), (tpm, tokens)] {
-            match limit.filter(|&l| l > 0) {
-                Some(l) => invocation.arg(60_000.0 / l as f64).arg(l).arg(cost.max(1)),
+            match limit.filter(|l| l.per_minute > 0) {
+                Some(l) => invocation
+                    .arg(60_000.0 / l.per_minute as f64)
+                    .arg(l.burst.max(1))
+                    .arg(cost.max(1)),
                 None => invocation.arg(0).arg(0).arg(0),
             };
         }
@@ -252,7 +369,6 @@ impl Cluster {
             ),
             Ok(Err(e)) => {
                 self.mark(false, &e.to_string());
-                self.local_admissions.fetch_add(1, Ordering::Relaxed);
                 Admission::Unavailable
             }
             Err(_) => {
@@ -260,17 +376,23 @@ impl Cluster {
                 if self.slow.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_LIMIT {
                     self.mark(false, "admissions timed out");
                 }
-                self.local_admissions.fetch_add(1, Ordering::Relaxed);
                 Admission::Unavailable
             }
         }
     }
 
-    /// Lands a token correction in the shared token budget; best effort (a lost correction
-    /// only makes the shared estimate as rough as the local one).
+    /// Lands a token correction in the shared token budget; while Redis is away it waits with
+    /// the local admissions' charges. Best effort (a lost correction only makes the shared
+    /// estimate as rough as the local one).
     pub async fn correct(&self, target: &str, tpm: u32, delta: i64) {
-        let (true, Some(mut conn), false) = (self.is_up(), self.conn(), delta == 0 || tpm == 0)
-        else {
+        if delta == 0 || tpm == 0 {
+            return;
+        }
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            let mut pending = self.pending();
+            let p = pending.entry(target.to_owned()).or_default();
+            p.tpm = Some(tpm);
+            p.tokens = p.tokens.saturating_add(delta);
             return;
         };
         let mut invocation = self.correct.key(self.key("tpm", target));
@@ -329,6 +451,15 @@ impl Cluster {
     }
 }
 
+fn jitter_ms(replica: &str, until_unix_ms: u64, remaining_ms: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (replica, until_unix_ms).hash(&mut h);
+    // A fixed fraction of a bound that shrinks as the cooldown runs, so re-reading the same
+    // state every poll never pushes the end further out.
+    let fraction = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    (fraction * (remaining_ms / 10).min(1_000) as f64) as u64
+}
+
 /// `redis://user:password@host` → `redis://user:***@host`: the URL may carry a password.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -343,6 +474,22 @@ fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jitter_is_bounded_fixed_per_replica_and_differs_between_replicas() {
+        for remaining in [0, 5, 900, 9_000, 30_000, 600_000] {
+            let j = super::jitter_ms("a", 42, remaining);
+            assert!(j <= (remaining / 10).min(1_000), "{remaining}: {j}");
+            assert_eq!(j, super::jitter_ms("a", 42, remaining));
+        }
+        let ends: std::collections::BTreeSet<u64> = (0..20)
+            .map(|i| super::jitter_ms(&format!("replica-{i}"), 42, 30_000))
+            .collect();
+        assert!(
+            ends.len() >= 15,
+            "replicas end their cooldowns apart: {ends:?}"
+        );
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

@@ -221,7 +221,7 @@ async fn d09_token_budget_refusals_block_only_what_does_not_fit() {
     let m = mock();
     let cfg = format!(
         "{}\n[configs.t]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"tpm\" }} ]\n",
-        openai_target(&m, "tpm", "tpm = 1000\nrpm = 3")
+        openai_target(&m, "tpm", "tpm = 1000\nrpm = 3\ntpm_burst = 1000\nrpm_burst = 3")
     );
     let llmux = Llmux::start(&cfg);
     let c = client();
@@ -260,7 +260,7 @@ async fn d09_estimate_uses_the_leafs_override_params() {
     let m = mock();
     let cfg = format!(
         "{}\n[configs.t]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"tpm\", override_params = {{ max_tokens = 5000 }} }} ]\n",
-        openai_target(&m, "tpm", "tpm = 4000")
+        openai_target(&m, "tpm", "tpm = 4000\ntpm_burst = 4000")
     );
     let llmux = Llmux::start(&cfg);
     let c = client();

@@ -19,6 +19,7 @@ fn two_targets(m: &MockServer, w_openai: f64, w_azure: f64) -> String {
 provider = "openai"
 base_url = "{o}/v1"
 rpm = 6000
+rpm_burst = 6000
 
 [virtual_keys.azure-east]
 provider = "azure-openai"

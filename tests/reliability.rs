@@ -105,6 +105,7 @@ async fn local_budgets_skip_targets_and_answer_429_with_retry_after() {
 provider = "openai"
 base_url = "{}/v1"
 rpm = 5
+rpm_burst = 5
 
 [virtual_keys.big]
 provider = "openai"
@@ -416,7 +417,7 @@ failure_threshold = 2
 async fn queue_wait_for_budget_instead_of_429() {
     let m = mock();
     let cfg = format!(
-        "[virtual_keys.tiny]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\nrpm = 120\n\n[configs.main]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"tiny\" }} ]\n",
+        "[virtual_keys.tiny]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\nrpm = 120\nrpm_burst = 120\n\n[configs.main]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"tiny\" }} ]\n",
         m.url("tiny")
     );
     let llmux = Llmux::start_with(

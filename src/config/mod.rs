@@ -128,6 +128,10 @@ pub struct TargetSpec {
     pub default_max_tokens: u64,
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
+    /// The most requests (tokens) admitted at once, when `rpm` (`tpm`) is set: any window of
+    /// length T admits at most `burst + T × limit / 60 s` (README › Health, budgets).
+    pub rpm_burst: Option<u32>,
+    pub tpm_burst: Option<u32>,
     pub failure_threshold: u32,
     #[serde(serialize_with = "ser_ms")]
     pub cooldown: Duration,
@@ -632,6 +636,11 @@ fn compile_target(
             "rpm/tpm must be > 0; remove them for no local limit".into(),
         ));
     }
+    if matches!(vk.rpm_burst, Some(0)) || matches!(vk.tpm_burst, Some(0)) {
+        return Err(invalid(&p, "rpm_burst/tpm_burst must be > 0".into()));
+    }
+    // A tenth of the minute's budget by default, so any 60-s window stays within 1.1 × limit.
+    let burst = |limit: Option<u32>, b: Option<u32>| limit.map(|l| b.unwrap_or(l.div_ceil(10)));
     if matches!(vk.failure_threshold, Some(0)) {
         return Err(invalid(
             &field("failure_threshold"),
@@ -654,6 +663,8 @@ fn compile_target(
         default_max_tokens: vk.default_max_tokens.unwrap_or(4096).max(1),
         rpm: vk.rpm,
         tpm: vk.tpm,
+        rpm_burst: burst(vk.rpm, vk.rpm_burst),
+        tpm_burst: burst(vk.tpm, vk.tpm_burst),
         failure_threshold: vk.failure_threshold.unwrap_or(5),
         cooldown,
         max_cooldown,

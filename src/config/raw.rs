@@ -128,6 +128,9 @@ pub struct RawVirtualKey {
     pub default_max_tokens: Option<u64>,
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
+    /// Requests (tokens) admitted at once at most; default a tenth of `rpm` (`tpm`).
+    pub rpm_burst: Option<u32>,
+    pub tpm_burst: Option<u32>,
     /// Consecutive failures (5xx, timeouts, connection errors) that open the circuit.
     pub failure_threshold: Option<u32>,
     /// First cooldown after the circuit opens; doubles on each failed probe.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 
 use super::breaker::{Admit, Breaker, BreakerSettings, HealthState, OutcomeKind, Transition};
-use super::budget::{Budgets, Refused};
+use super::budget::{Budgets, Limit, Refused, Which};
 use super::{
     Acquire, GetStatus, LatencyStatus, Outcome, Permit, RateLimitStatus, Refusal, Retire,
     StateSource, TargetShared, TargetStatus, Unavailable,
@@ -49,8 +49,17 @@ impl TargetActor {
         cluster: Option<Arc<Cluster>>,
     ) -> (TargetActor, Arc<TargetShared>) {
         let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
-        let local = |n: u32| ((n as f64 * share).ceil() as u32).max(1);
-        let budgets = Budgets::new(spec.rpm.map(local), spec.tpm.map(local));
+        let limit = |per_minute: Option<u32>, burst: Option<u32>| {
+            per_minute.map(|n| Limit {
+                per_minute: n,
+                burst: burst.unwrap_or(n),
+            })
+        };
+        let budgets = Budgets::new(
+            limit(spec.rpm, spec.rpm_burst),
+            limit(spec.tpm, spec.tpm_burst),
+            share,
+        );
         let shared = Arc::new(TargetShared::new(&spec.name, budgets));
         let actor = TargetActor {
             breaker: Breaker::new(BreakerSettings::from(&*spec)),
@@ -152,13 +161,19 @@ impl TargetActor {
         );
     }
 
-    /// Adopts a longer cooldown/unhealthy state another replica saw.
+    /// Adopts a longer cooldown/unhealthy state another replica saw, ending it a little later
+    /// than that replica does ([`Cluster::jitter_ms`]) so the replicas do not all retry the
+    /// provider at the same instant.
     fn apply_remote(&mut self, remote: Option<RemoteState>) {
-        let Some(r) = remote else { return };
+        let (Some(r), Some(cluster)) = (remote, &self.cluster) else {
+            return;
+        };
         if self.stopping {
             return;
         }
-        let until = now_ms().saturating_add(r.until_unix_ms.saturating_sub(unix_ms()));
+        let remaining = r.until_unix_ms.saturating_sub(unix_ms());
+        let jitter = cluster.jitter_ms(r.until_unix_ms, remaining);
+        let until = now_ms().saturating_add(remaining).saturating_add(jitter);
         let to = match r.state.as_str() {
             "cooling_down" => HealthState::CoolingDown,
             "unhealthy" => HealthState::Unhealthy,
@@ -299,10 +314,14 @@ impl Handler<Acquire> for TargetActor {
         };
         let tokens = msg.tokens;
         let cluster = match &self.cluster {
-            Some(c) if self.shared.budgets.is_limited() && c.is_up() => c.clone(),
+            Some(c) if self.shared.budgets.is_limited() => c.clone(),
             _ => return Box::pin(fut::ready(self.take_local(tokens, probe, ctx))),
         };
-        let (name, rpm, tpm) = (self.spec.name.clone(), self.spec.rpm, self.spec.tpm);
+        if !cluster.is_up() {
+            return Box::pin(fut::ready(self.take_share(&cluster, tokens, probe, ctx)));
+        }
+        let name = self.spec.name.clone();
+        let (rpm, tpm) = (self.limit(Which::Requests), self.limit(Which::Tokens));
         // The cluster round trip runs as a spawned future: this mailbox keeps serving others.
         let admission = async move { cluster.admit(&name, rpm, tpm, tokens).await };
         Box::pin(
@@ -315,9 +334,40 @@ impl Handler<Acquire> for TargetActor {
                         let (reason, until) = act.shared.refused(now_ms(), Refused { which, wait });
                         Err(act.refuse_budget(reason, until, probe))
                     }
-                    Admission::Unavailable => act.take_local(tokens, probe, ctx),
+                    Admission::Unavailable => match act.cluster.clone() {
+                        Some(c) => act.take_share(&c, tokens, probe, ctx),
+                        None => act.take_local(tokens, probe, ctx),
+                    },
                 }),
         )
+    }
+}
+
+impl TargetActor {
+    /// A budget of the spec with its burst.
+    fn limit(&self, which: Which) -> Option<Limit> {
+        let (per_minute, burst) = match which {
+            Which::Requests => (self.spec.rpm, self.spec.rpm_burst),
+            Which::Tokens => (self.spec.tpm, self.spec.tpm_burst),
+        };
+        per_minute.map(|n| Limit {
+            per_minute: n,
+            burst: burst.unwrap_or(n),
+        })
+    }
+
+    /// Takes from this replica's local share while Redis cannot answer, and books what it
+    /// took so that it is charged to the shared budgets on rejoin.
+    fn take_share(
+        &mut self,
+        cluster: &Cluster,
+        tokens: u32,
+        probe: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Permit, Unavailable> {
+        let permit = self.take_local(tokens, probe, ctx)?;
+        cluster.note_local(&self.spec.name, self.spec.rpm, self.spec.tpm, tokens);
+        Ok(permit)
     }
 }
 
@@ -395,6 +445,7 @@ impl Handler<GetStatus> for TargetActor {
         let [p50, p99] = latency.percentiles([0.5, 0.99]);
         let rpm = shared.budgets.requests(now);
         let tpm = shared.budgets.tokens_status(now);
+        let (rpm_rate, tpm_rate) = shared.budgets.rates();
         MessageResult(TargetStatus {
             name: self.spec.name.clone(),
             provider: self.spec.provider.as_str(),
@@ -412,9 +463,11 @@ impl Handler<GetStatus> for TargetActor {
             failures: self.failures,
             by_status,
             rate_limit: RateLimitStatus {
-                rpm: rpm.map(|r| r.0),
+                rpm: rpm_rate.map(|r| r.round() as u32),
+                rpm_burst: rpm.map(|r| r.0),
                 rpm_remaining: rpm.map(|r| r.1),
-                tpm: tpm.map(|r| r.0),
+                tpm: tpm_rate.map(|r| r.round() as u32),
+                tpm_burst: tpm.map(|r| r.0),
                 tpm_remaining: tpm.map(|r| r.1),
             },
             latency_ms: LatencyStatus {

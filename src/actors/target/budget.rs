@@ -9,6 +9,14 @@
 //! token bucket is the same GCRA as governor and as the Redis script in `cluster`, with
 //! [`Budgets::correct`] moving its theoretical arrival time both ways.
 //!
+//! Both are GCRA with emission interval `e = 60 s / limit` and an explicit burst `b`
+//! ([`Limit`]): a take of `n ≤ b` cells succeeds when `tat − now ≤ (b − n)·e`, then `tat`
+//! moves by `n·e`. Hence **any window of length T admits at most `b + T/e` cells**
+//! (`b + T·limit/60 s`): the bucket starts full, and the last admission in the window found
+//! `tat ≥ t₀ + (count − 1)·e`. A single request larger than `b` tokens goes only when the
+//! bucket is full and leaves the excess as debt, so a window ending with it admits at most
+//! `T/e + n`. With the old default `b = limit`, a 60-s window could pass `2·limit − 1`.
+//!
 //! Time is injected: [`Budgets::take`] and friends take `now` in milliseconds, and the request
 //! limiter runs on a `governor` clock that tests replace with `FakeRelativeClock`.
 
@@ -38,6 +46,23 @@ pub struct Refused {
     pub wait: Duration,
 }
 
+/// A budget: `per_minute` cells a minute, of which at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Limit {
+    /// This replica's `share` of the limit, used alone while the cluster is away: the rate
+    /// scaled exactly (not rounded up), the burst rounded down (at least one cell).
+    fn scaled(self, share: f64) -> (f64, u32) {
+        let rate = (self.per_minute as f64 * share).max(1e-3);
+        let burst = ((self.burst as f64 * share + 1e-9).floor() as u32).max(1);
+        (rate, burst)
+    }
+}
+
 /// Tokens per minute as GCRA with debt. `tat` is the theoretical arrival time (ms): the bucket
 /// is full when `tat <= now`; a request of `n` tokens fits when `tat + n·e − burst·e <= now`.
 #[derive(Debug, Clone)]
@@ -50,10 +75,11 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn per_minute(tokens: NonZeroU32) -> TokenBucket {
+    /// `per_minute` tokens a minute (may be fractional: a replica's share), `burst` at once.
+    pub fn new(per_minute: f64, burst: u32) -> TokenBucket {
         TokenBucket {
-            emission: 60_000.0 / tokens.get() as f64,
-            burst: tokens.get(),
+            emission: 60_000.0 / per_minute,
+            burst: burst.max(1),
             tat: 0.0,
         }
     }
@@ -100,6 +126,8 @@ type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddle
 struct Requests<C: Clock> {
     limiter: Limiter<C>,
     clock: C,
+    /// Requests per minute (this replica's share with a cluster).
+    rate: f64,
     capacity: u32,
     remaining: AtomicU32,
     seen: AtomicU64,
@@ -112,25 +140,36 @@ pub struct Budgets<C: Clock = DefaultClock> {
 }
 
 impl Budgets<DefaultClock> {
-    pub fn new(rpm: Option<u32>, tpm: Option<u32>) -> Budgets<DefaultClock> {
-        Budgets::with_clock(rpm, tpm, DefaultClock::default())
+    /// `share` scales both (1.0 alone; a replica's `local_share` with a cluster).
+    pub fn new(rpm: Option<Limit>, tpm: Option<Limit>, share: f64) -> Budgets<DefaultClock> {
+        Budgets::with_clock(rpm, tpm, share, DefaultClock::default())
     }
 }
 
 impl<C: Clock> Budgets<C> {
-    pub fn with_clock(rpm: Option<u32>, tpm: Option<u32>, clock: C) -> Budgets<C> {
+    pub fn with_clock(rpm: Option<Limit>, tpm: Option<Limit>, share: f64, clock: C) -> Budgets<C> {
+        let valid = |l: &Limit| l.per_minute > 0 && l.burst > 0;
         Budgets {
-            rpm: rpm.and_then(NonZeroU32::new).map(|n| Requests {
-                limiter: RateLimiter::direct_with_clock(Quota::per_minute(n), &clock)
-                    .with_middleware(),
-                clock,
-                capacity: n.get(),
-                remaining: AtomicU32::new(n.get()),
-                seen: AtomicU64::new(0),
+            rpm: rpm.filter(valid).map(|l| {
+                let (rate, burst) = l.scaled(share);
+                let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+                let period = Duration::from_secs_f64(60.0 / rate).max(Duration::from_nanos(1));
+                let quota = Quota::with_period(period)
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+                    .allow_burst(burst);
+                Requests {
+                    limiter: RateLimiter::direct_with_clock(quota, &clock).with_middleware(),
+                    clock,
+                    rate,
+                    capacity: burst.get(),
+                    remaining: AtomicU32::new(burst.get()),
+                    seen: AtomicU64::new(0),
+                }
             }),
-            tpm: tpm
-                .and_then(NonZeroU32::new)
-                .map(|n| Mutex::new(TokenBucket::per_minute(n))),
+            tpm: tpm.filter(valid).map(|l| {
+                let (rate, burst) = l.scaled(share);
+                Mutex::new(TokenBucket::new(rate, burst))
+            }),
         }
     }
 
@@ -191,18 +230,26 @@ impl<C: Clock> Budgets<C> {
         }
     }
 
-    /// (capacity, estimated remaining) of the request budget.
+    /// (burst, estimated remaining) of the request budget.
     pub fn requests(&self, now: u64) -> Option<(u32, u32)> {
         self.rpm.as_ref().map(|r| {
             let elapsed_ms = now.saturating_sub(r.seen.load(Ordering::Relaxed));
-            let refill = elapsed_ms as f64 / 60_000.0 * r.capacity as f64;
+            let refill = elapsed_ms as f64 / 60_000.0 * r.rate;
             let remaining =
                 (r.remaining.load(Ordering::Relaxed) as f64 + refill).min(r.capacity as f64) as u32;
             (r.capacity, remaining)
         })
     }
 
-    /// (capacity, remaining) of the token budget.
+    /// Requests and tokens per minute (this replica's share with a cluster).
+    pub fn rates(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.rpm.as_ref().map(|r| r.rate),
+            self.tokens().map(|b| 60_000.0 / b.emission),
+        )
+    }
+
+    /// (burst, remaining) of the token budget.
     pub fn tokens_status(&self, now: u64) -> Option<(u32, u32)> {
         self.tokens().map(|b| (b.capacity(), b.remaining(now)))
     }
@@ -221,10 +268,18 @@ mod tests {
     }
 
     impl Rig {
+        /// Bursts of a whole minute (the cases below are about the bucket, not the burst).
         fn new(rpm: Option<u32>, tpm: Option<u32>) -> Rig {
+            let full = |n| Limit {
+                per_minute: n,
+                burst: n,
+            };
+            Rig::with(rpm.map(full), tpm.map(full), 1.0)
+        }
+        fn with(rpm: Option<Limit>, tpm: Option<Limit>, share: f64) -> Rig {
             let clock = FakeRelativeClock::default();
             Rig {
-                b: Budgets::with_clock(rpm, tpm, clock.clone()),
+                b: Budgets::with_clock(rpm, tpm, share, clock.clone()),
                 clock,
                 now: 0,
             }
@@ -351,5 +406,104 @@ mod tests {
         assert!(r.take(1).unwrap_err().wait <= Duration::from_secs(1_000_000_000));
         r.b.correct(r.now, u32::MAX, 0);
         assert!(r.b.tokens_status(r.now).is_some());
+    }
+
+    /// Every `step_ms` for `total_ms`, offers requests until one is refused (a saturating
+    /// load); returns the admission times.
+    fn admissions(r: &mut Rig, step_ms: u64, total_ms: u64, tokens: u32) -> Vec<u64> {
+        let mut at = Vec::new();
+        while r.now <= total_ms {
+            while r.take(tokens).is_ok() {
+                at.push(r.now);
+            }
+            r.advance_ms(step_ms);
+        }
+        at
+    }
+
+    /// The most admissions in any closed window `[t, t + len]`.
+    fn max_in_window(at: &[u64], len: u64) -> usize {
+        let mut j = 0;
+        (0..at.len())
+            .map(|i| {
+                while at[i] - at[j] > len {
+                    j += 1;
+                }
+                i - j + 1
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn any_minute_admits_at_most_burst_plus_the_limit() {
+        // rpm 600 with burst 60 (the default tenth): e = 100 ms, so a window of T ms admits at
+        // most 60 + ⌊T / 100⌋, and a saturating load reaches it exactly.
+        let mut r = Rig::with(
+            Some(Limit {
+                per_minute: 600,
+                burst: 60,
+            }),
+            None,
+            1.0,
+        );
+        let at = admissions(&mut r, 1, 130_000, 1);
+        for len in [0, 1_000, 10_000, 59_999, 60_000, 120_000] {
+            assert_eq!(
+                max_in_window(&at, len) as u64,
+                60 + len / 100,
+                "window {len} ms"
+            );
+        }
+        // The whole-minute burst of before: any 60-s window could pass 2 × 600 − 1.
+        let mut r = Rig::new(Some(600), None);
+        let at = admissions(&mut r, 1, 130_000, 1);
+        assert_eq!(max_in_window(&at, 59_999), 1199);
+    }
+
+    #[test]
+    fn any_minute_of_tokens_admits_at_most_burst_plus_the_limit() {
+        // tpm 60 000, burst 6 000, requests of 500: e = 1 ms per token.
+        let mut r = Rig::with(
+            None,
+            Some(Limit {
+                per_minute: 60_000,
+                burst: 6_000,
+            }),
+            1.0,
+        );
+        let at = admissions(&mut r, 1, 130_000, 500);
+        for len in [0, 10_000, 60_000] {
+            let tokens = max_in_window(&at, len) as u64 * 500;
+            assert!(tokens <= 6_000 + len, "window {len} ms: {tokens}");
+            assert!(tokens + 500 > 6_000 + len, "saturated: {tokens}");
+        }
+    }
+
+    #[test]
+    fn a_share_scales_the_rate_exactly_and_rounds_the_burst_down() {
+        // 0.34 of rpm 600 / burst 60: 204 a minute (not 205) and a burst of 20 (not 21).
+        let mut r = Rig::with(
+            Some(Limit {
+                per_minute: 600,
+                burst: 60,
+            }),
+            Some(Limit {
+                per_minute: 600,
+                burst: 60,
+            }),
+            0.34,
+        );
+        let at = admissions(&mut r, 11, 120_000, 1);
+        assert_eq!(max_in_window(&at, 0), 20);
+        assert!(
+            max_in_window(&at, 60_000) <= 20 + 204,
+            "{}",
+            max_in_window(&at, 60_000)
+        );
+        assert!(max_in_window(&at, 60_000) >= 20 + 203);
+        assert_eq!(r.b.requests(r.now).map(|c| c.0), Some(20));
+        let (rpm, tpm) = r.b.rates();
+        assert!((rpm.unwrap() - 204.0).abs() < 1e-6 && (tpm.unwrap() - 204.0).abs() < 1e-6);
     }
 }

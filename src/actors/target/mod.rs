@@ -276,9 +276,13 @@ pub struct TargetStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RateLimitStatus {
+    /// Per minute (this replica's share while a cluster is down).
     pub rpm: Option<u32>,
+    /// The most admitted at once; `*_remaining` counts down from it.
+    pub rpm_burst: Option<u32>,
     pub rpm_remaining: Option<u32>,
     pub tpm: Option<u32>,
+    pub tpm_burst: Option<u32>,
     pub tpm_remaining: Option<u32>,
 }
 
