@@ -6,6 +6,10 @@ pub mod anthropic;
 pub mod azure;
 pub mod headers;
 pub mod openai;
+mod provider;
+pub mod stream;
+
+pub use provider::{provider, Provider};
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -36,11 +40,8 @@ impl Endpoint {
 }
 
 /// Whether a provider serves an endpoint at all (the walk skips leaves that cannot).
-pub fn supports(provider: ProviderKind, endpoint: Endpoint) -> bool {
-    match provider {
-        ProviderKind::Anthropic => endpoint == Endpoint::Chat,
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => true,
-    }
+pub fn supports(kind: ProviderKind, endpoint: Endpoint) -> bool {
+    provider(kind).supports(endpoint)
 }
 
 /// A target's upstream URLs, parsed once when its config loads (parsing per request showed up
@@ -56,53 +57,29 @@ pub struct Urls {
 impl Urls {
     /// `base_url` has no trailing slash; `deployment`/`api_version` are Azure's.
     pub fn new(
-        provider: ProviderKind,
+        kind: ProviderKind,
         base_url: &str,
         deployment: Option<&str>,
         api_version: Option<&str>,
     ) -> Result<Urls, String> {
-        let parse = |s: String| {
-            reqwest::Url::parse(&s)
-                .map_err(|e| format!("{e} in `{}`", crate::config::redact_userinfo(&s)))
-        };
-        let all = |f: &dyn Fn(Endpoint) -> String| -> Result<[Option<reqwest::Url>; 3], String> {
-            Ok([
-                Some(parse(f(Endpoint::Chat))?),
-                Some(parse(f(Endpoint::Completions))?),
-                Some(parse(f(Endpoint::Embeddings))?),
-            ])
-        };
-        Ok(match provider {
-            ProviderKind::Openai | ProviderKind::OpenaiCompatible => Urls {
-                endpoints: all(&|e| format!("{base_url}{}", e.openai_path()))?,
-                health: parse(format!("{base_url}/models"))?,
-            },
-            ProviderKind::AzureOpenai => {
-                let version = api_version.unwrap_or_default();
-                let deployment = deployment.unwrap_or_default();
-                let mut urls = Urls {
-                    endpoints: all(&|e| {
-                        format!(
-                            "{base_url}/openai/deployments/{deployment}{}",
-                            e.openai_path()
-                        )
-                    })?,
-                    health: parse(format!("{base_url}/openai/models"))?,
-                };
-                for u in urls
-                    .endpoints
-                    .iter_mut()
-                    .flatten()
-                    .chain([&mut urls.health])
-                {
-                    u.query_pairs_mut().append_pair("api-version", version);
-                }
-                urls
-            }
-            ProviderKind::Anthropic => Urls {
-                endpoints: [Some(parse(format!("{base_url}/v1/messages"))?), None, None],
-                health: parse(format!("{base_url}/v1/models"))?,
-            },
+        provider(kind).urls(base_url, deployment, api_version)
+    }
+
+    /// Parses one upstream URL; the error names it with any userinfo redacted.
+    fn parse(s: &str) -> Result<reqwest::Url, String> {
+        reqwest::Url::parse(s)
+            .map_err(|e| format!("{e} in `{}`", crate::config::redact_userinfo(s)))
+    }
+
+    /// Every endpoint at `path(endpoint)` and the model list at `health`.
+    fn every_endpoint(path: impl Fn(Endpoint) -> String, health: &str) -> Result<Urls, String> {
+        Ok(Urls {
+            endpoints: [
+                Some(Urls::parse(&path(Endpoint::Chat))?),
+                Some(Urls::parse(&path(Endpoint::Completions))?),
+                Some(Urls::parse(&path(Endpoint::Embeddings))?),
+            ],
+            health: Urls::parse(health)?,
         })
     }
 
@@ -112,7 +89,12 @@ impl Urls {
 }
 
 /// Token usage in OpenAI terms.
-pub use anthropic::Usage;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+}
 
 /// How an attempt failed, for health accounting and fallback decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,78 +291,12 @@ pub fn build(
     endpoint: Endpoint,
     body: &Merged<'_>,
 ) -> Result<reqwest::RequestBuilder, AttemptError> {
-    let client = client();
-    match spec.provider {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-            openai::build(&client, spec, endpoint, body)
-        }
-        ProviderKind::AzureOpenai => azure::build(&client, spec, endpoint, body),
-        ProviderKind::Anthropic => anthropic_build(&client, spec, endpoint, body),
-    }
-}
-
-fn anthropic_build(
-    client: &reqwest::Client,
-    spec: &TargetSpec,
-    endpoint: Endpoint,
-    body: &Merged<'_>,
-) -> Result<reqwest::RequestBuilder, AttemptError> {
-    if endpoint != Endpoint::Chat {
-        return Err(AttemptError::new(
-            400,
-            FailureClass::Client,
-            "invalid_request_error",
-            format!(
-                "the {} endpoint is not supported by provider anthropic (target {})",
-                endpoint.openai_path(),
-                spec.name
-            ),
-        ));
-    }
-    let translated = anthropic::translate_request(&body.to_map(), spec.default_max_tokens)
-        .map_err(|e| {
-            let mut err = AttemptError::new(
-                400,
-                FailureClass::Client,
-                "invalid_request_error",
-                e.message,
-            );
-            err.param = e.param;
-            err
-        })?;
-    let Some(url) = spec.urls.endpoint(endpoint) else {
-        unreachable!("anthropic has a chat URL")
-    };
-    let mut req = client
-        .post(url.clone())
-        .header("anthropic-version", &spec.anthropic_version)
-        .json(&translated);
-    if let Some(key) = &spec.api_key {
-        req = req.header("x-api-key", key.expose());
-    }
-    Ok(req)
+    provider(spec.provider).build(&client(), spec, endpoint, body)
 }
 
 /// The cheap request an active health check sends: the provider's model list.
 pub fn health_request(spec: &TargetSpec) -> reqwest::RequestBuilder {
-    let req = client().get(spec.urls.health.clone());
-    match spec.provider {
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => match &spec.api_key {
-            Some(k) => req.bearer_auth(k.expose()),
-            None => req,
-        },
-        ProviderKind::AzureOpenai => match &spec.api_key {
-            Some(k) => req.header("api-key", k.expose()),
-            None => req,
-        },
-        ProviderKind::Anthropic => {
-            let req = req.header("anthropic-version", &spec.anthropic_version);
-            match &spec.api_key {
-                Some(k) => req.header("x-api-key", k.expose()),
-                None => req,
-            }
-        }
-    }
+    provider(spec.provider).health(spec, client().get(spec.urls.health.clone()))
 }
 
 /// Sends the request and returns the response if it is 2xx; otherwise the error in OpenAI terms.
@@ -418,13 +334,7 @@ pub async fn send(
     }
     let hint = headers::retry_after(resp.headers(), spec.max_retry_after);
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
-    let mut err = match spec.provider {
-        ProviderKind::Anthropic => {
-            let (status, v) = anthropic::translate_error(status, &body);
-            openai::error_from_value(status, &v)
-        }
-        _ => openai::parse_error(status, &body),
-    };
+    let mut err = provider(spec.provider).error(status, &body);
     err.message = scrub(&err.message, spec.api_key.as_ref());
     err.retry_after = retry_after_for(spec, err.class, hint);
     Err(err)
@@ -459,30 +369,7 @@ pub async fn finish(
 ) -> Result<Answer, AttemptError> {
     let status = resp.status().as_u16();
     let body = read_limited(resp, max_body, timeout).await?;
-    match (spec.provider, endpoint) {
-        (ProviderKind::Anthropic, _) => {
-            let created = crate::actors::unix_ms() / 1000;
-            let (v, usage) = anthropic::translate_response(&body, created).map_err(|e| {
-                AttemptError::new(
-                    502,
-                    FailureClass::Server,
-                    "server_error",
-                    format!("bad answer from anthropic: {}", e.message),
-                )
-            })?;
-            let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
-            let body = serde_json::to_vec(&v).map_err(|e| {
-                AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
-            })?;
-            Ok(Answer {
-                status,
-                body: body.into(),
-                usage,
-                model,
-            })
-        }
-        _ => openai::answer(endpoint, status, body),
-    }
+    provider(spec.provider).answer(endpoint, status, body)
 }
 
 /// Wraps a 2xx streamed answer for reading SSE events in OpenAI terms.
@@ -493,24 +380,18 @@ pub fn open_stream(
     include_usage: bool,
     model: &str,
 ) -> stream::UpstreamStream {
-    let s = match spec.provider {
-        ProviderKind::Anthropic => {
-            let created = crate::actors::unix_ms() / 1000;
-            stream::UpstreamStream::anthropic(
-                resp,
-                idle,
-                anthropic::StreamTranslator::new(include_usage, created, model),
-            )
-        }
-        _ => stream::UpstreamStream::openai(resp, idle, asks_usage(spec) && !include_usage),
-    };
-    s.with_rate_limit_wait(retry_after_for(spec, FailureClass::RateLimited, None))
+    let framing = provider(spec.provider).framing(include_usage, model);
+    stream::UpstreamStream::new(resp, idle, framing).with_rate_limit_wait(retry_after_for(
+        spec,
+        FailureClass::RateLimited,
+        None,
+    ))
 }
 
 /// Whether llmux asks this target for stream usage itself (for logs, cost and token budgets)
 /// when the client did not. Only OpenAI proper is known to accept `stream_options`.
 pub fn asks_usage(spec: &TargetSpec) -> bool {
-    spec.provider == ProviderKind::Openai
+    provider(spec.provider).asks_usage()
 }
 
 /// The whole body, failing as soon as it is known to exceed `limit` bytes: from the
@@ -674,4 +555,3 @@ mod tests {
         assert_eq!(v["messages"], serde_json::json!([]));
     }
 }
-pub mod stream;

@@ -6,10 +6,104 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Answer, AttemptError, Endpoint, Merged, Usage};
+use super::stream::Framing;
+use super::{Answer, AttemptError, Endpoint, Merged, Provider, Urls, Usage};
 use crate::config::TargetSpec;
 
-pub fn build(
+/// OpenAI proper: also asked for stream usage when the client did not ask for it.
+pub struct OpenAi;
+
+/// An OpenAI-compatible server: OpenAI's wire format, but `stream_options` may be unknown to it.
+pub struct OpenAiCompatible;
+
+impl Provider for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn asks_usage(&self) -> bool {
+        true
+    }
+
+    fn urls(&self, base_url: &str, _: Option<&str>, _: Option<&str>) -> Result<Urls, String> {
+        urls(base_url)
+    }
+
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        spec: &TargetSpec,
+        endpoint: Endpoint,
+        body: &Merged<'_>,
+    ) -> Result<reqwest::RequestBuilder, AttemptError> {
+        build(client, spec, endpoint, body)
+    }
+
+    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        health(spec, req)
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> AttemptError {
+        parse_error(status, body)
+    }
+
+    fn answer(&self, endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError> {
+        answer(endpoint, status, body)
+    }
+
+    fn framing(&self, include_usage: bool, _model: &str) -> Framing {
+        Framing::OpenAi {
+            drop_usage_chunk: !include_usage,
+        }
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn name(&self) -> &'static str {
+        "openai-compatible"
+    }
+
+    fn urls(&self, base_url: &str, _: Option<&str>, _: Option<&str>) -> Result<Urls, String> {
+        urls(base_url)
+    }
+
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        spec: &TargetSpec,
+        endpoint: Endpoint,
+        body: &Merged<'_>,
+    ) -> Result<reqwest::RequestBuilder, AttemptError> {
+        build(client, spec, endpoint, body)
+    }
+
+    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        health(spec, req)
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> AttemptError {
+        parse_error(status, body)
+    }
+
+    fn answer(&self, endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError> {
+        answer(endpoint, status, body)
+    }
+
+    fn framing(&self, _include_usage: bool, _model: &str) -> Framing {
+        Framing::OpenAi {
+            drop_usage_chunk: false,
+        }
+    }
+}
+
+fn urls(base_url: &str) -> Result<Urls, String> {
+    Urls::every_endpoint(
+        |e| format!("{base_url}{}", e.openai_path()),
+        &format!("{base_url}/models"),
+    )
+}
+
+fn build(
     client: &reqwest::Client,
     spec: &TargetSpec,
     endpoint: Endpoint,
@@ -23,6 +117,13 @@ pub fn build(
         req = req.bearer_auth(key.expose());
     }
     Ok(req)
+}
+
+fn health(spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match &spec.api_key {
+        Some(k) => req.bearer_auth(k.expose()),
+        None => req,
+    }
 }
 
 #[derive(Deserialize)]

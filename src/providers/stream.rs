@@ -109,11 +109,14 @@ where
     })
 }
 
-enum Framing {
-    /// OpenAI, Azure and compatible servers: frames pass through.
-    OpenAi {
-        drop_usage_chunk: bool,
-    },
+/// How a provider's SSE events become OpenAI chunks (chosen by
+/// [`super::Provider::framing`]).
+pub enum Framing {
+    /// OpenAI, Azure and compatible servers: frames pass through. `drop_usage_chunk`: llmux
+    /// asked the upstream for usage the client did not ask for, so the usage-only chunk is read
+    /// but not forwarded.
+    OpenAi { drop_usage_chunk: bool },
+    /// Anthropic's typed events, translated one by one.
     Anthropic(Box<StreamTranslator>),
 }
 
@@ -216,25 +219,8 @@ enum Step {
 }
 
 impl UpstreamStream {
-    /// `drop_usage_chunk`: llmux asked the upstream for usage the client did not ask for, so
-    /// the usage-only chunk is read but not forwarded.
-    pub fn openai(
-        resp: reqwest::Response,
-        idle: Duration,
-        drop_usage_chunk: bool,
-    ) -> UpstreamStream {
-        UpstreamStream::new(resp, idle, Framing::OpenAi { drop_usage_chunk })
-    }
-
-    pub fn anthropic(
-        resp: reqwest::Response,
-        idle: Duration,
-        translator: StreamTranslator,
-    ) -> UpstreamStream {
-        UpstreamStream::new(resp, idle, Framing::Anthropic(Box::new(translator)))
-    }
-
-    fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
+    /// `idle` bounds the wait for each event.
+    pub fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
         UpstreamStream {
             events: Box::pin(bounded(resp.bytes_stream(), MAX_EVENT_BYTES).eventsource()),
             framing,

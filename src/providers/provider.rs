@@ -1,0 +1,73 @@
+//! The one seam between llmux and a provider's wire format: [`Provider`], implemented once per
+//! provider kind, and [`provider`], the only place a [`ProviderKind`] is turned into behaviour.
+//! Adding a provider is one module implementing the trait plus one arm in [`provider`] (and one
+//! line in `tests/conformance.rs`).
+
+use bytes::Bytes;
+
+use super::stream::Framing;
+use super::{Answer, AttemptError, Endpoint, Merged, Urls};
+use crate::config::{ProviderKind, TargetSpec};
+
+/// Everything provider-specific about an attempt. Implementations do no I/O: the shared code in
+/// [`super`] sends, reads (with its size and time limits), scrubs and applies `Retry-After`.
+pub trait Provider: Sync {
+    /// The name used in messages (the config's `provider` value).
+    fn name(&self) -> &'static str;
+
+    /// Whether this provider serves `endpoint` at all (the walk skips leaves that cannot).
+    fn supports(&self, _endpoint: Endpoint) -> bool {
+        true
+    }
+
+    /// Whether llmux asks for stream usage itself (`stream_options.include_usage`) when the
+    /// client did not, for logs, cost and token budgets.
+    fn asks_usage(&self) -> bool {
+        false
+    }
+
+    /// The target's upstream URLs, parsed once at config load. `base_url` has no trailing
+    /// slash; `deployment`/`api_version` are Azure's.
+    fn urls(
+        &self,
+        base_url: &str,
+        deployment: Option<&str>,
+        api_version: Option<&str>,
+    ) -> Result<Urls, String>;
+
+    /// The upstream request for `endpoint` carrying `body` (the client's body with the leaf's
+    /// overrides), with the target's credentials. Called only for supported endpoints; an
+    /// `Err` is the client's fault (a request that cannot be translated).
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        spec: &TargetSpec,
+        endpoint: Endpoint,
+        body: &Merged<'_>,
+    ) -> Result<reqwest::RequestBuilder, AttemptError>;
+
+    /// Adds the credentials (and any version header) to the health check's model-list request.
+    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
+
+    /// A 4xx/5xx answer in OpenAI terms; the class comes from [`AttemptError::class_of`] on the
+    /// status the client will see. Unscrubbed: the caller scrubs and adds `retry_after`.
+    fn error(&self, status: u16, body: &[u8]) -> AttemptError;
+
+    /// A whole 2xx non-streamed answer, in OpenAI shape; a body that is not an answer for
+    /// `endpoint` is a 502 [`AttemptError::bad_upstream`]-style failure.
+    fn answer(&self, endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError>;
+
+    /// How a 2xx SSE stream is read and turned into OpenAI chunks. `include_usage`: the client
+    /// asked for the usage chunk; `model` is the requested model, until the stream names one.
+    fn framing(&self, include_usage: bool, model: &str) -> Framing;
+}
+
+/// The one dispatch on the provider kind.
+pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
+    match kind {
+        ProviderKind::Openai => &super::openai::OpenAi,
+        ProviderKind::OpenaiCompatible => &super::openai::OpenAiCompatible,
+        ProviderKind::AzureOpenai => &super::azure::Azure,
+        ProviderKind::Anthropic => &super::anthropic::Anthropic,
+    }
+}
