@@ -3,6 +3,10 @@
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
+//! A crate of its own (the workspace member `mock/`), independent of `llmux`: the
+//! `llmux-mock` binary (`src/main.rs`) for the quick start and the benchmarks, and this
+//! library for llmux's integration tests (a dev-dependency).
+//!
 //! This module owns the public API ([`MockServer`], [`serve`], [`Behavior`],
 //! [`AccountStats`]). Submodules:
 //! - `route`: path → endpoint / provider / account;
