@@ -67,7 +67,7 @@ pub struct Behavior {
     /// After N content chunks, fail the stream per `stream_fail_mode`.
     pub stream_fail_after: Option<usize>,
     pub stream_fail_mode: StreamFailMode,
-    /// Content to answer with (default "Hello from mock <account>").
+    /// Content to answer with (default `"Hello from mock <account>"`).
     pub reply: Option<String>,
     /// Bytes of padding added to the content (a space then `x`s).
     pub response_padding: usize,
