@@ -5,7 +5,7 @@ MOCK_LISTEN ?= 127.0.0.1:9100
 .PHONY: run test venv lint verify-unit deps bench bench-smoke bench-cluster
 
 run:
-	cargo build --release --bins
+	cargo build --release --workspace --bins
 	@target/release/llmux-mock --listen $(MOCK_LISTEN) & MOCK=$$!; \
 	trap "kill $$MOCK 2>/dev/null" EXIT INT TERM; \
 	target/release/llmux --config config.toml
@@ -36,11 +36,11 @@ tests/ui/node_modules/.installed: tests/ui/package-lock.json
 	touch $@
 
 test: deps $(VENV)/.installed tests/node/node_modules/.installed tests/ui/node_modules/.installed
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # systemd-analyze verify needs ExecStart to exist: check a copy pointing at the built binary.
 verify-unit:
@@ -52,7 +52,9 @@ verify-unit:
 bench:
 	bash bench/run.sh
 
+# LLMUX_BIN_DIR means run.sh builds nothing: build the debug binaries of both packages here.
 bench-smoke:
+	cargo build --workspace --bins
 	BENCH_TARGET_DIR=$(CURDIR)/target/bench LLMUX_BIN_DIR=$(CURDIR)/target/debug bash bench/run.sh --smoke
 
 bench-cluster:

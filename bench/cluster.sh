@@ -11,7 +11,7 @@ BIN=${LLMUX_BIN_DIR:-$ROOT/target/release}
 TARGET_DIR=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target/bench}}
 DUR=${BENCH_DURATION_S:-5}
 RATES=${BENCH_RATES:-1000 5000}
-[ -x "$BIN/llmux" ] || (cd "$ROOT" && cargo build --release --bins)
+[ -x "$BIN/llmux" ] || (cd "$ROOT" && cargo build --release --workspace --bins)
 [ -x "$TARGET_DIR/release/loadgen" ] ||
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet --manifest-path "$HERE/loadgen/Cargo.toml"
 LOADGEN=$TARGET_DIR/release/loadgen

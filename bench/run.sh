@@ -211,7 +211,7 @@ elif [ "$MODE" = smoke ]; then
   BIN=$ROOT/target/debug
   if [ ! -x "$BIN/llmux" ] || [ ! -x "$BIN/llmux-mock" ]; then
     say "building llmux (debug) in target/"
-    (cd "$ROOT" && cargo build --bins) >"$LOGS/build.log" 2>&1 || {
+    (cd "$ROOT" && cargo build --workspace --bins) >"$LOGS/build.log" 2>&1 || {
       tail -20 "$LOGS/build.log"
       exit 1
     }
@@ -219,7 +219,7 @@ elif [ "$MODE" = smoke ]; then
 else
   BIN=$TARGET_DIR/release
   say "building llmux and llmux-mock (release, target dir $TARGET_DIR)"
-  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR timeout 540 cargo build --release --bins --example floor) \
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR timeout 540 cargo build --release --workspace --bins --example floor) \
     >"$LOGS/build.log" 2>&1 || {
     tail -20 "$LOGS/build.log"
     exit 1

@@ -10,7 +10,6 @@ pub mod daemon;
 pub mod error;
 pub mod http;
 pub mod memory;
-pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod requestlog;

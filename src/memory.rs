@@ -13,6 +13,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 /// Applies the policy to the whole process. Call it first, before any other thread exists.
+#[expect(
+    unsafe_code,
+    reason = "mimalloc's option table is set through its C API"
+)]
 pub fn tune() {
     // mimalloc advises transparent huge pages for its arenas, and with THP a 2 MiB region is
     // resident as soon as one byte of it is touched: ~7 MB idle and ~10 kB per open stream,
@@ -34,6 +38,7 @@ pub fn tune() {
 /// mimalloc purges only when the freeing thread allocates again, so a worker that went quiet
 /// after a burst kept the burst's memory until its next request (1,000 streams: 52 of 58 MB
 /// stayed resident). Under load the thread purges as it allocates and this finds little to do.
+#[expect(unsafe_code, reason = "mimalloc's thread-local collect is a C call")]
 pub async fn purge_while_idle() {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

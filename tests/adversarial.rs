@@ -4,7 +4,7 @@
 //! status and an OpenAI-shaped body, and fall back to a good target where the tree allows.
 
 mod common;
-#[allow(dead_code)]
+#[expect(dead_code, reason = "a fixture with more knobs than these tests turn")]
 #[path = "common/hostile.rs"]
 mod hostile;
 

@@ -393,7 +393,10 @@ fn endpoint_name(e: Endpoint) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's parts and the handler's state, passed from its single caller"
+)]
 async fn serve(
     endpoint: Endpoint,
     h: &HeaderMap,

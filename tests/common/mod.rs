@@ -1,6 +1,12 @@
 //! Test harness: a real `llmux` process on loopback with a generated config, and in-process
-//! mock providers (`llmux::mock`) that speak each provider's wire format.
-#![allow(dead_code, unused_imports)]
+//! mock providers (the `llmux-mock` crate, `mock/`) that speak each provider's wire format.
+// `allow`, not `expect`: each test crate includes this module and uses a different part of it,
+// so in some crates nothing is dead and an `expect` would be unfulfilled.
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "shared by every test crate; each uses only part of it"
+)]
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use llmux::mock::{Behavior, FailMode, MockServer, StreamFailMode};
+pub use llmux_mock::{Behavior, FailMode, MockServer, StreamFailMode};
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

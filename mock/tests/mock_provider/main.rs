@@ -1,7 +1,6 @@
 //! The bundled mock provider, tested over real HTTP: every endpoint in each provider's wire
 //! format, behaviours (statuses, Retry-After, timeouts, resets, stream failures) and the
 //! control API. The router's tests rely on all of it.
-#![allow(dead_code, unused_imports)]
 
 mod anthropic;
 mod behavior;

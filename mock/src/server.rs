@@ -61,6 +61,13 @@ fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
 }
 
 /// Makes the kernel send RST (not FIN) when actix closes this connection.
+#[cfg_attr(
+    unix,
+    expect(
+        unsafe_code,
+        reason = "borrows actix's connection socket by fd to set SO_LINGER; see SAFETY below"
+    )
+)]
 fn arm_reset(req: &HttpRequest) {
     #[cfg(unix)]
     if let Some(ConnFd(fd)) = req.conn_data::<ConnFd>().copied() {
@@ -71,7 +78,10 @@ fn arm_reset(req: &HttpRequest) {
         // dispatcher). `ManuallyDrop` guarantees we never close it; we only
         // set a socket option.
         let sock = std::mem::ManuallyDrop::new(unsafe { tokio::net::TcpSocket::from_raw_fd(fd) });
-        #[allow(deprecated)] // zero linger never blocks
+        #[expect(
+            deprecated,
+            reason = "set_linger is deprecated for blocking on close; a zero linger never blocks"
+        )]
         if let Err(e) = sock.set_linger(Some(Duration::ZERO)) {
             tracing::warn!("llmux-mock: SO_LINGER failed: {e}");
         }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use llmux::mock::{Behavior, MockServer};
+use llmux_mock::{Behavior, MockServer};
 use serde_json::Value;
 
 pub fn server() -> MockServer {

@@ -1,13 +1,11 @@
 //! The `/_mock/*` control API, the library handle, workers, and the binary.
 
-use crate::common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use llmux::mock::{Behavior, MockServer};
+use llmux_mock::{Behavior, MockServer};
 use serde_json::{json, Value};
 
 #[tokio::test]

@@ -1,7 +1,5 @@
 //! OpenAI and Azure OpenAI wire formats over real HTTP.
 
-use crate::common;
-
 use std::time::Instant;
 
 use crate::common::*;
@@ -93,7 +91,7 @@ async fn chat_reply_padding_and_max_tokens() {
     let mock = server();
     mock.set_behavior(
         "p",
-        llmux::mock::Behavior {
+        llmux_mock::Behavior {
             reply: Some("one two three four five".into()),
             response_padding: 1000,
             ..Default::default()

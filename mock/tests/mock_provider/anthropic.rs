@@ -1,9 +1,7 @@
 //! Anthropic Messages wire format over real HTTP.
 
-use crate::common;
-
 use crate::common::*;
-use llmux::mock::Behavior;
+use llmux_mock::Behavior;
 use serde_json::{json, Value};
 
 fn body(stream: bool, max_tokens: u64) -> Value {

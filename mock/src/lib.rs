@@ -3,6 +3,10 @@
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
+//! A crate of its own (the workspace member `mock/`), independent of `llmux`: the
+//! `llmux-mock` binary (`src/main.rs`) for the quick start and the benchmarks, and this
+//! library for llmux's integration tests (a dev-dependency).
+//!
 //! This module owns the public API ([`MockServer`], [`serve`], [`Behavior`],
 //! [`AccountStats`]). Submodules:
 //! - `route`: path → endpoint / provider / account;
@@ -63,7 +67,7 @@ pub struct Behavior {
     /// After N content chunks, fail the stream per `stream_fail_mode`.
     pub stream_fail_after: Option<usize>,
     pub stream_fail_mode: StreamFailMode,
-    /// Content to answer with (default "Hello from mock <account>").
+    /// Content to answer with (default `"Hello from mock <account>"`).
     pub reply: Option<String>,
     /// Bytes of padding added to the content (a space then `x`s).
     pub response_padding: usize,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use futures_util::StreamExt;
-use llmux::mock::{Behavior, FailMode, MockServer, StreamFailMode};
+use llmux_mock::{Behavior, FailMode, MockServer, StreamFailMode};
 use serde_json::{json, Value};
 
 fn chat_url(mock: &MockServer, account: &str) -> String {

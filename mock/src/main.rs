@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmux::mock::{serve, Behavior};
+use llmux_mock::{serve, Behavior};
 
 #[derive(Parser)]
 #[command(
