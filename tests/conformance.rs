@@ -9,7 +9,7 @@
 //! OpenAI-shaped 4xx, nothing sent upstream) instead of running it.
 
 mod common;
-#[allow(dead_code)]
+#[expect(dead_code, reason = "a fixture with more knobs than these tests turn")]
 #[path = "common/hostile.rs"]
 mod hostile;
 
