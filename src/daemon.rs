@@ -36,6 +36,20 @@ impl GraceEnd {
         (tx, GraceEnd(rx))
     }
 
+    /// A receiver owned by the current worker thread, relayed from this one by a task on that
+    /// thread. Every request and stream waits on its worker's receiver: waiting registers with
+    /// the channel (a lock and a reference count), which must not be shared across workers on
+    /// the hot path.
+    pub fn for_this_worker(&self) -> GraceEnd {
+        let (tx, rx) = GraceEnd::new();
+        let mut root = self.clone();
+        actix_rt::spawn(async move {
+            root.ended().await;
+            let _ = tx.send(true);
+        });
+        rx
+    }
+
     /// Resolves when the grace period has ended (at once if it already has); never if the
     /// daemon cannot end it (its sender is gone).
     pub async fn ended(&mut self) {
@@ -290,6 +304,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         actix_rt::spawn(crate::memory::purge_while_idle());
         App::new()
             .app_data(Supervisor::shard(api_state.current.clone()))
+            .app_data(api_state.grace_end.for_this_worker())
             .app_data(api_state.clone())
             .configure(api::routes)
             .default_service(web::to(api::not_found))

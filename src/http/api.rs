@@ -303,6 +303,7 @@ async fn handle(
     let supervisor = req
         .app_data::<Addr<Supervisor>>()
         .unwrap_or(&state.supervisor);
+    let grace_end = req.app_data::<GraceEnd>().unwrap_or(&state.grace_end);
     let result = serve(
         endpoint,
         h,
@@ -314,6 +315,7 @@ async fn handle(
         &mut entry,
         started,
         &mut in_flight,
+        grace_end,
     )
     .await;
     let mut resp = result.unwrap_or_else(|e| {
@@ -408,6 +410,7 @@ async fn serve(
     slot: &mut Option<Entry>,
     started: Instant,
     in_flight: &mut Option<InFlight>,
+    grace_end: &GraceEnd,
 ) -> Result<HttpResponse, Error> {
     let entry = slot
         .as_mut()
@@ -451,7 +454,7 @@ async fn serve(
     let routed = proxy::route(supervisor, runtime.clone(), tree, &prepared);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
     // before the listener closes its connection (dropping the routing cancels its permits).
-    let mut grace_end = state.grace_end.clone();
+    let mut grace_end = grace_end.clone();
     let routed = tokio::select! {
         r = routed => r,
         _ = grace_end.ended() => return Err(Error::ShuttingDown),

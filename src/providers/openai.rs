@@ -131,9 +131,33 @@ struct Probe {
     model: Option<String>,
     usage: Option<UsageProbe>,
     /// Chat and completions answers.
-    choices: Option<Vec<AnObject>>,
+    choices: Option<Objects>,
     /// Embeddings answers.
-    data: Option<Vec<AnObject>>,
+    data: Option<Objects>,
+}
+
+/// An array whose items are all objects, checked without collecting them (no allocation on
+/// the hot path).
+struct Objects;
+
+impl<'de> Deserialize<'de> for Objects {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Objects;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of objects")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Objects, A::Error> {
+                while a.next_element::<AnObject>()?.is_some() {}
+                Ok(Objects)
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// Any JSON object, contents skipped: enough to tell an answer from `[1, 2]` or `null`.
