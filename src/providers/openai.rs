@@ -10,19 +10,24 @@ use super::stream::Framing;
 use super::{Answer, AttemptError, Endpoint, Merged, Provider, Urls, Usage};
 use crate::config::TargetSpec;
 
-/// OpenAI proper: also asked for stream usage when the client did not ask for it.
-pub struct OpenAi;
-
-/// An OpenAI-compatible server: OpenAI's wire format, but `stream_options` may be unknown to it.
-pub struct OpenAiCompatible;
+/// OpenAI's wire format. `compatible`: an OpenAI-compatible server, which may not know
+/// `stream_options`, so llmux never asks it for stream usage itself; OpenAI proper is asked
+/// whenever the client did not ask (usage feeds logs, cost and token budgets).
+pub struct OpenAi {
+    pub compatible: bool,
+}
 
 impl Provider for OpenAi {
     fn name(&self) -> &'static str {
-        "openai"
+        if self.compatible {
+            "openai-compatible"
+        } else {
+            "openai"
+        }
     }
 
     fn asks_usage(&self) -> bool {
-        true
+        !self.compatible
     }
 
     fn urls(&self, base_url: &str, _: Option<&str>, _: Option<&str>) -> Result<Urls, String> {
@@ -52,46 +57,9 @@ impl Provider for OpenAi {
     }
 
     fn framing(&self, include_usage: bool, _model: &str) -> Framing {
+        // The usage chunk llmux asked for itself is not the client's to see.
         Framing::OpenAi {
-            drop_usage_chunk: !include_usage,
-        }
-    }
-}
-
-impl Provider for OpenAiCompatible {
-    fn name(&self) -> &'static str {
-        "openai-compatible"
-    }
-
-    fn urls(&self, base_url: &str, _: Option<&str>, _: Option<&str>) -> Result<Urls, String> {
-        urls(base_url)
-    }
-
-    fn build(
-        &self,
-        client: &reqwest::Client,
-        spec: &TargetSpec,
-        endpoint: Endpoint,
-        body: &Merged<'_>,
-    ) -> Result<reqwest::RequestBuilder, AttemptError> {
-        build(client, spec, endpoint, body)
-    }
-
-    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        health(spec, req)
-    }
-
-    fn error(&self, status: u16, body: &[u8]) -> AttemptError {
-        parse_error(status, body)
-    }
-
-    fn answer(&self, endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError> {
-        answer(endpoint, status, body)
-    }
-
-    fn framing(&self, _include_usage: bool, _model: &str) -> Framing {
-        Framing::OpenAi {
-            drop_usage_chunk: false,
+            drop_usage_chunk: self.asks_usage() && !include_usage,
         }
     }
 }

@@ -65,8 +65,8 @@ pub trait Provider: Sync {
 /// The one dispatch on the provider kind.
 pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
-        ProviderKind::Openai => &super::openai::OpenAi,
-        ProviderKind::OpenaiCompatible => &super::openai::OpenAiCompatible,
+        ProviderKind::Openai => &super::openai::OpenAi { compatible: false },
+        ProviderKind::OpenaiCompatible => &super::openai::OpenAi { compatible: true },
         ProviderKind::AzureOpenai => &super::azure::Azure,
         ProviderKind::Anthropic => &super::anthropic::Anthropic,
     }

@@ -56,53 +56,71 @@ impl Llmux {
         files: &[(&str, &str)],
         admin_extra: &str,
     ) -> Llmux {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            "[server]\nlisten = \"{addr}\"\nworkers = 2\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n{admin_extra}\n\n{body}"
-        );
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log_path = dir.path().join("llmux.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmux"));
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
+        // Two ports chosen while both are held (so they differ), then released for llmux. Another
+        // process may still take one before llmux binds it: then llmux exits at once and the
+        // start is retried on fresh ports.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (a, b) = (
+                TcpListener::bind("127.0.0.1:0").unwrap(),
+                TcpListener::bind("127.0.0.1:0").unwrap(),
+            );
+            let (addr, admin) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            drop((a, b));
+            let config = format!(
+                "[server]\nlisten = \"{addr}\"\nworkers = 2\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n{admin_extra}\n\n{body}"
+            );
+            let config_path = dir.path().join("config.toml");
+            std::fs::write(&config_path, config).unwrap();
+            let log_path = dir.path().join("llmux.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmux"));
+            cmd.arg("--config")
+                .arg(&config_path)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn llmux");
+            let mut l = Llmux {
+                child: Some(child),
+                addr,
+                admin,
+                dir,
+                config_path,
+                log_path,
+            };
+            match l.wait_ready() {
+                Ok(()) => return l,
+                Err(logs) if tries < 5 && logs.contains("in use") => {
+                    // Keep the directory (and its files) for the next try.
+                    dir = std::mem::replace(&mut l.dir, tempfile::tempdir().unwrap());
+                }
+                Err(logs) => panic!("llmux did not start:\n{logs}"),
+            }
         }
-        let child = cmd.spawn().expect("spawn llmux");
-        let mut l = Llmux {
-            child: Some(child),
-            addr,
-            admin,
-            dir,
-            config_path,
-            log_path,
-        };
-        l.wait_ready();
-        l
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until both listeners answer; the logs if llmux exited or never listened.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(20) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("llmux exited early ({status}):\n{}", self.logs());
+                return Err(format!("llmux exited early ({status}):\n{}", self.logs()));
             }
             if TcpStream::connect(self.addr).is_ok() && TcpStream::connect(self.admin).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("llmux did not start listening:\n{}", self.logs());
+        Err(format!("llmux did not start listening:\n{}", self.logs()))
     }
 
     pub fn url(&self, path: &str) -> String {
