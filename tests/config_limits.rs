@@ -248,26 +248,17 @@ async fn cost_uses_the_models_own_price() {
         let u = llmux.admin_url(&format!("/admin/requests?trace_id={trace}"));
         async move { get_json(&c, &u).await["requests"][0].clone() }
     };
-    let e = entry("mini").await;
-    let (p, o) = (
-        e["prompt_tokens"].as_u64().unwrap() as f64,
-        e["completion_tokens"].as_u64().unwrap() as f64,
-    );
-    let want = (p * 0.15 + o * 0.6) / 1e6;
-    assert!(
-        (e["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
-        "{e}"
-    );
-    let e = entry("dated").await;
-    let (p, o) = (
-        e["prompt_tokens"].as_u64().unwrap() as f64,
-        e["completion_tokens"].as_u64().unwrap() as f64,
-    );
-    let want = (p * 2.5 + o * 10.0) / 1e6;
-    assert!(
-        (e["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
-        "{e}"
-    );
+    // The entry's cost at these USD-per-million input/output rates.
+    let assert_cost = |e: &serde_json::Value, input: f64, output: f64| {
+        let tokens = |k: &str| e[k].as_u64().unwrap() as f64;
+        let want = (tokens("prompt_tokens") * input + tokens("completion_tokens") * output) / 1e6;
+        assert!(
+            (e["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12,
+            "{e}"
+        );
+    };
+    assert_cost(&entry("mini").await, 0.15, 0.6);
+    assert_cost(&entry("dated").await, 2.5, 10.0);
     let e = entry("unknown").await;
     assert!(e["cost_usd"].is_null(), "{e}");
     assert_eq!(e["cached_tokens"], 0, "{e}");
