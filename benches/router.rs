@@ -40,7 +40,9 @@ fn config() -> Config {
 
 fn benches(c: &mut Criterion) {
     let system = actix::System::new();
-    let (supervisor, cur) = system.block_on(async { Supervisor::start(config(), None) });
+    let (supervisor, cur, _) = system
+        .block_on(async { Supervisor::start(config(), None) })
+        .expect("bench config starts");
     let runtime = current(&cur);
     let tree = runtime.config.configs["big"].clone();
 

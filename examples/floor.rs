@@ -102,7 +102,7 @@ async fn via_hyper(body: web::Bytes, upstream: web::Data<http::Uri>) -> HttpResp
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     // The same memory policy as llmux, so that both are measured alike.
-    llmux::memory::tune();
+    llmux::app::memory::tune();
     let mut args = std::env::args().skip(1);
     let (Some(upstream), Some(listen)) = (args.next(), args.next()) else {
         eprintln!("usage: floor UPSTREAM_URL LISTEN_ADDR [WORKERS] [reqwest|hyper]");
@@ -130,7 +130,7 @@ async fn main() -> std::io::Result<()> {
         }
     })
     .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_rt::net::TcpStream>() {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             let _ = tcp.set_nodelay(true);
         }
     })

@@ -34,12 +34,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    llmux::memory::tune();
+    llmux::app::memory::tune();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { path }) => {
             let path = path.unwrap_or(cli.config);
-            match llmux::config::Config::load(&path) {
+            match llmux::app::daemon::load(&path) {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} virtual keys, {} configs)",
@@ -56,8 +56,8 @@ fn main() -> ExitCode {
             }
         }
         None => {
-            llmux::telemetry::init();
-            match llmux::daemon::run(cli.config) {
+            llmux::observability::telemetry::init();
+            match llmux::app::daemon::run(cli.config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "llmux failed");

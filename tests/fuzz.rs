@@ -105,7 +105,7 @@ fn chat_like() -> impl Strategy<Value = Map<String, Value>> {
 fn check_request(bytes: &[u8]) {
     for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings] {
         if let Err(e) = llmux::http::api::parse_body(endpoint, bytes, 64) {
-            let v = e.body();
+            let v = llmux::http::error::envelope(&e);
             assert!(v["error"]["message"]
                 .as_str()
                 .is_some_and(|m| !m.is_empty()));

@@ -422,10 +422,14 @@ fn retired_actor_stops_after_the_last_runtime_holding_it() {
     };
     let parse = |k: &str| Config::parse(&text(k), Path::new("test.toml"), &|_| None).unwrap();
     actix::System::new().block_on(async {
-        let (supervisor, cur) = Supervisor::start(parse("sk-a"), None);
+        let (supervisor, cur, _) = Supervisor::start(parse("sk-a"), None).unwrap();
         let old = current(&cur);
         let addr = old.targets[0].addr.clone();
-        let report = supervisor.send(Reload(parse("sk-b"))).await.unwrap();
+        let report = supervisor
+            .send(Reload(parse("sk-b")))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(report.retired, ["vk"]);
         // Anything the reload told the old actor has been handled once it answers this (its
         // mailbox is in order); the old code had retired it by then.

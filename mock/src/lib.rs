@@ -144,7 +144,7 @@ impl MockServer {
         let thread = std::thread::Builder::new()
             .name("llmux-mock".into())
             .spawn(move || {
-                actix_rt::System::new().block_on(async move {
+                actix_web::rt::System::new().block_on(async move {
                     match server::build(&addr, thread_shared, workers, false) {
                         Ok((srv, bound)) => {
                             let _ = tx.send(Ok((bound, srv.handle())));

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         response_padding: a.padding,
         ..Behavior::default()
     };
-    match actix_rt::System::new().block_on(serve(&a.listen, behavior, a.workers.max(1))) {
+    match actix_web::rt::System::new().block_on(serve(&a.listen, behavior, a.workers.max(1))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("llmux-mock: {e}");

@@ -50,7 +50,7 @@ fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
-        if let Some(s) = conn.downcast_ref::<actix_rt::net::TcpStream>() {
+        if let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             // Stream chunks must leave as they are written, not wait on Nagle + delayed ACK.
             let _ = s.set_nodelay(true);
             ext.insert(ConnFd(s.as_raw_fd()));

@@ -16,12 +16,13 @@ use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 
-use super::now_ms;
+use super::reload::{not_applied, ReloadStatus};
 pub use super::target::TargetHandle;
 use super::target::{Permit, Retire, TargetActor, Unavailable};
+use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::config::{Config, Leaf, TargetSpec, Tree};
-use crate::providers::Endpoint;
+use crate::providers::{Endpoint, Upstream};
 use crate::routing::estimate::Estimate;
 use crate::routing::walk::Walk;
 pub use crate::routing::walk::{Check, Failure, SkipReason};
@@ -138,9 +139,15 @@ pub struct Step {
     pub attempt: Option<(Arc<Leaf>, Permit)>,
 }
 
-/// Swap in a new validated config.
+/// Re-read the running config's file, validate it fully (config and providers), and only then
+/// swap it in. An invalid file changes nothing but the reported status. Answered by the root.
 #[derive(Message)]
-#[rtype(result = "ReloadReport")]
+#[rtype(result = "Result<ReloadReport, String>")]
+pub struct ReloadFile;
+
+/// Swap in a new validated config (one that passed [`crate::providers::check`] too).
+#[derive(Message)]
+#[rtype(result = "Result<ReloadReport, String>")]
 pub struct Reload(pub Config);
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -158,15 +165,25 @@ pub struct ReloadReport {
 pub struct Supervisor {
     current: Current,
     cluster: Option<Arc<Cluster>>,
+    /// The root's: what the last reload did (shards have none).
+    status: Option<Arc<ReloadStatus>>,
 }
 
 impl Supervisor {
     /// Starts the root supervisor and the target actors for `config` on the current arbiter.
-    pub fn start(config: Config, cluster: Option<Arc<Cluster>>) -> (Addr<Supervisor>, Current) {
+    ///
+    /// Fails only on a config that did not pass [`crate::providers::check`].
+    pub fn start(
+        config: Config,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<(Addr<Supervisor>, Current, Arc<ReloadStatus>), String> {
+        let status = Arc::new(ReloadStatus::new(&config));
         let (targets, retirement) = config
             .targets
             .iter()
             .map(|spec| spawn_target(spec.clone(), &cluster))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
             .unzip();
         let runtime = Arc::new(Runtime {
             config: Arc::new(config),
@@ -178,9 +195,10 @@ impl Supervisor {
         let addr = Supervisor {
             current: current.clone(),
             cluster,
+            status: Some(status.clone()),
         }
         .start();
-        (addr, current)
+        Ok((addr, current, status))
     }
 
     /// Starts a shard on the current arbiter (an HTTP worker's thread) for requests accepted
@@ -189,6 +207,7 @@ impl Supervisor {
         Supervisor {
             current,
             cluster: None,
+            status: None,
         }
         .start()
     }
@@ -198,11 +217,15 @@ impl Supervisor {
 fn spawn_target(
     spec: Arc<TargetSpec>,
     cluster: &Option<Arc<Cluster>>,
-) -> (TargetHandle, Arc<Retirement>) {
+) -> Result<(TargetHandle, Arc<Retirement>), String> {
+    let spec = Arc::new(
+        Upstream::new(spec.clone())
+            .map_err(|e| format!("virtual_keys.{}.base_url: {e}", spec.name))?,
+    );
     let (actor, shared) = TargetActor::new(spec.clone(), cluster.clone());
     let addr = actor.start();
     let retirement = Arc::new(Retirement(addr.clone()));
-    (TargetHandle { spec, addr, shared }, retirement)
+    Ok((TargetHandle { spec, addr, shared }, retirement))
 }
 
 impl Actor for Supervisor {
@@ -256,7 +279,7 @@ impl Handler<Next> for Supervisor {
 }
 
 impl Handler<Reload> for Supervisor {
-    type Result = MessageResult<Reload>;
+    type Result = Result<ReloadReport, String>;
 
     fn handle(&mut self, Reload(config): Reload, _: &mut Context<Self>) -> Self::Result {
         let old = current(&self.current);
@@ -277,7 +300,7 @@ impl Handler<Reload> for Supervisor {
         for spec in &config.targets {
             match by_name.remove(spec.name.as_str()) {
                 // Unchanged definition: same actor, so budget and health carry over.
-                Some(i) if *old.targets[i].spec == **spec => {
+                Some(i) if *old.targets[i].spec.spec == **spec => {
                     report.kept.push(spec.name.clone());
                     targets.push(old.targets[i].clone());
                     retirement.push(old.retirement[i].clone());
@@ -289,7 +312,10 @@ impl Handler<Reload> for Supervisor {
                         report.retired.push(spec.name.clone());
                     }
                     report.started.push(spec.name.clone());
-                    let (handle, guard) = spawn_target(spec.clone(), &self.cluster);
+                    // Nothing is published before every new actor started: on an error the
+                    // running config stays, and the actors started so far retire when their
+                    // guards drop here.
+                    let (handle, guard) = spawn_target(spec.clone(), &self.cluster)?;
                     targets.push(handle);
                     retirement.push(guard);
                 }
@@ -305,6 +331,28 @@ impl Handler<Reload> for Supervisor {
             retirement,
         });
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = runtime;
-        MessageResult(report)
+        Ok(report)
+    }
+}
+
+impl Handler<ReloadFile> for Supervisor {
+    type Result = Result<ReloadReport, String>;
+
+    fn handle(&mut self, _: ReloadFile, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(status) = self.status.clone() else {
+            return Err("reloads go to the root supervisor".into());
+        };
+        // Reading a small local file is the only I/O here; this mailbox serves reloads alone.
+        let path = current(&self.current).config.file.clone();
+        let result = Config::load(&path)
+            .and_then(|c| crate::providers::check(&c).map(|()| c))
+            .map_err(|e| e.to_string())
+            .and_then(|new| {
+                let skipped = not_applied(&status.fixed, &new);
+                self.handle(Reload(new), ctx)
+                    .map(|report| (report, skipped))
+            });
+        status.record(&result);
+        result.map(|(report, _)| report)
     }
 }

@@ -2,6 +2,7 @@
 //! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
 //! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
 
+pub mod limit;
 pub mod raw;
 pub mod tree;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 pub use raw::ProviderKind;
 use raw::{RawFile, RawNode, RawVirtualKey};
@@ -143,9 +145,6 @@ pub struct TargetSpec {
     pub max_retry_after: Duration,
     #[serde(serialize_with = "ser_opt_ms")]
     pub health_check_interval: Option<Duration>,
-    /// Derived from the fields above at load.
-    #[serde(skip)]
-    pub urls: crate::providers::Urls,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -270,21 +269,19 @@ impl Config {
                                 format!("environment variable `{var}` is not set"),
                             )
                         })?;
-                        crate::auth::sha256(v.as_bytes())
+                        sha256(v.as_bytes())
                     }
                     (None, Some(f), None) => {
                         let v = read_secret_file(base_dir, f)
                             .map_err(|m| invalid(&format!("{p}.key_file"), m))?;
-                        crate::auth::sha256(v.as_bytes())
+                        sha256(v.as_bytes())
                     }
-                    (None, None, Some(hex)) => {
-                        crate::auth::parse_sha256_hex(hex).ok_or_else(|| {
-                            invalid(
-                                &format!("{p}.sha256"),
-                                "expected 64 hex characters (sha256 of the key)".into(),
-                            )
-                        })?
-                    }
+                    (None, None, Some(hex)) => parse_sha256_hex(hex).ok_or_else(|| {
+                        invalid(
+                            &format!("{p}.sha256"),
+                            "expected 64 hex characters (sha256 of the key)".into(),
+                        )
+                    })?,
                     _ => {
                         return Err(invalid(
                             &p,
@@ -623,13 +620,6 @@ fn compile_target(
         ),
         _ => None,
     };
-    let urls = crate::providers::Urls::new(
-        provider,
-        &base_url,
-        vk.deployment.as_deref(),
-        api_version.as_deref(),
-    )
-    .map_err(|e| invalid(&field("base_url"), format!("not a valid URL: {e}")))?;
     if matches!(vk.rpm, Some(0)) || matches!(vk.tpm, Some(0)) {
         return Err(invalid(
             &p,
@@ -676,7 +666,6 @@ fn compile_target(
             .health_check_interval_ms
             .filter(|&v| v > 0)
             .map(Duration::from_millis),
-        urls,
     })
 }
 
@@ -721,6 +710,23 @@ fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
         Some(d) => s.serialize_some(&(d.as_millis() as u64)),
         None => s.serialize_none(),
     }
+}
+
+/// The SHA-256 digest gateway keys are kept as (never the key itself).
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use serde_json::json;
 use super::AppState;
 use crate::actors::supervisor::current;
 use crate::actors::target::{GetStatus, HealthState, TargetStatus};
-use crate::auth::{self, Refused};
 use crate::config::AuthKey;
 use crate::error::Error;
+use crate::http::auth::{self, Refused};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(ui))
@@ -36,7 +36,7 @@ fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
     };
     let key = [AuthKey {
         name: "admin".into(),
-        sha256: auth::sha256(token.expose().as_bytes()),
+        sha256: crate::config::sha256(token.expose().as_bytes()),
     }];
     match auth::authenticate(&key, h) {
         Ok(_) => Ok(()),
@@ -143,7 +143,7 @@ async fn reload_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 
 async fn reload(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
-    let result = crate::daemon::reload(&state).await;
+    let result = state.reload().await;
     let body = state.reload.snapshot();
     if result.is_ok() {
         HttpResponse::Ok().json(body)
@@ -156,12 +156,12 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     guard!(state, req);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::telemetry::render_metrics())
+        .body(crate::observability::telemetry::render_metrics())
 }
 
 async fn traffic(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
-    HttpResponse::Ok().json(json!({"window_seconds": crate::requestlog::Traffic::WINDOW, "series": state.log.traffic.series()}))
+    HttpResponse::Ok().json(json!({"window_seconds": crate::observability::requestlog::Traffic::WINDOW, "series": state.log.traffic.series()}))
 }
 
 /// The status page: one self-contained file (no external requests), polling the admin API.

@@ -22,17 +22,17 @@ use serde_json::{json, Map, Value};
 use super::AppState;
 use crate::actors::supervisor::{current, Runtime, Supervisor};
 use crate::actors::target::{OutcomeKind, Permit};
-use crate::actors::unix_ms;
-use crate::auth::Refused;
+use crate::clock::unix_ms;
 use crate::config::{Leaf, Tree};
-use crate::daemon::GraceEnd;
 use crate::error::Error;
+use crate::http::auth::Refused;
+use crate::observability::requestlog::{Entry, RequestLog};
+use crate::observability::telemetry::InFlight;
 use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
+use crate::proxy::GraceEnd;
 use crate::proxy::{self, Prepared, Reply};
-use crate::requestlog::{Entry, RequestLog};
 use crate::routing::estimate::Estimate;
-use crate::telemetry::InFlight;
 use actix::Addr;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -109,7 +109,7 @@ fn trace_id(h: &HeaderMap) -> String {
 }
 
 fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
-    match crate::auth::authenticate(&runtime.config.auth, h) {
+    match crate::http::auth::authenticate(&runtime.config.auth, h) {
         Ok(_) => Ok(()),
         Err(Refused::Missing) => Err(Error::Unauthorized(
             "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`",
@@ -360,15 +360,17 @@ fn insert_route_headers(
 /// Prices, logs and stores one finished request.
 fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
     entry.price(&runtime.config.pricing);
-    crate::telemetry::record_request(crate::telemetry::RequestMetrics {
-        config: entry.config.as_deref().unwrap_or("-"),
-        status: entry.status,
-        endpoint: entry.endpoint,
-        seconds: entry.latency_ms / 1000.0,
-        fallbacks: entry.attempts.len().saturating_sub(1) as u64,
-        prompt_tokens: entry.prompt_tokens,
-        completion_tokens: entry.completion_tokens,
-    });
+    crate::observability::telemetry::record_request(
+        crate::observability::telemetry::RequestMetrics {
+            config: entry.config.as_deref().unwrap_or("-"),
+            status: entry.status,
+            endpoint: entry.endpoint,
+            seconds: entry.latency_ms / 1000.0,
+            fallbacks: entry.attempts.len().saturating_sub(1) as u64,
+            prompt_tokens: entry.prompt_tokens,
+            completion_tokens: entry.completion_tokens,
+        },
+    );
     tracing::info!(
         trace_id = %entry.trace_id,
         config = entry.config.as_deref().unwrap_or("-"),

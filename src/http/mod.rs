@@ -3,14 +3,16 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
+pub mod error;
 
 use std::sync::Arc;
 
 use actix::Addr;
 
-use crate::actors::supervisor::{Current, Supervisor};
+use crate::actors::supervisor::{Current, ReloadFile, ReloadReport, Supervisor};
 use crate::config::Tree;
-use crate::requestlog::RequestLog;
+use crate::observability::requestlog::RequestLog;
 
 pub struct AppState {
     /// The root supervisor (reloads). Requests go to their worker's shard, an
@@ -21,10 +23,26 @@ pub struct AppState {
     /// Compiled inline configs by their JSON text, tagged with the runtime generation;
     /// bounded by bytes and cleared on every reload.
     pub inline: InlineCache,
-    pub reload: Arc<crate::daemon::ReloadStatus>,
+    pub reload: Arc<crate::actors::reload::ReloadStatus>,
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Fires when the shutdown grace period ends: open streams and requests still routing end.
-    pub grace_end: crate::daemon::GraceEnd,
+    pub grace_end: crate::proxy::GraceEnd,
+}
+
+impl AppState {
+    /// Re-reads the config file and swaps it in through the root supervisor
+    /// ([`ReloadFile`]); on success also empties the inline-config cache (its trees were
+    /// compiled against the old config). SIGHUP and `POST /admin/reload` both come here.
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let result = match self.supervisor.send(ReloadFile).await {
+            Ok(r) => r,
+            Err(e) => Err(format!("the supervisor is gone: {e}")),
+        };
+        if result.is_ok() {
+            self.inline.clear();
+        }
+        result
+    }
 }
 
 /// Total weight (header bytes + estimated compiled bytes) the inline-config cache holds.

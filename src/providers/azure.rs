@@ -4,8 +4,7 @@
 use bytes::Bytes;
 
 use super::stream::Framing;
-use super::{openai, Answer, AttemptError, Endpoint, Merged, Provider, Urls};
-use crate::config::TargetSpec;
+use super::{openai, Answer, AttemptError, Endpoint, Merged, Provider, Upstream, Urls};
 
 pub struct Azure;
 
@@ -45,7 +44,7 @@ impl Provider for Azure {
     fn build(
         &self,
         client: &reqwest::Client,
-        spec: &TargetSpec,
+        spec: &Upstream,
         endpoint: Endpoint,
         body: &Merged<'_>,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
@@ -59,7 +58,7 @@ impl Provider for Azure {
         Ok(req)
     }
 
-    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &spec.api_key {
             Some(k) => req.header("api-key", k.expose()),
             None => req,

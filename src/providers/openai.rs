@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::stream::Framing;
-use super::{Answer, AttemptError, Endpoint, Merged, Provider, Urls, Usage};
+use super::{Answer, AttemptError, Endpoint, Merged, Provider, Upstream, Urls, Usage};
 use crate::config::TargetSpec;
 
 /// OpenAI's wire format. `compatible`: an OpenAI-compatible server, which may not know
@@ -37,14 +37,14 @@ impl Provider for OpenAi {
     fn build(
         &self,
         client: &reqwest::Client,
-        spec: &TargetSpec,
+        spec: &Upstream,
         endpoint: Endpoint,
         body: &Merged<'_>,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
         build(client, spec, endpoint, body)
     }
 
-    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         health(spec, req)
     }
 
@@ -73,7 +73,7 @@ fn urls(base_url: &str) -> Result<Urls, String> {
 
 fn build(
     client: &reqwest::Client,
-    spec: &TargetSpec,
+    spec: &Upstream,
     endpoint: Endpoint,
     body: &Merged<'_>,
 ) -> Result<reqwest::RequestBuilder, AttemptError> {

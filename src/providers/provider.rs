@@ -6,8 +6,8 @@
 use bytes::Bytes;
 
 use super::stream::Framing;
-use super::{Answer, AttemptError, Endpoint, Merged, Urls};
-use crate::config::{ProviderKind, TargetSpec};
+use super::{Answer, AttemptError, Endpoint, Merged, Upstream, Urls};
+use crate::config::ProviderKind;
 
 /// Everything provider-specific about an attempt. Implementations do no I/O: the shared code in
 /// [`super`] sends, reads (with its size and time limits), scrubs and applies `Retry-After`.
@@ -41,13 +41,13 @@ pub trait Provider: Sync {
     fn build(
         &self,
         client: &reqwest::Client,
-        spec: &TargetSpec,
+        spec: &Upstream,
         endpoint: Endpoint,
         body: &Merged<'_>,
     ) -> Result<reqwest::RequestBuilder, AttemptError>;
 
     /// Adds the credentials (and any version header) to the health check's model-list request.
-    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
+    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
 
     /// A 4xx/5xx answer in OpenAI terms; the class comes from [`AttemptError::class_of`] on the
     /// status the client will see. Unscrubbed: the caller scrubs and adds `retry_after`.

@@ -17,16 +17,16 @@ use super::{
     Acquire, GetStatus, LatencyStatus, Outcome, Permit, RateLimitStatus, Refusal, Retire,
     StateSource, TargetShared, TargetStatus, Unavailable,
 };
-use crate::actors::{now_ms, unix_ms};
+use crate::clock::{now_ms, unix_ms};
 use crate::cluster::{Admission, Cluster, RemoteState};
-use crate::config::TargetSpec;
 use crate::providers::FailureClass;
+use crate::providers::Upstream;
 
 /// How often a target reads the state other replicas published for it.
 const CLUSTER_POLL: Duration = Duration::from_millis(250);
 
 pub struct TargetActor {
-    spec: Arc<TargetSpec>,
+    spec: Arc<Upstream>,
     shared: Arc<TargetShared>,
     breaker: Breaker,
     last_error: Option<(String, SystemTime)>,
@@ -45,7 +45,7 @@ pub struct TargetActor {
 impl TargetActor {
     /// With a cluster, the local budgets are this replica's share, used while Redis is away.
     pub fn new(
-        spec: Arc<TargetSpec>,
+        spec: Arc<Upstream>,
         cluster: Option<Arc<Cluster>>,
     ) -> (TargetActor, Arc<TargetShared>) {
         let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
@@ -62,7 +62,7 @@ impl TargetActor {
         );
         let shared = Arc::new(TargetShared::new(&spec.name, budgets));
         let actor = TargetActor {
-            breaker: Breaker::new(BreakerSettings::from(&*spec)),
+            breaker: Breaker::new(BreakerSettings::from(&*spec.spec)),
             spec,
             shared: shared.clone(),
             last_error: None,

@@ -1,6 +1,6 @@
 //! The health state machine of one target: circuit breaker, rate-limit cooldown and half-open
 //! probes, as a pure value. Time is passed in (`now`, process milliseconds from
-//! [`crate::actors::now_ms`] in production, any number in tests), nothing here does I/O or reads
+//! [`crate::clock::now_ms`] in production, any number in tests), nothing here does I/O or reads
 //! a clock, so every transition is unit-tested without sleeping.
 //!
 //! Rules (README › "How selection and fallback work"):

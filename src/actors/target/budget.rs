@@ -25,42 +25,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use crate::config::limit::{Limit, Which};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use serde::Serialize;
-
-/// Which budget refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Which {
-    Requests,
-    Tokens,
-}
 
 /// A refusal: which budget, and how long until the request would fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
     pub which: Which,
     pub wait: Duration,
-}
-
-/// A budget: `per_minute` cells a minute, of which at most `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub per_minute: u32,
-    pub burst: u32,
-}
-
-impl Limit {
-    /// This replica's `share` of the limit, used alone while the cluster is away: the rate
-    /// scaled exactly (not rounded up), the burst rounded down (at least one cell).
-    fn scaled(self, share: f64) -> (f64, u32) {
-        let rate = (self.per_minute as f64 * share).max(1e-3);
-        let burst = ((self.burst as f64 * share + 1e-9).floor() as u32).max(1);
-        (rate, burst)
-    }
 }
 
 /// Tokens per minute as GCRA with debt. `tat` is the theoretical arrival time (ms): the bucket

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::budget::{Budgets, Refused, Which};
 use super::Refusal;
-use crate::actors::now_ms;
+use crate::clock::now_ms;
 
 /// Latency samples kept for recent percentiles.
 const LATENCY_WINDOW: usize = 512;

@@ -29,12 +29,12 @@ pub use actor::TargetActor;
 pub use breaker::{HealthState, OutcomeKind};
 pub use gate::TargetShared;
 
-use crate::config::TargetSpec;
+use crate::providers::Upstream;
 
 /// One provider account's actor, as the request path sees it.
 #[derive(Clone)]
 pub struct TargetHandle {
-    pub spec: Arc<TargetSpec>,
+    pub spec: Arc<Upstream>,
     pub addr: Addr<TargetActor>,
     pub shared: Arc<TargetShared>,
 }
@@ -164,7 +164,7 @@ pub struct Outcome {
 /// Right to send one request to a target. Dropping it without [`Permit::report`] reports
 /// `Cancelled`, so a client disconnect releases the in-flight slot and any half-open probe.
 pub struct Permit {
-    pub spec: Arc<TargetSpec>,
+    pub spec: Arc<Upstream>,
     shared: Arc<TargetShared>,
     addr: Addr<TargetActor>,
     probe: Option<u64>,
@@ -175,7 +175,7 @@ pub struct Permit {
 
 impl Permit {
     fn new(
-        spec: Arc<TargetSpec>,
+        spec: Arc<Upstream>,
         shared: Arc<TargetShared>,
         addr: Addr<TargetActor>,
         probe: Option<u64>,

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::stream::Framing;
-use super::{Answer, AttemptError, Endpoint, FailureClass, Merged, Provider, Urls, Usage};
-use crate::config::TargetSpec;
+use super::{
+    Answer, AttemptError, Endpoint, FailureClass, Merged, Provider, Upstream, Urls, Usage,
+};
 use bytes::Bytes;
 pub use error::translate_error;
 pub use request::translate_request;
@@ -102,7 +103,7 @@ impl Provider for Anthropic {
     fn build(
         &self,
         client: &reqwest::Client,
-        spec: &TargetSpec,
+        spec: &Upstream,
         endpoint: Endpoint,
         body: &Merged<'_>,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
@@ -143,7 +144,7 @@ impl Provider for Anthropic {
         Ok(req)
     }
 
-    fn health(&self, spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let req = req.header("anthropic-version", &spec.anthropic_version);
         match &spec.api_key {
             Some(k) => req.header("x-api-key", k.expose()),
@@ -157,7 +158,7 @@ impl Provider for Anthropic {
     }
 
     fn answer(&self, _: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError> {
-        let created = crate::actors::unix_ms() / 1000;
+        let created = crate::clock::unix_ms() / 1000;
         let (v, usage) = translate_response(&body, created).map_err(|e| {
             AttemptError::new(
                 502,
@@ -179,7 +180,7 @@ impl Provider for Anthropic {
     }
 
     fn framing(&self, include_usage: bool, model: &str) -> Framing {
-        let created = crate::actors::unix_ms() / 1000;
+        let created = crate::clock::unix_ms() / 1000;
         Framing::Anthropic(Box::new(StreamTranslator::new(
             include_usage,
             created,

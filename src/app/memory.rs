@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, the same in v2 and v3); the Rust bindings
-/// do not name it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc's `mi_option_purge_delay`. The bindings name its neighbours but not it, so it is
+/// taken as the slot before `mi_option_use_numa_nodes` (mimalloc.h, the same in v2 and v3), and
+/// a test checks that this slot is the one mimalloc reads from `MIMALLOC_PURGE_DELAY`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
 /// Milliseconds between freeing memory and returning it to the OS.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
@@ -46,5 +48,41 @@ pub async fn purge_while_idle() {
         tick.tick().await;
         // SAFETY: collects the calling thread's own heap; no pointers are passed.
         unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run in a child process started with `MIMALLOC_PURGE_DELAY` set: mimalloc reads its
+    /// options from the environment by name, so the value shows up under the right index only.
+    #[test]
+    #[expect(
+        unsafe_code,
+        reason = "reads mimalloc's option table through its C API"
+    )]
+    fn the_purge_delay_index_is_the_option_mimalloc_names_purge_delay() {
+        if std::env::var_os("LLMUX_MEMORY_TEST_CHILD").is_some() {
+            // SAFETY: mi_option_get only reads mimalloc's option table.
+            let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(v, 4321);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "app::memory::tests::the_purge_delay_index_is_the_option_mimalloc_names_purge_delay",
+            ])
+            .env("LLMUX_MEMORY_TEST_CHILD", "1")
+            .env("MIMALLOC_PURGE_DELAY", "4321")
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

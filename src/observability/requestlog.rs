@@ -7,7 +7,17 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::config::Price;
-use crate::proxy::AttemptRecord;
+
+/// One attempt on one leaf, for the response error, logs and the request log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub path: Arc<str>,
+    pub virtual_key: Arc<str>,
+    pub status: u16,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {

@@ -3,26 +3,9 @@
 //! constant time.
 
 use actix_web::http::header::HeaderMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthKey;
-
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+use crate::config::{sha256, AuthKey};
 
 /// The keys a request presents: `Authorization: Bearer` and `x-portkey-api-key`. Both are
 /// considered because the Portkey SDK sends its key in the latter and a placeholder bearer.
@@ -85,6 +68,7 @@ pub fn check<'a>(keys: &'a [AuthKey], presented: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_sha256_hex;
 
     #[test]
     fn hex_roundtrip_and_check() {

@@ -2,21 +2,25 @@
 //! with the permit, report the outcome, retry the leaf or ask for the next one. All upstream
 //! I/O happens here, on the HTTP worker that accepted the request.
 
+mod grace;
+
+pub use grace::GraceEnd;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
 use rand::Rng;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::actors::now_ms;
 use crate::actors::supervisor::{Failure, Next, Route, Runtime, SkipReason, Supervisor};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
+use crate::clock::now_ms;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
+use crate::observability::requestlog::AttemptRecord;
 use crate::providers::stream::UpstreamStream;
-use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged};
+use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged, Upstream};
 use crate::routing::estimate::Estimate;
 use bytes::Bytes;
 
@@ -39,17 +43,6 @@ pub struct Prepared {
     pub estimate: Estimate,
 }
 
-/// One attempt on one leaf, for the response error, logs and the request log.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptRecord {
-    pub path: Arc<str>,
-    pub virtual_key: Arc<str>,
-    pub status: u16,
-    pub latency_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
 /// What a leaf answered with.
 pub enum Reply {
     Full(Answer),
@@ -66,7 +59,7 @@ pub struct Served {
     /// For a stream, the permit stays held until the stream ends; its outcome is reported then.
     pub permit: Option<Permit>,
     pub leaf: Arc<Leaf>,
-    pub target: Arc<TargetSpec>,
+    pub target: Arc<Upstream>,
     /// Retries on the leaf that answered.
     pub retries: u32,
     pub attempts: Vec<AttemptRecord>,
@@ -447,7 +440,7 @@ enum Attempt {
 }
 
 async fn attempt(
-    spec: &TargetSpec,
+    spec: &Upstream,
     leaf: &Leaf,
     req: &Prepared,
     deadline: Instant,

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::actors::target::budget::{Limit, Which};
-use crate::actors::unix_ms;
+use crate::clock::unix_ms;
+use crate::config::limit::{Limit, Which};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;

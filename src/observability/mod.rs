@@ -1,0 +1,5 @@
+//! What operators see of llmux at work: logs and Prometheus metrics ([`telemetry`]), and the
+//! in-memory request log with per-request prices ([`requestlog`]).
+
+pub mod requestlog;
+pub mod telemetry;
