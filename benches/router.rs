@@ -1,15 +1,15 @@
 //! Micro-benchmarks of the request path without the network: the selection walk over a
-//! 64-leaf tree, request parsing, and one attempt's actor messages — the common path
-//! (supervisor `Next`, permit and success settled lock-free) and the target actor's mailbox
-//! path (`Acquire` → `Outcome`, taken when health may change) — so the cost of the actor design
-//! is a measured number.
+//! 64-leaf tree, request parsing, and one attempt's selection and permit — the fast path (walk,
+//! permit and success settled lock-free) and the target actor's mailbox path (`Acquire` →
+//! `Outcome`, taken when health may change) — so the cost of the actor design is a measured
+//! number.
 //!
 //! `cargo bench --bench router`
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use llmux::actors::supervisor::{current, Next, Route, Supervisor};
+use llmux::actors::supervisor::{current, next, Route, Supervisor};
 use llmux::actors::target::{Acquire, OutcomeKind};
 use llmux::config::Config;
 use llmux::providers::Endpoint;
@@ -40,7 +40,7 @@ fn config() -> Config {
 
 fn benches(c: &mut Criterion) {
     let system = actix::System::new();
-    let (supervisor, cur, _) = system
+    let (_supervisor, cur, _) = system
         .block_on(async { Supervisor::start(config(), None) })
         .expect("bench config starts");
     let runtime = current(&cur);
@@ -72,23 +72,16 @@ fn benches(c: &mut Criterion) {
     });
 
     c.bench_function(
-        "one attempt through the supervisor (Next; lock-free permit and success)",
+        "one attempt's selection on the fast path (walk, lock-free permit and success)",
         |b| {
             b.iter(|| {
                 system.block_on(async {
-                    let route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
-                    let step = supervisor
-                        .send(Next {
-                            route,
-                            failure: None,
-                            estimate: Estimate {
-                                prompt: 100,
-                                completion: None,
-                            },
-                        })
-                        .await
-                        .unwrap();
-                    let (_, permit) = step.attempt.expect("a leaf");
+                    let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+                    let estimate = Estimate {
+                        prompt: 100,
+                        completion: None,
+                    };
+                    let (_, permit) = next(&mut route, None, estimate).await.expect("a leaf");
                     permit.report(OutcomeKind::Success, Some(100), None);
                 })
             })

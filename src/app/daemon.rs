@@ -12,7 +12,7 @@ use crate::actors::supervisor::{current, Supervisor};
 use crate::config::{Config, ConfigError};
 use crate::http::{admin, api, AppState};
 use crate::observability::requestlog::RequestLog;
-use crate::proxy::GraceEnd;
+use crate::proxy::Grace;
 
 /// After the grace period ends, how long the error events and 503s get to reach their clients
 /// before the listeners close every connection left.
@@ -82,7 +82,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     };
     let (supervisor, cur, reload_status) =
         Supervisor::start(config, cluster.clone()).map_err(DaemonError::Targets)?;
-    let (end_grace, grace_end) = GraceEnd::new();
+    let (end_grace, grace_end) = Grace::new();
     let state = web::Data::new(AppState {
         supervisor: supervisor.clone(),
         current: cur.clone(),
@@ -95,10 +95,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let api_state = state.clone();
     let api_server = HttpServer::new(move || {
-        // Runs on each worker's thread: its supervisor shard and memory purger live there too.
+        // Runs on each worker's thread: its memory purger and grace relay live there too.
         actix_web::rt::spawn(crate::app::memory::purge_while_idle());
         App::new()
-            .app_data(Supervisor::shard(api_state.current.clone()))
             .app_data(api_state.grace_end.for_this_worker())
             .app_data(api_state.clone())
             .configure(api::routes)

@@ -20,19 +20,29 @@ pub use raw::ProviderKind;
 use raw::{RawFile, RawNode, RawVirtualKey};
 pub use tree::{Leaf, Limits, Mode, Node, NodeKind, Retry, Tree, TreeError};
 
-/// A credential. Its `Debug`/`Display`/`Serialize` never show the value, so it cannot leak into
-/// logs, errors or admin output by accident; only [`Secret::expose`] reveals it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
+/// A credential, held as a [`secrecy::SecretString`]: zeroed when dropped, and its
+/// `Debug`/`Serialize` never show the value, so it cannot leak into logs, errors or admin output
+/// by accident; only [`Secret::expose`] reveals it.
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
 
 impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Secret {
-        Secret(value.into())
+    pub fn new(value: impl Into<Box<str>>) -> Secret {
+        Secret(secrecy::SecretString::new(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        secrecy::ExposeSecret::expose_secret(&self.0)
     }
 }
+
+/// Whether a reload changed a credential (a changed key gets a new target actor).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

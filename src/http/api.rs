@@ -6,34 +6,29 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
 use actix_web::http::header::{
     HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::actors::supervisor::{current, Runtime, Supervisor};
-use crate::actors::target::{OutcomeKind, Permit};
+use crate::actors::supervisor::{current, Runtime};
 use crate::clock::unix_ms;
 use crate::config::{Leaf, Tree};
 use crate::error::Error;
 use crate::http::auth::Refused;
-use crate::observability::requestlog::{Entry, RequestLog};
+use crate::observability::requestlog::Entry;
 use crate::observability::telemetry::InFlight;
-use crate::providers::stream::{Frame, UpstreamStream};
 use crate::providers::Endpoint;
 use crate::proxy::GraceEnd;
-use crate::proxy::{self, Prepared, Reply};
+use crate::proxy::{self, ClientStream, Prepared, Reply};
 use crate::routing::estimate::Estimate;
-use actix::Addr;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // A known path with the wrong method gets an OpenAI-shaped 405 naming the right one.
@@ -300,14 +295,19 @@ async fn handle(
         error: None,
     });
     let mut in_flight = Some(in_flight);
-    let supervisor = req
-        .app_data::<Addr<Supervisor>>()
-        .unwrap_or(&state.supervisor);
-    let grace_end = req.app_data::<GraceEnd>().unwrap_or(&state.grace_end);
+    // Each API worker has its own (see `Grace::for_this_worker`); a server without one
+    // (embedded use) never ends a grace period.
+    let never;
+    let grace_end = match req.app_data::<GraceEnd>() {
+        Some(g) => g,
+        None => {
+            never = GraceEnd::never();
+            &never
+        }
+    };
     let result = serve(
         endpoint,
         h,
-        supervisor,
         payload,
         &state,
         &runtime,
@@ -332,7 +332,7 @@ async fn handle(
     if let Some(mut entry) = entry {
         entry.status = resp.status().as_u16();
         entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        finish_entry(&state.log, &runtime, entry);
+        state.log.finish(entry, &runtime.config.pricing);
     }
     resp
 }
@@ -345,48 +345,28 @@ fn insert_route_headers(
     retries: u32,
     attempts: usize,
 ) {
-    let mut put = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
-        }
+    let mut put = |name: &'static str, value: HeaderValue| {
+        h.insert(HeaderName::from_static(name), value);
     };
-    put("x-portkey-last-used-option-index", &leaf.path);
-    put("x-llmux-virtual-key", &leaf.virtual_key);
-    put("x-portkey-provider", provider);
-    put("x-portkey-retry-attempt-count", &retries.to_string());
-    put("x-llmux-attempts", &attempts.to_string());
+    // Paths and virtual-key names are validated header-safe at config load.
+    if let Ok(v) = HeaderValue::from_str(&leaf.path) {
+        put("x-portkey-last-used-option-index", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&leaf.virtual_key) {
+        put("x-llmux-virtual-key", v);
+    }
+    put("x-portkey-provider", HeaderValue::from_static(provider));
+    put("x-portkey-retry-attempt-count", count(retries as usize));
+    put("x-llmux-attempts", count(attempts));
 }
 
-/// Prices, logs and stores one finished request.
-fn finish_entry(log: &RequestLog, runtime: &Runtime, mut entry: Entry) {
-    entry.price(&runtime.config.pricing);
-    crate::observability::telemetry::record_request(
-        crate::observability::telemetry::RequestMetrics {
-            config: entry.config.as_deref().unwrap_or("-"),
-            status: entry.status,
-            endpoint: entry.endpoint,
-            seconds: entry.latency_ms / 1000.0,
-            fallbacks: entry.attempts.len().saturating_sub(1) as u64,
-            prompt_tokens: entry.prompt_tokens,
-            completion_tokens: entry.completion_tokens,
-        },
-    );
-    tracing::info!(
-        trace_id = %entry.trace_id,
-        config = entry.config.as_deref().unwrap_or("-"),
-        endpoint = entry.endpoint,
-        stream = entry.stream,
-        path = entry.served_by.as_deref().unwrap_or("-"),
-        virtual_key = entry.virtual_key.as_deref().unwrap_or("-"),
-        attempts = entry.attempts.len(),
-        status = entry.status,
-        latency_ms = entry.latency_ms,
-        prompt_tokens = entry.prompt_tokens,
-        completion_tokens = entry.completion_tokens,
-        error = entry.error.as_deref().unwrap_or(""),
-        "request finished"
-    );
-    log.push(entry);
+/// A small count as a header value without formatting or allocating.
+fn count(n: usize) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
 }
 
 fn endpoint_name(e: Endpoint) -> &'static str {
@@ -404,7 +384,6 @@ fn endpoint_name(e: Endpoint) -> &'static str {
 async fn serve(
     endpoint: Endpoint,
     h: &HeaderMap,
-    supervisor: &Addr<Supervisor>,
     payload: web::Payload,
     state: &AppState,
     runtime: &Arc<Runtime>,
@@ -442,7 +421,7 @@ async fn serve(
         .and_then(Value::as_bool)
         == Some(true);
     let tree = pick_tree(state, runtime, h)?;
-    entry.config = Some(tree.id.to_string());
+    entry.config = Some(tree.id.clone());
     let prepared = Prepared {
         trace_id: trace_id.to_owned(),
         endpoint,
@@ -453,10 +432,10 @@ async fn serve(
         include_usage,
         idle_timeout: settings.stream_idle_timeout,
     };
-    let routed = proxy::route(supervisor, runtime.clone(), tree, &prepared);
+    let routed = proxy::route(runtime.clone(), tree, &prepared);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
     // before the listener closes its connection (dropping the routing cancels its permits).
-    let mut grace_end = grace_end.clone();
+    let grace_end = grace_end.clone();
     let routed = tokio::select! {
         r = routed => r,
         _ = grace_end.ended() => return Err(Error::ShuttingDown),
@@ -470,8 +449,8 @@ async fn serve(
             };
             // A leaf answered (with a failure): the client sees which, as on a success.
             entry.error = Some(unserved.error.to_string());
-            entry.served_by = Some(last.leaf.path.to_string());
-            entry.virtual_key = Some(last.leaf.virtual_key.to_string());
+            entry.served_by = Some(last.leaf.path.clone());
+            entry.virtual_key = Some(last.leaf.virtual_key.clone());
             entry.provider = Some(last.provider);
             let mut resp = unserved.error.error_response();
             insert_route_headers(
@@ -485,8 +464,8 @@ async fn serve(
         }
     };
     entry.attempts = served.attempts;
-    entry.served_by = Some(served.leaf.path.to_string());
-    entry.virtual_key = Some(served.leaf.virtual_key.to_string());
+    entry.served_by = Some(served.leaf.path.clone());
+    entry.virtual_key = Some(served.leaf.virtual_key.clone());
     entry.provider = Some(served.target.provider.as_str());
     let mut resp = HttpResponseBuilder::new(StatusCode::OK);
     let attempts = entry.attempts.len();
@@ -504,18 +483,17 @@ async fn serve(
         }
         Reply::Stream { head, upstream } => {
             let entry = slot.take().expect("entry present");
-            let body = ClientStream {
-                head: head.into(),
+            let body = ClientStream::new(
+                head,
                 upstream,
-                permit: served.permit,
-                entry: Some(entry),
-                log: state.log.clone(),
-                runtime: runtime.clone(),
+                served.permit,
+                entry,
+                state.log.clone(),
+                runtime.clone(),
                 started,
-                ended: false,
-                _in_flight: in_flight.take(),
+                in_flight.take(),
                 grace_end,
-            };
+            );
             resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))
@@ -530,106 +508,4 @@ async fn serve(
         attempts,
     );
     Ok(out)
-}
-
-/// The error event a stream still open at the end of the shutdown grace period ends with.
-const SHUTTING_DOWN_EVENT: &str = concat!(
-    r#"data: {"error":{"message":"llmux is shutting down: the stream was still open at the end "#,
-    r#"of the shutdown grace period","type":"server_error","param":null,"code":"shutting_down"}}"#,
-    "\n\n"
-);
-
-/// The body of a committed stream. Whatever way it ends — terminator, upstream failure (sent
-/// to the client as an error event), the shutdown grace period ending (an error event too) or
-/// the client going away (dropped) — its permit reports the outcome and its request-log entry
-/// is written, exactly once. It holds the runtime it started on, so a reload cannot retire its
-/// target under it.
-struct ClientStream {
-    head: VecDeque<Bytes>,
-    upstream: UpstreamStream,
-    permit: Option<Permit>,
-    entry: Option<Entry>,
-    log: Arc<RequestLog>,
-    runtime: Arc<Runtime>,
-    started: Instant,
-    ended: bool,
-    _in_flight: Option<InFlight>,
-    grace_end: GraceEnd,
-}
-
-impl ClientStream {
-    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-        futures_util::stream::unfold(self, |mut s| async move {
-            if let Some(b) = s.head.pop_front() {
-                return Some((Ok(b), s));
-            }
-            if s.ended {
-                return None;
-            }
-            let frame = tokio::select! {
-                f = s.upstream.next_frame() => f,
-                _ = s.grace_end.ended() => {
-                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
-                        "stream still open at the end of the shutdown grace period: ended");
-                    s.finish(OutcomeKind::Cancelled, 503, Some("llmux is shutting down".into()));
-                    return Some((Ok(Bytes::from_static(SHUTTING_DOWN_EVENT.as_bytes())), s));
-                }
-            };
-            match frame {
-                Some(Frame::Data(b)) => Some((Ok(b), s)),
-                Some(Frame::Done(b)) => {
-                    s.finish(OutcomeKind::Success, 200, None);
-                    Some((Ok(b), s))
-                }
-                Some(Frame::Failed(b, e)) => {
-                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
-                        error = %e.message, "upstream stream failed after commit");
-                    s.finish(OutcomeKind::from(&e), e.status, Some(e.message));
-                    Some((Ok(b), s))
-                }
-                None => {
-                    s.finish(OutcomeKind::Success, 200, None);
-                    None
-                }
-            }
-        })
-    }
-
-    fn finish(&mut self, kind: OutcomeKind, status: u16, error: Option<String>) {
-        self.ended = true;
-        let usage = self.upstream.usage();
-        let used = usage.prompt_tokens + usage.completion_tokens;
-        if let Some(p) = self.permit.take() {
-            p.report(kind, (used > 0).then_some(used), error.clone());
-        }
-        if let Some(mut entry) = self.entry.take() {
-            entry.status = status;
-            entry.error = error;
-            entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            entry.model_used = self.upstream.model().map(str::to_owned);
-            entry.prompt_tokens = usage.prompt_tokens;
-            entry.cached_tokens = usage.cached_tokens;
-            entry.completion_tokens = usage.completion_tokens;
-            entry.total_tokens = used;
-            if let Some(last) = entry.attempts.last_mut() {
-                last.status = status;
-            }
-            finish_entry(&self.log, &self.runtime, entry);
-        }
-    }
-}
-
-impl Drop for ClientStream {
-    fn drop(&mut self) {
-        if !self.ended {
-            // The client went away mid-stream: dropping the upstream closes its connection,
-            // and the permit is released as cancelled. 499 as nginx logs it.
-            self.permit.take();
-            self.finish(
-                OutcomeKind::Cancelled,
-                499,
-                Some("client closed the stream".into()),
-            );
-        }
-    }
 }

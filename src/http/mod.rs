@@ -15,8 +15,7 @@ use crate::config::Tree;
 use crate::observability::requestlog::RequestLog;
 
 pub struct AppState {
-    /// The root supervisor (reloads). Requests go to their worker's shard, an
-    /// `Addr<Supervisor>` in the worker's app data.
+    /// The supervisor (reloads).
     pub supervisor: Addr<Supervisor>,
     pub current: Current,
     pub log: Arc<RequestLog>,
@@ -26,7 +25,7 @@ pub struct AppState {
     pub reload: Arc<crate::actors::reload::ReloadStatus>,
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Fires when the shutdown grace period ends: open streams and requests still routing end.
-    pub grace_end: crate::proxy::GraceEnd,
+    pub grace_end: crate::proxy::Grace,
 }
 
 impl AppState {

@@ -24,15 +24,15 @@ pub struct Entry {
     /// Unix milliseconds when the request arrived.
     pub time: u64,
     pub trace_id: String,
-    pub config: Option<String>,
+    pub config: Option<Arc<str>>,
     pub endpoint: &'static str,
     pub status: u16,
     pub latency_ms: f64,
     pub stream: bool,
     pub attempts: Vec<AttemptRecord>,
     /// Leaf path that answered, if any.
-    pub served_by: Option<String>,
-    pub virtual_key: Option<String>,
+    pub served_by: Option<Arc<str>>,
+    pub virtual_key: Option<Arc<str>>,
     pub provider: Option<&'static str>,
     pub model_requested: Option<String>,
     pub model_used: Option<String>,
@@ -129,6 +129,36 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
+    /// Prices, logs and stores one finished request.
+    pub fn finish(&self, mut entry: Entry, pricing: &HashMap<String, Price>) {
+        entry.price(pricing);
+        super::telemetry::record_request(super::telemetry::RequestMetrics {
+            config: entry.config.as_deref().unwrap_or("-"),
+            status: entry.status,
+            endpoint: entry.endpoint,
+            seconds: entry.latency_ms / 1000.0,
+            fallbacks: entry.attempts.len().saturating_sub(1) as u64,
+            prompt_tokens: entry.prompt_tokens,
+            completion_tokens: entry.completion_tokens,
+        });
+        tracing::info!(
+            trace_id = %entry.trace_id,
+            config = entry.config.as_deref().unwrap_or("-"),
+            endpoint = entry.endpoint,
+            stream = entry.stream,
+            path = entry.served_by.as_deref().unwrap_or("-"),
+            virtual_key = entry.virtual_key.as_deref().unwrap_or("-"),
+            attempts = entry.attempts.len(),
+            status = entry.status,
+            latency_ms = entry.latency_ms,
+            prompt_tokens = entry.prompt_tokens,
+            completion_tokens = entry.completion_tokens,
+            error = entry.error.as_deref().unwrap_or(""),
+            "request finished"
+        );
+        self.push(entry);
+    }
+
     pub fn new(capacity: usize) -> RequestLog {
         RequestLog {
             entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
@@ -138,15 +168,18 @@ impl RequestLog {
     }
 
     pub fn push(&self, e: Entry) {
-        self.traffic.record(
-            e.time / 1000,
-            !(200..300).contains(&e.status) || e.error.is_some(),
-        );
-        let mut q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= self.capacity {
-            q.pop_front();
-        }
-        q.push_back(Arc::new(e));
+        let error = !(200..300).contains(&e.status) || e.error.is_some();
+        let secs = e.time / 1000;
+        let e = Arc::new(e);
+        let evicted = {
+            let mut q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            self.traffic.record(secs, error);
+            let evicted = (q.len() >= self.capacity).then(|| q.pop_front()).flatten();
+            q.push_back(e);
+            evicted
+        };
+        // Freed outside the lock: the other workers wait on it.
+        drop(evicted);
     }
 
     /// Newest first, optionally only one trace id.

@@ -1,19 +1,20 @@
-//! The request task's side of routing: ask the supervisor for an attempt, call the provider
-//! with the permit, report the outcome, retry the leaf or ask for the next one. All upstream
+//! The data path of one request: run the supervisor's selection for an attempt, call the
+//! provider with the permit, report the outcome, retry the leaf or ask for the next one. All upstream
 //! I/O happens here, on the HTTP worker that accepted the request.
 
 mod grace;
+mod stream;
 
-pub use grace::GraceEnd;
+pub use grace::{Grace, GraceEnd};
+pub use stream::ClientStream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use crate::actors::supervisor::{Failure, Next, Route, Runtime, SkipReason, Supervisor};
+use crate::actors::supervisor::{next, Failure, Route, Runtime, SkipReason};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
 use crate::clock::now_ms;
 use crate::config::{Leaf, TargetSpec, Tree};
@@ -91,7 +92,6 @@ enum LeafError {
 
 /// Routes `req` through `tree` until a leaf answers or the tree is exhausted.
 pub async fn route(
-    supervisor: &Addr<Supervisor>,
     runtime: Arc<Runtime>,
     tree: Arc<Tree>,
     req: &Prepared,
@@ -108,25 +108,8 @@ pub async fn route(
     // The last translation refusal, to answer with when it is the only reason nothing served.
     let mut refusal: Option<AttemptError> = None;
     loop {
-        let step = match supervisor
-            .send(Next {
-                route,
-                failure: failure.take(),
-                estimate: req.estimate,
-            })
-            .await
-        {
-            Ok(step) => step,
-            Err(_) => {
-                return Err(Unserved {
-                    error: Error::ShuttingDown,
-                    attempts,
-                    last,
-                })
-            }
-        };
-        route = step.route;
-        let Some((leaf, permit)) = step.attempt else {
+        let step = next(&mut route, failure.take(), req.estimate).await;
+        let Some((leaf, permit)) = step else {
             if !route.walk.only_skips() || last_error.is_some() {
                 return Err(Unserved {
                     error: exhausted(last_error, &attempts),
