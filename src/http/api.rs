@@ -15,8 +15,9 @@ use bytes::BytesMut;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use rand::Rng;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+pub use super::body::parse_body;
 use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
 use crate::clock::unix_ms;
@@ -25,7 +26,7 @@ use crate::error::Error;
 use crate::http::auth::Refused;
 use crate::observability::requestlog::Entry;
 use crate::observability::telemetry::InFlight;
-use crate::providers::Endpoint;
+use crate::providers::{Body, Endpoint};
 use crate::proxy::GraceEnd;
 use crate::proxy::{self, ClientStream, Prepared, Reply};
 use crate::routing::estimate::Estimate;
@@ -139,83 +140,6 @@ async fn read_body(
         Ok(r) => r.map(|()| buf),
         Err(_) => Err(Error::ClientTimeout(within)),
     }
-}
-
-/// Parses and type-checks the body. Deep validation is the provider's job; this catches what
-/// would otherwise be forwarded as garbage or break routing.
-pub fn parse_body(
-    endpoint: Endpoint,
-    raw: &[u8],
-    max_messages: usize,
-) -> Result<Map<String, Value>, Error> {
-    let v: Value = serde_json::from_slice(raw).map_err(|e| Error::InvalidRequest {
-        message: format!("request body is not valid JSON: {e}"),
-        param: None,
-        code: Some("invalid_json"),
-    })?;
-    let Value::Object(body) = v else {
-        return Err(Error::invalid("request body must be a JSON object", None));
-    };
-    let wrong = |param: &str, what: &str| {
-        Err(Error::invalid(
-            format!("`{param}` must be {what}"),
-            Some(param),
-        ))
-    };
-    if let Some(m) = body.get("model") {
-        if !m.is_string() {
-            return wrong("model", "a string");
-        }
-    }
-    if let Some(s) = body.get("stream") {
-        if !s.is_boolean() && !s.is_null() {
-            return wrong("stream", "a boolean");
-        }
-    }
-    for key in ["max_tokens", "max_completion_tokens", "n"] {
-        if let Some(v) = body.get(key) {
-            if !(v.is_u64() || v.is_null()) {
-                return wrong(key, "a non-negative integer");
-            }
-        }
-    }
-    match endpoint {
-        Endpoint::Chat => {
-            let Some(Value::Array(messages)) = body.get("messages") else {
-                return wrong("messages", "a non-empty array of messages");
-            };
-            if messages.is_empty() {
-                return wrong("messages", "a non-empty array of messages");
-            }
-            if messages.len() > max_messages {
-                return Err(Error::invalid(
-                    format!(
-                        "too many messages: {} (limit {max_messages})",
-                        messages.len()
-                    ),
-                    Some("messages"),
-                ));
-            }
-            for (i, m) in messages.iter().enumerate() {
-                if !m.get("role").is_some_and(Value::is_string) {
-                    return Err(Error::invalid(
-                        format!("messages[{i}] must be an object with a string `role`"),
-                        Some(&format!("messages[{i}].role")),
-                    ));
-                }
-            }
-        }
-        Endpoint::Completions => {
-            if body.get("prompt").is_none() {
-                return wrong("prompt", "given");
-            }
-        }
-        Endpoint::Embeddings => match body.get("input") {
-            Some(Value::String(_)) | Some(Value::Array(_)) => {}
-            _ => return wrong("input", "a string or an array"),
-        },
-    }
-    Ok(body)
 }
 
 /// Resolves the strategy tree: `x-portkey-virtual-key`, else `x-portkey-config` (id or inline
@@ -405,9 +329,9 @@ async fn serve(
     }
     authenticate(runtime, h)?;
     let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
-    let body = parse_body(endpoint, &raw, settings.max_messages)?;
-    entry.model_requested = body.get("model").and_then(Value::as_str).map(str::to_owned);
-    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    let parsed = parse_body(endpoint, &raw, settings.max_messages)?;
+    entry.model_requested = parsed.model.clone();
+    let stream = parsed.stream;
     entry.stream = stream;
     if stream && endpoint == Endpoint::Embeddings {
         return Err(Error::invalid(
@@ -415,21 +339,16 @@ async fn serve(
             Some("stream"),
         ));
     }
-    let include_usage = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
     let tree = pick_tree(state, runtime, h)?;
     entry.config = Some(tree.id.clone());
     let prepared = Prepared {
         trace_id: trace_id.to_owned(),
         endpoint,
-        estimate: Estimate::of(&body, raw.len()),
-        body,
-        raw: raw.freeze(),
+        estimate: Estimate::of(parsed.completion, raw.len()),
+        body: Body::new(raw.freeze()),
+        model: parsed.model,
         stream,
-        include_usage,
+        include_usage: parsed.include_usage,
         idle_timeout: settings.stream_idle_timeout,
     };
     let routed = proxy::route(runtime.clone(), tree, &prepared);

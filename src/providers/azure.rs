@@ -51,7 +51,7 @@ impl Provider for Azure {
         let Some(url) = spec.urls.endpoint(endpoint) else {
             unreachable!("Azure targets have every endpoint")
         };
-        let mut req = body.attach(client.post(url.clone()));
+        let mut req = body.attach(client.post(url.clone()))?;
         if let Some(key) = &spec.api_key {
             req = req.header("api-key", key.expose());
         }

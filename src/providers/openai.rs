@@ -80,7 +80,7 @@ fn build(
     let Some(url) = spec.urls.endpoint(endpoint) else {
         unreachable!("OpenAI-shaped targets have every endpoint")
     };
-    let mut req = body.attach(client.post(url.clone()));
+    let mut req = body.attach(client.post(url.clone()))?;
     if let Some(key) = &spec.api_key {
         req = req.bearer_auth(key.expose());
     }

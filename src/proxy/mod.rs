@@ -21,7 +21,9 @@ use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::observability::requestlog::AttemptRecord;
 use crate::providers::stream::UpstreamStream;
-use crate::providers::{self, Answer, AttemptError, Endpoint, FailureClass, Merged, Upstream};
+use crate::providers::{
+    self, Answer, AttemptError, Body, Endpoint, FailureClass, Merged, Upstream,
+};
 use crate::routing::estimate::Estimate;
 use bytes::Bytes;
 
@@ -33,9 +35,10 @@ const BACKOFF_CAP: Duration = Duration::from_secs(8);
 pub struct Prepared {
     pub trace_id: String,
     pub endpoint: Endpoint,
-    pub body: Map<String, Value>,
-    /// The body as the client sent it (`body` is parsed from it).
-    pub raw: Bytes,
+    /// The body as the client sent it (parsed into a map only where a leaf needs one).
+    pub body: Body,
+    /// The model the client asked for.
+    pub model: Option<String>,
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
@@ -446,15 +449,16 @@ async fn attempt(
     let body = Merged {
         body: &req.body,
         overrides,
-        raw: &req.raw,
     };
     let upstream = providers::build(spec, req.endpoint, &body).map_err(Attempt::Refused)?;
     let call = async {
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
-            let model = body
+            // Named in the chunks until the stream names its own.
+            let model = overrides
                 .get("model")
                 .and_then(Value::as_str)
+                .or(req.model.as_deref())
                 .unwrap_or_default();
             let mut s =
                 providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model);

@@ -23,10 +23,11 @@ fn completion_budget(m: &Map<String, Value>) -> Option<u64> {
 }
 
 impl Estimate {
-    pub fn of(body: &Map<String, Value>, raw_len: usize) -> Estimate {
+    /// `completion`: the client's `max_completion_tokens`, else its `max_tokens`.
+    pub fn of(completion: Option<u64>, raw_len: usize) -> Estimate {
         Estimate {
             prompt: u32::try_from(raw_len / 4).unwrap_or(u32::MAX),
-            completion: completion_budget(body),
+            completion,
         }
     }
 

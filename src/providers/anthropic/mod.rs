@@ -124,7 +124,7 @@ impl Provider for Anthropic {
             ));
         };
         let translated =
-            translate_request(&body.to_map(), spec.default_max_tokens).map_err(|e| {
+            translate_request(&body.to_map()?, spec.default_max_tokens).map_err(|e| {
                 let mut err = AttemptError::new(
                     400,
                     FailureClass::Client,
