@@ -196,28 +196,11 @@ async fn handle(
     let h = req.headers();
     let trace_id = trace_id(h);
     let runtime = current(&state.current);
-    let mut entry = Some(Entry {
-        time: unix_ms(),
-        trace_id: trace_id.clone(),
-        config: None,
-        endpoint: endpoint_name(endpoint),
-        status: 0,
-        latency_ms: 0.0,
-        stream: false,
-        attempts: Vec::new(),
-        served_by: None,
-        virtual_key: None,
-        provider: None,
-        model_requested: None,
-        model_used: None,
-        prompt_tokens: 0,
-        cached_tokens: 0,
-        completion_tokens: 0,
-        total_tokens: 0,
-        cost_usd: None,
-        cost: None,
-        error: None,
-    });
+    let mut entry = Some(Entry::new(
+        unix_ms(),
+        trace_id.clone(),
+        endpoint_name(endpoint),
+    ));
     let mut in_flight = Some(in_flight);
     // Each API worker has its own (see `Grace::for_this_worker`); a server without one
     // (embedded use) never ends a grace period.

@@ -61,6 +61,32 @@ pub struct Cost {
 }
 
 impl Entry {
+    /// The entry of a request that arrived at `time` (Unix ms), before anything is known of it.
+    pub fn new(time: u64, trace_id: String, endpoint: &'static str) -> Entry {
+        Entry {
+            time,
+            trace_id,
+            config: None,
+            endpoint,
+            status: 0,
+            latency_ms: 0.0,
+            stream: false,
+            attempts: Vec::new(),
+            served_by: None,
+            virtual_key: None,
+            provider: None,
+            model_requested: None,
+            model_used: None,
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            cost_usd: None,
+            cost: None,
+            error: None,
+        }
+    }
+
     /// Cost from the price table for the model that answered (the model asked for when the
     /// answer named none). A model is priced by its own row, or by the row of the model it is
     /// a dated snapshot of (`gpt-4o-2024-08-06` -> `gpt-4o`), never by another model's row
@@ -273,26 +299,14 @@ mod tests {
 
     fn entry(model: &str, prompt: u64, cached: u64, completion: u64) -> Entry {
         Entry {
-            time: 0,
-            trace_id: String::new(),
-            config: None,
-            endpoint: "chat.completions",
             status: 200,
-            latency_ms: 0.0,
-            stream: false,
-            attempts: Vec::new(),
-            served_by: None,
-            virtual_key: None,
-            provider: None,
             model_requested: Some("asked".into()),
             model_used: Some(model.into()),
             prompt_tokens: prompt,
             cached_tokens: cached,
             completion_tokens: completion,
             total_tokens: prompt + completion,
-            cost_usd: None,
-            cost: None,
-            error: None,
+            ..Entry::new(0, String::new(), "chat.completions")
         }
     }
 
