@@ -64,7 +64,7 @@ impl Drop for Retirement {
 }
 
 /// The current runtime, readable by HTTP workers without a message or a lock (one atomic load
-/// and a reference count); the root supervisor swaps it on reload.
+/// and a reference count); the supervisor swaps it on reload.
 pub type Current = Arc<ArcSwap<Runtime>>;
 
 pub fn current(c: &Current) -> Arc<Runtime> {
@@ -159,7 +159,7 @@ pub fn skip_reason(u: &Unavailable) -> SkipReason {
 }
 
 /// Re-read the running config's file, validate it fully (config and providers), and only then
-/// swap it in. An invalid file changes nothing but the reported status. Answered by the root.
+/// swap it in. An invalid file changes nothing but the reported status.
 #[derive(Message)]
 #[rtype(result = "Result<ReloadReport, String>")]
 pub struct ReloadFile;
@@ -189,7 +189,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the root supervisor and the target actors for `config` on the current arbiter.
+    /// Starts the supervisor and the target actors for `config` on the current arbiter.
     ///
     /// Fails only on a config that did not pass [`crate::providers::check`].
     pub fn start(

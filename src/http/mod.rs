@@ -30,7 +30,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Re-reads the config file and swaps it in through the root supervisor
+    /// Re-reads the config file and swaps it in through the supervisor
     /// ([`ReloadFile`]); on success also empties the inline-config cache (its trees were
     /// compiled against the old config). SIGHUP and `POST /admin/reload` both come here.
     pub async fn reload(&self) -> Result<ReloadReport, String> {
