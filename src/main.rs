@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { path }) => {
             let path = path.unwrap_or(cli.config);
-            match llmux::app::daemon::load(&path) {
+            match llmux::actors::reload::load(&path) {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} virtual keys, {} configs)",

@@ -4,12 +4,21 @@
 //! updates it on every [`super::supervisor::ReloadFile`].
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use super::supervisor::ReloadReport;
-use crate::config::{ClusterSettings, Config, ServerSettings};
+use crate::config::{ClusterSettings, Config, ConfigError, ServerSettings};
+
+/// Loads and fully validates a config file: the config itself, then what only the providers
+/// can check (their upstream URLs). `check-config`, start and every reload accept exactly this.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    crate::providers::check(&config)?;
+    Ok(config)
+}
 
 /// The settings fixed when the daemon started (listeners, workers, the cluster connection):
 /// what a reload is compared with to report what it cannot apply.

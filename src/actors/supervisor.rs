@@ -309,8 +309,7 @@ impl Handler<ReloadFile> for Supervisor {
         let status = self.status.clone();
         // Reading a small local file is the only I/O here; this mailbox serves reloads alone.
         let path = current(&self.current).config.file.clone();
-        let result = Config::load(&path)
-            .and_then(|c| crate::providers::check(&c).map(|()| c))
+        let result = super::reload::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|new| {
                 let skipped = not_applied(&status.fixed, &new);

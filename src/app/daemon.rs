@@ -2,7 +2,7 @@
 //! `POST /admin/reload`) and report what a reload cannot apply, drain and exit on
 //! SIGTERM/SIGINT, ending what is still open when the grace period is over.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,14 +36,6 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
-/// Loads and fully validates a config file: the config itself, then what only the providers
-/// can check (their upstream URLs). `check-config`, start and reload all accept exactly this.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let config = Config::load(path)?;
-    crate::providers::check(&config)?;
-    Ok(config)
-}
-
 /// Re-reads the config file and swaps it in (see [`crate::http::AppState::reload`]), telling
 /// systemd while it does.
 async fn reload(state: &AppState) {
@@ -54,7 +46,7 @@ async fn reload(state: &AppState) {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config_path: PathBuf) -> Result<(), DaemonError> {
-    let config = load(&config_path)?;
+    let config = crate::actors::reload::load(&config_path)?;
     let system = actix::System::new();
     system.block_on(serve(config))
 }
