@@ -15,7 +15,7 @@ import re
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-before", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
+ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-fresh", "llmux-before", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
 
 # The product owner's targets.
 T_ADDED_P50_US = 100
@@ -356,6 +356,13 @@ def main():
             L += table(["streams", "through", "opened", "failed", "time to open all", "TTFT p50", "TTFT p99", "RSS all open",
                         "peak RSS", "per stream (over RSS before)", "RSS 2 s after closing"], rows)
             L.append("")
+            for t in holds:
+                fresh, floor = runs[t].get("llmux-fresh"), runs[t].get("floor")
+                all_open = lambda d: ((d or {}).get("procs") or [{}])[0].get("rss_kb_all_open")
+                if all_open(fresh) and all_open(floor):
+                    L.append(f"- {int(t[5:]):,} streams, both processes fresh: llmux ÷ floor RSS "
+                             f"**{all_open(fresh) / all_open(floor):.2f}** ({kb_mb(all_open(fresh))} vs {kb_mb(all_open(floor))})")
+                    L.append("")
             if best:
                 opened, rss, per = best
                 if opened >= T_STREAMS:

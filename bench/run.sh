@@ -302,6 +302,7 @@ alloc_port SSE_PORT
 alloc_port FLOOR_PORT
 alloc_port FLOOR_HYPER_PORT
 alloc_port LLMUX_BEFORE_PORT
+alloc_port LLMUX_FRESH_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
 PADDING=900
 
@@ -828,6 +829,20 @@ if [ -n "${PID[floor]:-}" ] && [ "$(left)" -ge 45 ] && [ $((2 * n_streams + 200)
   lg "$RAW/hold-${n_streams}__floor.json" floor 75 hold --streams "$n_streams" --pid "${PID[floor]}" \
     --hold-ms 2000 --open-timeout-ms 40000 --connect-parallel 256 \
     --body-file "$WORK/body-stream.json" || true
+fi
+# The same streams through a fresh llmux ("llmux-fresh"), as the floor is fresh: the llmux
+# above has served every load phase first and keeps some of what it allocated then.
+if [ "$(left)" -ge 45 ] && [ $((2 * n_streams + 200)) -le "$NOFILE" ]; then
+  write_llmux_config "$LLMUX_FRESH_PORT" "$WORK/llmux-fresh.toml"
+  RUST_LOG=warn start_bg llmux-fresh "$BIN/llmux" --config "$WORK/llmux-fresh.toml"
+  if wait_ok llmux-fresh "http://127.0.0.1:$LLMUX_FRESH_PORT/v1/models" 100; then
+    reg llmux-fresh "http://127.0.0.1:$LLMUX_FRESH_PORT/v1/chat/completions"
+    say "memory: $n_streams streams held open through a fresh llmux"
+    lg "$RAW/hold-${n_streams}__llmux-fresh.json" llmux-fresh 75 hold --streams "$n_streams" \
+      --pid "${PID[llmux-fresh]}" --hold-ms 2000 --open-timeout-ms 40000 --connect-parallel 256 \
+      --body-file "$WORK/body-stream.json" || true
+  fi
+  stop_bg llmux-fresh
 fi
 set_behavior "\"response_padding\":$PADDING"
 
