@@ -484,3 +484,75 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "claude" }} ]
         }
     }
 }
+
+/// `x-portkey-metadata` is recorded on the request log and filterable there; an invalid header
+/// is a 400 that names it, and nothing is sent upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_metadata_is_logged_filterable_and_validated() {
+    let m = mock();
+    let llmux = Llmux::start_with(&two_targets(&m, 1.0, 0.0), "default_config = \"main\"", &[]);
+    let c = client();
+    let url = llmux.url("/v1/chat/completions");
+    for (i, meta) in [
+        r#"{"plan":"paid","_user":"ann"}"#,
+        r#"{"plan":"free","_user":"bob"}"#,
+        r#"{"plan":"paid","_user":"cid"}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = c
+            .post(&url)
+            .header("x-portkey-trace-id", format!("meta{i}"))
+            .header("x-portkey-metadata", *meta)
+            .json(&chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let traces = |v: &Value| -> Vec<String> {
+        v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["trace_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let paid: Value = get_json(&c, &llmux.admin_url("/admin/requests?metadata.plan=paid")).await;
+    assert_eq!(traces(&paid), ["meta2", "meta0"], "{paid}");
+    assert_eq!(paid["requests"][0]["metadata"]["_user"], "cid");
+    let both: Value = get_json(
+        &c,
+        &llmux.admin_url("/admin/requests?metadata.plan=paid&metadata._user=ann"),
+    )
+    .await;
+    assert_eq!(traces(&both), ["meta0"]);
+    let none: Value = get_json(&c, &llmux.admin_url("/admin/requests?metadata.plan=gold")).await;
+    assert_eq!(traces(&none), Vec::<String>::new());
+
+    let hits = m.stats("openai-main").requests;
+    for bad in [
+        r#"{"plan":1}"#,
+        "[]",
+        "{",
+        &format!("{{\"k\":\"{}\"}}", "v".repeat(600)),
+    ] {
+        let r = c
+            .post(&url)
+            .header("x-portkey-metadata", bad)
+            .json(&chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_metadata", "{v}");
+        assert_eq!(v["error"]["param"], "x-portkey-metadata");
+    }
+    assert_eq!(
+        m.stats("openai-main").requests,
+        hits,
+        "an invalid request reached the provider"
+    );
+}

@@ -111,9 +111,12 @@ async fn requests(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     guard!(state, req);
-    let entries = state
-        .log
-        .recent(q.trace_id.as_deref(), q.limit.unwrap_or(100).min(10_000));
+    let metadata = super::metadata::filters(req.query_string());
+    let entries = state.log.matching(
+        q.trace_id.as_deref(),
+        &metadata,
+        q.limit.unwrap_or(100).min(10_000),
+    );
     HttpResponse::Ok().json(json!({"requests": entries}))
 }
 

@@ -311,6 +311,7 @@ async fn serve(
         });
     }
     authenticate(runtime, h)?;
+    entry.metadata = super::metadata::parse(h)?;
     let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
     let parsed = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = parsed.model.clone();

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod metadata;
 
 use std::sync::Arc;
 

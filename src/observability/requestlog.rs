@@ -1,7 +1,7 @@
 //! The bounded in-memory log of recent requests that `GET /admin/requests` serves: route taken,
 //! every attempt, models, tokens and cost. Old entries fall off the end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -47,6 +47,9 @@ pub struct Entry {
     pub cost: Option<Cost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request's `x-portkey-metadata`, keys sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Arc<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,6 +87,7 @@ impl Entry {
             cost_usd: None,
             cost: None,
             error: None,
+            metadata: None,
         }
     }
 
@@ -210,10 +214,29 @@ impl RequestLog {
 
     /// Newest first, optionally only one trace id.
     pub fn recent(&self, trace_id: Option<&str>, limit: usize) -> Vec<Arc<Entry>> {
+        self.matching(trace_id, &[], limit)
+    }
+
+    /// Newest first: only one trace id if given, and only entries whose metadata has every
+    /// `(key, value)` of `metadata`.
+    pub fn matching(
+        &self,
+        trace_id: Option<&str>,
+        metadata: &[(String, String)],
+        limit: usize,
+    ) -> Vec<Arc<Entry>> {
+        let has = |e: &Entry| {
+            metadata.iter().all(|(k, v)| {
+                e.metadata
+                    .as_ref()
+                    .and_then(|m| m.get(k))
+                    .is_some_and(|x| x == v)
+            })
+        };
         let q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         q.iter()
             .rev()
-            .filter(|e| trace_id.is_none_or(|t| e.trace_id == t))
+            .filter(|e| trace_id.is_none_or(|t| e.trace_id == t) && has(e))
             .take(limit)
             .cloned()
             .collect()
