@@ -59,6 +59,15 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 async fn serve(config: Config) -> Result<(), DaemonError> {
+    // Installed before anything listens or READY=1 is sent: a SIGHUP that arrives as soon as the
+    // daemon answers must reload it, not kill it (the default action), which it did when the
+    // handlers were installed by a task that had not run yet.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut hup, mut term, mut int) = (
+        signal(SignalKind::hangup())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     crate::observability::telemetry::install_metrics();
     let server = config.server.clone();
     let admin_cfg = config.admin.clone();
@@ -137,15 +146,6 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let signals_state = state.clone();
     let (force_close, forced) = tokio::sync::oneshot::channel::<()>();
     actix_web::rt::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = hup.recv() => {
