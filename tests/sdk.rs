@@ -133,4 +133,13 @@ fn node_openai_and_portkey_sdks() {
         llmux.logs().contains("node-portkey-trace"),
         "the Portkey SDK's trace id reached llmux"
     );
+    // The SDK's `metadata` arrived as x-portkey-metadata and is on the request log.
+    let url = llmux.admin_url("/admin/requests?metadata._user=node-user&metadata.plan=paid");
+    let log: serde_json::Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(get_json(&client(), &url));
+    assert_eq!(
+        log["requests"][0]["trace_id"], "node-portkey-trace",
+        "{log}"
+    );
 }

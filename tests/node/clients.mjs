@@ -40,7 +40,7 @@ const portkey = new Portkey({
 });
 const res = await portkey.chat.completions.create(
   { model: 'gpt-4o', messages: [{ role: 'user', content: 'Say hi' }] },
-  { traceID: 'node-portkey-trace' },
+  { traceID: 'node-portkey-trace', metadata: { _user: 'node-user', plan: 'paid' } },
 );
 check(res.choices[0].message.content, 'portkey content');
 const pstream = await portkey.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'Count' }], stream: true });
