@@ -138,12 +138,23 @@ output_per_mtok = 4.0
     )
 }
 
-/// One chat request with a trace id; returns (status, x-llmux-attempts).
-async fn one(c: &reqwest::Client, url: &str, route: (&str, &str), trace_id: &str) -> (u16, String) {
-    let resp = c
+/// One chat request with a trace id (and `x-portkey-metadata` when given); returns (status,
+/// x-llmux-attempts).
+async fn one(
+    c: &reqwest::Client,
+    url: &str,
+    route: (&str, &str),
+    trace_id: &str,
+    metadata: Option<&str>,
+) -> (u16, String) {
+    let mut req = c
         .post(url)
         .header(route.0, route.1)
-        .header("x-portkey-trace-id", trace_id)
+        .header("x-portkey-trace-id", trace_id);
+    if let Some(m) = metadata {
+        req = req.header("x-portkey-metadata", m);
+    }
+    let resp = req
         .json(&chat_body("gpt-4o-mini"))
         .send()
         .await
@@ -293,6 +304,7 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
             &url,
             ("x-portkey-config", "main"),
             &format!("ui-ok-{i}"),
+            None,
         ));
         assert_eq!(st, 200);
     }
@@ -314,8 +326,9 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
                 {"virtual_key": "azure-primary", "path": "config.targets[0]", "status": 500, "answered": false},
                 {"virtual_key": "anthropic-backup", "path": "config.targets[1]", "status": 200, "answered": true},
             ],
-            "facts": ["gpt-4o-mini", BACKUP_MODEL, "anthropic-backup (config.targets[1])"],
+            "facts": ["gpt-4o-mini", BACKUP_MODEL, "anthropic-backup (config.targets[1])", "team=ui-test"],
         },
+        "metadata_filter": {"query": "team=ui-test", "trace_ids": ["ui-fail-1"]},
         "secrets": SECRETS,
         "overall_timeout_ms": NODE_TIMEOUT.as_millis() as u64 - 10_000,
     });
@@ -342,13 +355,19 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
         },
     );
     let routed = ("x-portkey-config", "main");
-    let (st, attempts) = rt.block_on(one(&c, &url, routed, "ui-fail-1"));
+    let (st, attempts) = rt.block_on(one(
+        &c,
+        &url,
+        routed,
+        "ui-fail-1",
+        Some(r#"{"team":"ui-test"}"#),
+    ));
     assert_eq!((st, attempts.as_str()), (200, "2"), "ui-fail-1 falls back");
     let direct = ("x-portkey-virtual-key", "azure-primary");
-    let (st, _) = rt.block_on(one(&c, &url, direct, "ui-direct-1"));
+    let (st, _) = rt.block_on(one(&c, &url, direct, "ui-direct-1", None));
     assert_eq!(st, 500, "a direct request to the failing target fails");
     for i in 2..=4 {
-        let (st, attempts) = rt.block_on(one(&c, &url, routed, &format!("ui-fail-{i}")));
+        let (st, attempts) = rt.block_on(one(&c, &url, routed, &format!("ui-fail-{i}"), None));
         assert_eq!(
             (st, attempts.as_str()),
             (200, "1"),

@@ -184,6 +184,13 @@ async function main() {
   check(await page.evaluate(() => location.hash) === `#trace=${encodeURIComponent(tr.trace_id)}`, 'the trace filter is not kept in the URL');
   const facts = await page.locator('#trace-detail .facts').innerText();
   for (const f of tr.facts || []) check(facts.includes(f), `trace ${tr.trace_id}: "${f}" not shown in ${JSON.stringify(facts)}`);
+  // Metadata: "key=value" shows exactly the requests that carried it.
+  const mf = want.metadata_filter;
+  await page.fill('#trace-filter', mf.query);
+  await waitFor(page, `the requests with metadata ${mf.query}`, (ids) => {
+    const got = [...document.querySelectorAll('#requests-body tr[data-trace-id]')].map((r) => r.getAttribute('data-trace-id'));
+    return JSON.stringify(got) === JSON.stringify(ids);
+  }, mf.trace_ids);
   // A trace id nobody used: says so, shows no card.
   await page.fill('#trace-filter', 'no-such-trace-id-0');
   await waitFor(page, 'the "no request" note for an unknown trace id', () =>
