@@ -2,6 +2,7 @@
 //! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
 //! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
 
+pub mod condition;
 pub mod limit;
 pub mod raw;
 pub mod tree;

@@ -1,6 +1,7 @@
 //! Conditions of a `conditional` strategy node, in Portkey's query format: compiled once (a
 //! stored config at load, an inline one per request), then evaluated against a request as a
-//! pure function.
+//! pure function. It lives in `config` because compiled queries are part of a compiled tree; the
+//! walk (`routing`) evaluates them.
 //!
 //! A query is an object whose keys are ANDed. A key is `$and` / `$or` (an array of sub-queries)
 //! or a field: `metadata.KEY` (the `x-portkey-metadata` header), `params.PATH` (the JSON body;
