@@ -27,8 +27,7 @@ use crate::http::auth::Refused;
 use crate::observability::requestlog::Entry;
 use crate::observability::telemetry::InFlight;
 use crate::providers::{Body, Endpoint};
-use crate::proxy::GraceEnd;
-use crate::proxy::{self, ClientStream, Prepared, Reply};
+use crate::proxy::{self, ClientStream, GraceEnd, Prepared, Reply};
 use crate::routing::estimate::Estimate;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -79,13 +79,7 @@ impl std::ops::Deref for Upstream {
 /// (`check-config`, start, reload), so an actor never starts on URLs that do not parse.
 pub fn check(config: &crate::config::Config) -> Result<(), crate::config::ConfigError> {
     for spec in &config.targets {
-        Urls::new(
-            spec.provider,
-            &spec.base_url,
-            spec.deployment.as_deref(),
-            spec.api_version.as_deref(),
-        )
-        .map_err(|e| crate::config::ConfigError::Invalid {
+        Upstream::new(spec.clone()).map_err(|e| crate::config::ConfigError::Invalid {
             file: config.file.display().to_string(),
             path: format!("virtual_keys.{}.base_url", spec.name),
             message: format!("not a valid URL: {e}"),
