@@ -48,14 +48,24 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("walk: first leaf of a 64-leaf tree", |b| {
         b.iter(|| {
-            let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+            let mut route = Route::new(
+                runtime.clone(),
+                tree.clone(),
+                Endpoint::Chat,
+                Box::default(),
+            );
             criterion::black_box(route.advance(None))
         })
     });
 
     c.bench_function("walk: first leaf, then fall back 3 times", |b| {
         b.iter(|| {
-            let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+            let mut route = Route::new(
+                runtime.clone(),
+                tree.clone(),
+                Endpoint::Chat,
+                Box::default(),
+            );
             let mut leaf = route.advance(None);
             for _ in 0..3 {
                 leaf = route.advance(Some(llmux::actors::supervisor::Failure::Status(500)));
@@ -76,7 +86,12 @@ fn benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 system.block_on(async {
-                    let mut route = Route::new(runtime.clone(), tree.clone(), Endpoint::Chat);
+                    let mut route = Route::new(
+                        runtime.clone(),
+                        tree.clone(),
+                        Endpoint::Chat,
+                        Box::default(),
+                    );
                     let estimate = Estimate {
                         prompt: 100,
                         completion: None,

@@ -182,7 +182,13 @@ provider = "openai"
         ("[configs.main]\nstrategy = { mode = \"loadbalance\" }\ntargets = []", "configs.main.targets"),
         ("[configs.main]\nstrategy = { mode = \"fallback\" }\ntargets = []", "configs.main.targets"),
         ("[configs.main]\nstrategy = { mode = \"fallback\" }\ntargets = [ { virtual_key = \"a\", colour = 1 } ]", "configs.main.targets[0]"),
-        ("[configs.main]\nstrategy = { mode = \"conditional\" }\ntargets = [ { virtual_key = \"a\" } ]", "configs.main.strategy.mode"),
+        ("[configs.main]\nstrategy = { mode = \"conditional\" }\ntargets = [ { virtual_key = \"a\" } ]", "configs.main.strategy.conditions"),
+        ("[configs.main]\nstrategy = { mode = \"conditional\", conditions = [ { query = { \"metadata.plan\" = \"paid\" }, then = \"smart\" } ] }\ntargets = [ { name = \"cheap\", virtual_key = \"a\" } ]", "configs.main.strategy.conditions[0].then"),
+        ("[configs.main]\nstrategy = { mode = \"conditional\", default = \"nope\" }\ntargets = [ { name = \"cheap\", virtual_key = \"a\" } ]", "configs.main.strategy.default"),
+        ("[configs.main]\nstrategy = { mode = \"fallback\" }\ntargets = [ { strategy = { mode = \"conditional\", conditions = [ { query = { \"metadata.plan\" = { \"$regex\" = \"(\" } }, then = \"x\" } ] }, targets = [ { name = \"x\", virtual_key = \"a\" } ] } ]", "configs.main.targets[0].strategy.conditions[0].query.metadata.plan.$regex"),
+        ("[configs.main]\nstrategy = { mode = \"conditional\", conditions = [ { query = { \"params.n\" = { \"$near\" = 1 } }, then = \"x\" } ] }\ntargets = [ { name = \"x\", virtual_key = \"a\" } ]", "configs.main.strategy.conditions[0].query.params.n.$near"),
+        ("[configs.main]\nstrategy = { mode = \"conditional\", default = \"x\" }\ntargets = [ { name = \"x\", virtual_key = \"a\" }, { name = \"x\", virtual_key = \"b\" } ]", "configs.main.targets[1].name"),
+        ("[configs.main]\nstrategy = { mode = \"fallback\", default = \"x\" }\ntargets = [ { name = \"x\", virtual_key = \"a\" } ]", "configs.main.strategy"),
         ("[virtual_keys.c]\nprovider = \"openai\"\napi_key_env = \"LLMUX_TEST_MISSING\"", "virtual_keys.c.api_key_env"),
         ("[virtual_keys.c]\nprovider = \"azure-openai\"\nbase_url = \"https://x.openai.azure.com\"", "virtual_keys.c.deployment"),
         ("[virtual_keys.c]\nprovider = \"martian\"", "virtual_keys.c.provider"),
@@ -196,6 +202,14 @@ provider = "openai"
         assert!(err.contains(path), "names {path}: {err}");
     }
     let (ok, err) = check_config(&format!("{base}\n[configs.main]\nstrategy = {{ mode = \"fallback\" }}\ntargets = [ {{ virtual_key = \"a\" }}, {{ virtual_key = \"b\", weight = 0 }} ]\n"));
+    assert!(ok, "{err}");
+    // A conditional node in TOML: operators are quoted keys.
+    let (ok, err) = check_config(&format!(
+        "{base}\n[configs.main]\nstrategy = {{ mode = \"conditional\", default = \"cheap\", conditions = [\
+         {{ query = {{ \"metadata.plan\" = {{ \"$eq\" = \"paid\" }} }}, then = \"smart\" }},\
+         {{ query = {{ \"$or\" = [ {{ \"params.model\" = \"gpt-4o\" }}, {{ \"params.temperature\" = {{ \"$gt\" = 0.7 }} }} ] }}, then = \"smart\" }} ] }}\n\
+         targets = [ {{ name = \"smart\", virtual_key = \"a\" }}, {{ name = \"cheap\", strategy = {{ mode = \"loadbalance\" }}, targets = [ {{ virtual_key = \"a\" }}, {{ virtual_key = \"b\" }} ] }} ]\n"
+    ));
     assert!(ok, "{err}");
 
     // The daemon refuses to start on the same errors, and the shipped example is valid.

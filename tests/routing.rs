@@ -414,3 +414,205 @@ targets = [ {{ virtual_key = "flaky", retry = {{ attempts = 3 }} }} ]
         .count();
     assert!(retried > 5, "some requests needed retries: {retried}");
 }
+
+const CONDITIONAL: &str = r#"
+[configs.cond]
+strategy = { mode = "fallback" }
+
+[[configs.cond.targets]]
+override_params = { user = "conditional" }
+targets = [
+  { name = "smart", virtual_key = "openai-main" },
+  { name = "embed", virtual_key = "azure-east" },
+  { name = "cheap", strategy = { mode = "loadbalance" }, targets = [
+      { virtual_key = "anthropic-main", override_params = { model = "claude-3-haiku-20240307", max_tokens = 50 } } ] },
+]
+[configs.cond.targets.strategy]
+mode = "conditional"
+default = "cheap"
+conditions = [
+  { query = { "metadata.plan" = { "$eq" = "paid" } }, then = "smart" },
+  { query = { "$or" = [ { "params.model" = "gpt-4o" }, { "params.temperature" = { "$gt" = 0.7 } } ] }, then = "smart" },
+  { query = { "url.pathname" = "/v1/embeddings" }, then = "embed" },
+]
+
+[[configs.cond.targets]]
+virtual_key = "azure-east"
+
+[configs.strict]
+strategy = { mode = "conditional", conditions = [ { query = { "metadata.tier" = { "$in" = ["gold"] } }, then = "x" } ] }
+targets = [ { name = "x", virtual_key = "openai-main" } ]
+"#;
+
+/// Sends one request; returns status, the serving path and virtual key, and the body.
+async fn send(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, String, String, Value) {
+    let mut r = c.post(url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let path = header(r.headers(), "x-portkey-last-used-option-index").to_owned();
+    let vk = header(r.headers(), "x-llmux-virtual-key").to_owned();
+    (status, path, vk, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_routing_by_metadata_params_and_path_stored_and_inline() {
+    let m = mock();
+    let llmux = Llmux::start(&format!("{}{CONDITIONAL}", targets(&m)));
+    let c = client();
+    let chat = llmux.url("/v1/chat/completions");
+    let cond = ("x-portkey-config", "cond");
+    let paid = ("x-portkey-metadata", r#"{"plan":"paid","_user":"ann"}"#);
+    let free = ("x-portkey-metadata", r#"{"plan":"free"}"#);
+
+    // metadata → smart, with the node's override_params inherited.
+    let (s, path, vk, _) = send(&c, &chat, &[cond, paid], &chat_body("gpt-4o-mini")).await;
+    assert_eq!(
+        (s, path.as_str(), vk.as_str()),
+        (200, "config.targets[0].targets[0]", "openai-main")
+    );
+    let sent = m.stats("openai-main").last_body.unwrap();
+    assert_eq!(sent["user"], "conditional");
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    // params: a bare value, and `$gt` inside `$or`.
+    let (_, path, ..) = send(&c, &chat, &[cond, free], &chat_body("gpt-4o")).await;
+    assert_eq!(path, "config.targets[0].targets[0]");
+    let mut hot = chat_body("gpt-4o-mini");
+    hot["temperature"] = json!(0.9);
+    let (_, path, ..) = send(&c, &chat, &[cond], &hot).await;
+    assert_eq!(path, "config.targets[0].targets[0]");
+    // Nothing matches: the default, a load-balancing node with its own params.
+    hot["temperature"] = json!(0.7);
+    let (s, path, vk, v) = send(&c, &chat, &[cond, free], &hot).await;
+    assert_eq!(
+        (s, path.as_str(), vk.as_str()),
+        (
+            200,
+            "config.targets[0].targets[2].targets[0]",
+            "anthropic-main"
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        m.stats("anthropic-main").last_body.unwrap()["model"],
+        "claude-3-haiku-20240307"
+    );
+    // url.pathname.
+    let (s, path, vk, v) = send(
+        &c,
+        &llmux.url("/v1/embeddings"),
+        &[cond],
+        &json!({"model": "text-embedding-3-small", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(
+        (s, path.as_str(), vk.as_str()),
+        (200, "config.targets[0].targets[1]", "azure-east"),
+        "{v}"
+    );
+
+    // The chosen child failing climbs like any failure: the fallback above serves.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(500),
+            ..Default::default()
+        },
+    );
+    let (s, path, vk, _) = send(&c, &chat, &[cond, paid], &chat_body("gpt-4o-mini")).await;
+    assert_eq!(
+        (s, path.as_str(), vk.as_str()),
+        (200, "config.targets[1]", "azure-east")
+    );
+    m.set_behavior("openai-main", Behavior::default());
+
+    // No match and no default: 400 listing the conditions; no provider is called.
+    let before = m.stats("openai-main").requests;
+    let (s, _, _, v) = send(
+        &c,
+        &chat,
+        &[
+            ("x-portkey-config", "strict"),
+            ("x-portkey-metadata", r#"{"tier":"silver"}"#),
+        ],
+        &chat_body("gpt-4o-mini"),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "no_condition_matched");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(r#"{"metadata.tier":{"$in":["gold"]}} then `x`"#),
+        "{msg}"
+    );
+    let (s, ..) = send(
+        &c,
+        &chat,
+        &[
+            ("x-portkey-config", "strict"),
+            ("x-portkey-metadata", r#"{"tier":"gold"}"#),
+        ],
+        &chat_body("gpt-4o-mini"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(m.stats("openai-main").requests, before + 1);
+
+    // Inline (Portkey JSON), nested under a loadbalance node, with a nested params path.
+    let inline = json!({"strategy": {"mode": "loadbalance"}, "targets": [
+        {"weight": 1, "strategy": {"mode": "conditional",
+            "conditions": [{"query": {"params.response_format.type": {"$eq": "json_object"}}, "then": "json"}],
+            "default": "text"},
+         "targets": [{"name": "json", "virtual_key": "azure-east"}, {"name": "text", "virtual_key": "openai-main"}]},
+        {"weight": 0, "virtual_key": "anthropic-main"}]})
+    .to_string();
+    let mut json_mode = chat_body("gpt-4o-mini");
+    json_mode["response_format"] = json!({"type": "json_object"});
+    let (s, path, vk, _) = send(&c, &chat, &[("x-portkey-config", &inline)], &json_mode).await;
+    assert_eq!(
+        (s, path.as_str(), vk.as_str()),
+        (200, "config.targets[0].targets[0]", "azure-east")
+    );
+    let (s, path, ..) = send(&c, &chat, &[("x-portkey-config", &inline)], &chat_body("m")).await;
+    assert_eq!((s, path.as_str()), (200, "config.targets[0].targets[1]"));
+
+    // Inline errors are 400s naming the tree path.
+    for (bad, path) in [
+        (
+            json!({"strategy": {"mode": "conditional", "conditions": [{"query": {"metadata.a": {"$regex": "("}}, "then": "x"}]},
+                   "targets": [{"name": "x", "virtual_key": "openai-main"}]}),
+            "x-portkey-config.strategy.conditions[0].query.metadata.a.$regex",
+        ),
+        (
+            json!({"strategy": {"mode": "conditional", "default": "y"},
+                   "targets": [{"name": "x", "virtual_key": "openai-main"}]}),
+            "x-portkey-config.strategy.default",
+        ),
+        (
+            json!({"strategy": {"mode": "conditional", "conditions": [{"query": {"$xor": []}, "then": "x"}]},
+                   "targets": [{"name": "x", "virtual_key": "openai-main"}]}),
+            "x-portkey-config.strategy.conditions[0].query.$xor",
+        ),
+    ] {
+        let (s, _, _, v) = send(
+            &c,
+            &chat,
+            &[("x-portkey-config", &bad.to_string())],
+            &chat_body("m"),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(path),
+            "{path}: {v}"
+        );
+    }
+}

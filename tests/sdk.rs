@@ -142,4 +142,17 @@ fn node_openai_and_portkey_sdks() {
         log["requests"][0]["trace_id"], "node-portkey-trace",
         "{log}"
     );
+    // Its conditional config routed by the metadata it sent.
+    for (trace, vk, path) in [
+        ("node-cond-paid", "openai-main", "config.targets[0]"),
+        ("node-cond-free", "anthropic-main", "config.targets[1]"),
+    ] {
+        let url = llmux.admin_url(&format!("/admin/requests?trace_id={trace}"));
+        let log: serde_json::Value = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(get_json(&client(), &url));
+        let entry = &log["requests"][0];
+        assert_eq!(entry["virtual_key"], vk, "{log}");
+        assert_eq!(entry["served_by"], path, "{log}");
+    }
 }

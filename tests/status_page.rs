@@ -119,6 +119,14 @@ targets = [
   {{ virtual_key = "anthropic-backup", override_params = {{ model = "{BACKUP_MODEL}", max_tokens = 256 }} }},
 ]
 
+# Conditional: paying users to the stable account, everyone else to the backup.
+[configs.tiered]
+strategy = {{ mode = "conditional", default = "cheap", conditions = [ {{ query = {{ "metadata.plan" = "paid" }}, then = "smart" }} ] }}
+targets = [
+  {{ name = "smart", virtual_key = "openai-stable" }},
+  {{ name = "cheap", virtual_key = "anthropic-backup" }},
+]
+
 [pricing."gpt-4o-mini"]
 input_per_mtok = 0.15
 output_per_mtok = 0.6
@@ -318,6 +326,10 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
         "weights": [
             {"config": "canary", "path": "config.targets[0]", "percent": "90 %"},
             {"config": "canary", "path": "config.targets[1]", "percent": "10 %"},
+        ],
+        "conditions": [
+            {"config": "tiered", "path": "config.targets[0]", "when": r#"#1 {"metadata.plan":"paid"}"#},
+            {"config": "tiered", "path": "config.targets[1]", "when": "default"},
         ],
         "served": served.iter().map(|(path, n)| json!({"config": "canary", "path": path, "count": n})).collect::<Vec<_>>(),
         "trace": {

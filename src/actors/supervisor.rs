@@ -79,10 +79,16 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(runtime: Arc<Runtime>, tree: Arc<Tree>, endpoint: Endpoint) -> Route {
+    /// `choices`: what the tree's conditional nodes chose for this request ([`Tree::choose`]).
+    pub fn new(
+        runtime: Arc<Runtime>,
+        tree: Arc<Tree>,
+        endpoint: Endpoint,
+        choices: Box<[Option<u16>]>,
+    ) -> Route {
         Route {
             runtime,
-            walk: Walk::new(tree),
+            walk: Walk::new(tree).with_choices(choices),
             endpoint,
         }
     }

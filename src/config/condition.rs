@@ -74,6 +74,14 @@ impl Query {
         compile(v, path, 0)
     }
 
+    /// Whether the query reads `params.*` (the request body as a map).
+    pub fn reads_params(&self) -> bool {
+        match self {
+            Query::All(qs) | Query::Any(qs) => qs.iter().any(Query::reads_params),
+            Query::Field { source, .. } => matches!(source, Source::Params(_)),
+        }
+    }
+
     pub fn matches(&self, r: &Request<'_>) -> bool {
         match self {
             Query::All(qs) => qs.iter().all(|q| q.matches(r)),

@@ -155,7 +155,8 @@ pub struct RawNode {
     pub override_params: Option<Map<String, Value>>,
     pub retry: Option<RawRetry>,
     pub request_timeout: Option<u64>,
-    /// Free-form label; Portkey configs sometimes carry one.
+    /// The name a `conditional` parent's `then`/`default` choose this target by (unique
+    /// among siblings there); elsewhere a free-form label.
     pub name: Option<String>,
     // Accepted by Portkey but refused by llmux with a specific message (see compile).
     pub provider: Option<IgnoredAny>,
@@ -170,8 +171,17 @@ pub struct RawNode {
 pub struct RawStrategy {
     pub mode: String,
     pub on_status_codes: Option<Vec<u16>>,
-    pub conditions: Option<IgnoredAny>,
-    pub default: Option<IgnoredAny>,
+    /// `conditional` only: the first condition whose query matches chooses its `then`.
+    pub conditions: Option<Vec<RawCondition>>,
+    /// `conditional` only: the target's name when no condition matches.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub query: Value,
+    pub then: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,8 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::raw::{RawNode, RawRetry};
+use super::condition::{Query, Request};
+use super::raw::{RawNode, RawRetry, RawStrategy};
 
 /// Status codes a leaf retries on when `retry.attempts > 0` names none (Portkey's default).
 pub const DEFAULT_RETRY_CODES: [u16; 5] = [429, 500, 502, 503, 504];
@@ -25,6 +26,34 @@ pub struct Tree {
     pub root: Node,
     /// Estimated heap bytes of the compiled tree (see [`Limits`]), for the inline cache.
     pub approx_bytes: usize,
+    /// How many `conditional` nodes the tree has (their [`Conditional::id`]s are `0..this`).
+    pub conditionals: u16,
+    /// Whether any condition reads `params.*`, i.e. needs the request body as a map.
+    pub reads_params: bool,
+}
+
+impl Tree {
+    /// What every conditional node of the tree chooses for `r` (indexed by
+    /// [`Conditional::id`]): evaluated once per request, before the walk, since the answer
+    /// depends on the request alone. Empty for a tree without conditional nodes.
+    pub fn choose(&self, r: &Request<'_>) -> Box<[Option<u16>]> {
+        let mut out = vec![None; self.conditionals as usize].into_boxed_slice();
+        if self.conditionals > 0 {
+            choose_below(&self.root, r, &mut out);
+        }
+        out
+    }
+}
+
+fn choose_below(node: &Node, r: &Request<'_>, out: &mut [Option<u16>]) {
+    if let NodeKind::Group(g) = &node.kind {
+        if let Some(c) = &g.conditional {
+            out[c.id as usize] = c.choose(r);
+        }
+        for child in &g.children {
+            choose_below(child, r, out);
+        }
+    }
 }
 
 /// Bounds on what compiling one tree may build. Inline configs come from clients, so their
@@ -52,6 +81,8 @@ pub const MAX_WEIGHT: f64 = 1e6;
 #[derive(Debug)]
 pub struct Node {
     pub weight: f64,
+    /// The target's `name`, by which a conditional parent chooses it.
+    pub name: Option<Box<str>>,
     pub kind: NodeKind,
     /// Every leaf below this node (itself, for a leaf), so that the availability of a whole
     /// subtree is a scan of a short slice rather than a walk.
@@ -69,6 +100,8 @@ pub enum Mode {
     Single,
     Loadbalance,
     Fallback,
+    /// The first condition that matches the request chooses the child (see [`Conditional`]).
+    Conditional,
 }
 
 #[derive(Debug)]
@@ -77,6 +110,54 @@ pub struct Group {
     /// Statuses that make a fallback node move on; `None` = any failure does.
     pub on_status_codes: Option<Box<[u16]>>,
     pub children: Vec<Node>,
+    /// The rules of a [`Mode::Conditional`] node.
+    pub conditional: Option<Box<Conditional>>,
+}
+
+/// A `conditional` node's rules, with `then`/`default` resolved to child indices.
+#[derive(Debug)]
+pub struct Conditional {
+    /// This node's slot in a request's choices ([`Tree::choose`]).
+    pub id: u16,
+    pub rules: Vec<Rule>,
+    /// The default child's index and name.
+    pub default: Option<(u16, String)>,
+    /// Portkey's option path of this node, e.g. `config.targets[1]`.
+    pub path: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub query: Query,
+    pub then: u16,
+    /// The query as written, for the admin API and the no-match error.
+    pub written: Value,
+    pub then_name: String,
+}
+
+impl Conditional {
+    /// The child this node routes `r` to: the first matching rule's, else the default.
+    pub fn choose(&self, r: &Request<'_>) -> Option<u16> {
+        self.rules
+            .iter()
+            .find(|rule| rule.query.matches(r))
+            .map(|rule| rule.then)
+            .or(self.default.as_ref().map(|d| d.0))
+    }
+
+    /// The rules as a client reads them in the no-match error.
+    pub fn describe(&self) -> String {
+        let rules: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| format!("{} then `{}`", r.written, r.then_name))
+            .collect();
+        format!(
+            "no condition of the conditional node at {} matched this request and it has no `default` (conditions: {})",
+            self.path,
+            if rules.is_empty() { "none".to_owned() } else { rules.join("; ") },
+        )
+    }
 }
 
 /// A leaf with everything inherited from its ancestors already applied.
@@ -150,6 +231,8 @@ struct Budget {
     limits: Limits,
     leaves: usize,
     bytes: usize,
+    conditionals: u16,
+    reads_params: bool,
 }
 
 impl Budget {
@@ -224,6 +307,8 @@ pub fn compile(
         limits,
         leaves: 0,
         bytes: 0,
+        conditionals: 0,
+        reads_params: false,
     };
     let root = compile_node(
         raw,
@@ -242,6 +327,8 @@ pub fn compile(
         id: id.into(),
         root,
         approx_bytes: budget.bytes,
+        conditionals: budget.conditionals,
+        reads_params: budget.reads_params,
     })
 }
 
@@ -251,6 +338,7 @@ pub fn direct(name: &str, index: u32) -> Tree {
         id: format!("virtual_key:{name}").into(),
         root: leaf_node(
             1.0,
+            None,
             Leaf {
                 path: "config".into(),
                 target: index,
@@ -261,6 +349,8 @@ pub fn direct(name: &str, index: u32) -> Tree {
             },
         ),
         approx_bytes: LEAF_BYTES + NODE_BYTES + name.len(),
+        conditionals: 0,
+        reads_params: false,
     }
 }
 
@@ -374,6 +464,7 @@ fn compile_node(
             })?;
             Ok(leaf_node(
                 weight,
+                raw.name.as_deref(),
                 Leaf {
                     path: route_path.into(),
                     target,
@@ -399,26 +490,22 @@ fn compile_node(
                 "single" => Mode::Single,
                 "loadbalance" => Mode::Loadbalance,
                 "fallback" => Mode::Fallback,
-                "conditional" => {
-                    return Err(TreeError::at(
-                        err_path,
-                        "strategy.mode",
-                        "strategy mode `conditional` is not supported by llmux yet; use loadbalance, fallback or single",
-                    ))
-                }
+                "conditional" => Mode::Conditional,
                 other => {
                     return Err(TreeError::at(
                         err_path,
                         "strategy.mode",
-                        format!("unknown strategy mode `{other}`; expected loadbalance, fallback or single"),
+                        format!("unknown strategy mode `{other}`; expected loadbalance, fallback, single or conditional"),
                     ))
                 }
             };
-            if strategy.conditions.is_some() || strategy.default.is_some() {
+            if mode != Mode::Conditional
+                && (strategy.conditions.is_some() || strategy.default.is_some())
+            {
                 return Err(TreeError::at(
                     err_path,
                     "strategy",
-                    "`conditions`/`default` belong to conditional routing, which llmux does not support yet",
+                    "`conditions`/`default` belong to `mode = \"conditional\"`; remove them or change the mode",
                 ));
             }
             if children_raw.is_empty() {
@@ -458,6 +545,16 @@ fn compile_node(
                     "every target of this loadbalance node has weight 0, so it can never serve; give at least one a weight > 0",
                 ));
             }
+            let conditional = match mode {
+                Mode::Conditional => Some(Box::new(compile_conditional(
+                    strategy,
+                    children_raw,
+                    err_path,
+                    route_path,
+                    budget,
+                )?)),
+                _ => None,
+            };
             let leaves: Box<[Arc<Leaf>]> =
                 children.iter().flat_map(|c| c.leaves.iter().cloned()).collect();
             budget.spend(
@@ -466,21 +563,114 @@ fn compile_node(
             )?;
             Ok(Node {
                 weight,
+                name: raw.name.as_deref().map(Into::into),
                 leaves,
                 kind: NodeKind::Group(Group {
                     mode,
                     on_status_codes,
                     children,
+                    conditional,
                 }),
             })
         }
     }
 }
 
-fn leaf_node(weight: f64, leaf: Leaf) -> Node {
+/// A conditional node's rules: names resolved to child indices, queries compiled.
+fn compile_conditional(
+    strategy: &RawStrategy,
+    children: &[RawNode],
+    err_path: &str,
+    route_path: &str,
+    budget: &mut Budget,
+) -> Result<Conditional, TreeError> {
+    let mut names: HashMap<&str, u16> = HashMap::with_capacity(children.len());
+    for (i, child) in children.iter().enumerate() {
+        if let Some(name) = &child.name {
+            if let Some(first) = names.insert(name.as_str(), i as u16) {
+                return Err(TreeError::at(
+                    err_path,
+                    &format!("targets[{i}].name"),
+                    format!(
+                        "name `{name}` is already used by targets[{first}]; the targets of a \
+                         conditional node need distinct names"
+                    ),
+                ));
+            }
+        }
+    }
+    let resolve = |name: &str, field: &str| {
+        names.get(name).copied().ok_or_else(|| {
+            let mut known: Vec<&str> = names.keys().copied().collect();
+            known.sort_unstable();
+            TreeError::at(
+                err_path,
+                field,
+                format!(
+                    "no target of this conditional node is named `{name}`; give one \
+                     `name = \"{name}\"` or use one of: {}",
+                    if known.is_empty() {
+                        "(no target has a name)".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
+    };
+    let raw_rules = strategy.conditions.as_deref().unwrap_or_default();
+    if raw_rules.is_empty() && strategy.default.is_none() {
+        return Err(TreeError::at(
+            err_path,
+            "strategy.conditions",
+            "a conditional node needs `conditions` ([{query, then}]) or a `default`",
+        ));
+    }
+    let mut rules = Vec::with_capacity(raw_rules.len());
+    for (i, raw) in raw_rules.iter().enumerate() {
+        let field = format!("strategy.conditions[{i}]");
+        let then = resolve(&raw.then, &format!("{field}.then"))?;
+        budget.spend(2 * value_bytes(&raw.query) + raw.then.len(), err_path)?;
+        let query =
+            Query::compile(&raw.query, &format!("{err_path}.{field}.query")).map_err(|e| {
+                TreeError {
+                    path: e.path,
+                    message: e.message,
+                }
+            })?;
+        budget.reads_params |= query.reads_params();
+        rules.push(Rule {
+            query,
+            then,
+            written: raw.query.clone(),
+            then_name: raw.then.clone(),
+        });
+    }
+    let default = match &strategy.default {
+        Some(name) => Some((resolve(name, "strategy.default")?, name.clone())),
+        None => None,
+    };
+    let id = budget.conditionals;
+    budget.conditionals = id.checked_add(1).ok_or_else(|| {
+        TreeError::at(
+            err_path,
+            "",
+            "a config may have at most 65535 conditional nodes",
+        )
+    })?;
+    Ok(Conditional {
+        id,
+        rules,
+        default,
+        path: route_path.into(),
+    })
+}
+
+fn leaf_node(weight: f64, name: Option<&str>, leaf: Leaf) -> Node {
     let leaf = Arc::new(leaf);
     Node {
         weight,
+        name: name.map(Into::into),
         leaves: Box::new([leaf.clone()]),
         kind: NodeKind::Leaf(leaf),
     }
@@ -527,6 +717,9 @@ impl Serialize for Node {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("weight", &self.weight)?;
+        if let Some(name) = &self.name {
+            m.serialize_entry("name", name)?;
+        }
         match &self.kind {
             NodeKind::Leaf(l) => {
                 m.serialize_entry("path", &*l.path)?;
@@ -543,9 +736,19 @@ impl Serialize for Node {
                     Mode::Single => "single",
                     Mode::Loadbalance => "loadbalance",
                     Mode::Fallback => "fallback",
+                    Mode::Conditional => "conditional",
                 };
                 m.serialize_entry("mode", mode)?;
                 m.serialize_entry("on_status_codes", &g.on_status_codes)?;
+                if let Some(c) = &g.conditional {
+                    let conditions: Vec<Value> = c
+                        .rules
+                        .iter()
+                        .map(|r| serde_json::json!({"query": r.written, "then": r.then_name}))
+                        .collect();
+                    m.serialize_entry("conditions", &conditions)?;
+                    m.serialize_entry("default", &c.default.as_ref().map(|d| &d.1))?;
+                }
                 m.serialize_entry("targets", &g.children)?;
             }
         }

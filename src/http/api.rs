@@ -333,6 +333,7 @@ async fn serve(
         stream,
         include_usage: parsed.include_usage,
         idle_timeout: settings.stream_idle_timeout,
+        metadata: entry.metadata.clone(),
     };
     let routed = proxy::route(runtime.clone(), tree, &prepared);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`

@@ -31,6 +31,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The path clients call on llmux (Portkey's `url.pathname` in conditions).
+    pub fn gateway_path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
     pub fn openai_path(self) -> &'static str {
         match self {
             Endpoint::Chat => "/chat/completions",

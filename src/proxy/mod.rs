@@ -8,6 +8,7 @@ mod stream;
 pub use grace::{Grace, GraceEnd};
 pub use stream::ClientStream;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::actors::supervisor::{next, Failure, Route, Runtime, SkipReason};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
 use crate::clock::now_ms;
+use crate::config::condition::Request;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::observability::requestlog::AttemptRecord;
@@ -45,6 +47,32 @@ pub struct Prepared {
     pub idle_timeout: Duration,
     /// What is known of the token cost before a leaf is chosen, for token budgets.
     pub estimate: Estimate,
+    /// `x-portkey-metadata`, for conditional routing.
+    pub metadata: Option<Arc<BTreeMap<String, String>>>,
+}
+
+impl Prepared {
+    /// What the tree's conditional nodes choose for this request; a 400 when a condition
+    /// needs the body as a JSON object and it is not one.
+    fn choices(&self, tree: &Tree) -> Result<Box<[Option<u16>]>, Error> {
+        if tree.conditionals == 0 {
+            return Ok(Box::default());
+        }
+        let params = if tree.reads_params {
+            Some(
+                self.body
+                    .map()
+                    .map_err(|e| Error::invalid(e.message, None))?,
+            )
+        } else {
+            None
+        };
+        Ok(tree.choose(&Request {
+            metadata: self.metadata.as_deref(),
+            params,
+            pathname: self.endpoint.gateway_path(),
+        }))
+    }
 }
 
 /// What a leaf answered with.
@@ -103,7 +131,17 @@ pub async fn route(
     let started = Instant::now();
     let deadline = started + settings.request_deadline;
     let queue_until = settings.max_queue_wait.map(|w| started + w);
-    let mut route = Route::new(runtime.clone(), tree, req.endpoint);
+    let choices = match req.choices(&tree) {
+        Ok(c) => c,
+        Err(error) => {
+            return Err(Unserved {
+                error,
+                attempts: Vec::new(),
+                last: None,
+            })
+        }
+    };
+    let mut route = Route::new(runtime.clone(), tree, req.endpoint, choices);
     let mut attempts = Vec::new();
     let mut failure: Option<Failure> = None;
     let mut last_error: Option<AttemptError> = None;
@@ -224,6 +262,19 @@ fn skipped_error(route: &Route, refusal: Option<AttemptError>) -> Error {
         let free_in = walk.earliest_free(true).saturating_sub(now);
         return Error::NoCapacity {
             retry_after: Duration::from_millis(free_in.max(1)),
+        };
+    }
+    if !busy(true) && !busy(false) && !walk.unmatched.is_empty() {
+        // The request matched no condition where the walk needed one: the request decides
+        // this, so it is the client's to change (a 400 listing the conditions).
+        let mut message = walk.unmatched.join("; ");
+        if !list.is_empty() {
+            message.push_str(&format!("; and no other target could serve it: {list}"));
+        }
+        return Error::InvalidRequest {
+            message,
+            param: None,
+            code: Some("no_condition_matched"),
         };
     }
     if !busy(true) && !busy(false) && !walk.skipped.is_empty() {

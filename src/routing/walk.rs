@@ -69,6 +69,10 @@ pub struct Walk {
     /// Whether any attempt produced a real upstream failure (not only skips).
     started: bool,
     rng: Option<StdRng>,
+    /// What each conditional node chose for this request ([`Tree::choose`]).
+    choices: Box<[Option<u16>]>,
+    /// The conditional nodes entered that matched nothing and had no default, described.
+    pub unmatched: Vec<String>,
 }
 
 impl Walk {
@@ -81,7 +85,16 @@ impl Walk {
             skipped: Vec::new(),
             started: false,
             rng: None,
+            choices: Box::default(),
+            unmatched: Vec::new(),
         }
+    }
+
+    /// Sets what the tree's conditional nodes chose for this request (without it, every
+    /// conditional node matches nothing).
+    pub fn with_choices(mut self, choices: Box<[Option<u16>]>) -> Walk {
+        self.choices = choices;
+        self
     }
 
     /// A walk drawing its load-balancing choices from `rng` (tests; otherwise the thread's
@@ -100,6 +113,7 @@ impl Walk {
         self.skipped_targets.clear();
         self.tried.clear();
         self.skipped.clear();
+        self.unmatched.clear();
         self.started = false;
     }
 
@@ -180,6 +194,19 @@ impl Walk {
                 Mode::Single => self.enter(node, 0, check),
                 Mode::Fallback => self.fallback_from(node, 0, check),
                 Mode::Loadbalance => self.pick(node, check),
+                Mode::Conditional => {
+                    let c = g.conditional.as_ref()?;
+                    match self.choices.get(c.id as usize).copied().flatten() {
+                        Some(i) => self.enter(node, i as usize, check),
+                        None => {
+                            let d = c.describe();
+                            if self.unmatched.len() < 8 && !self.unmatched.contains(&d) {
+                                self.unmatched.push(d);
+                            }
+                            None
+                        }
+                    }
+                }
             },
         }
     }
@@ -510,5 +537,162 @@ mod tests {
         w.restart();
         assert!(w.first(&mut ready).is_some());
         assert!(w.skipped.is_empty());
+    }
+
+    fn request<'a>(
+        metadata: Option<&'a std::collections::BTreeMap<String, String>>,
+        params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    ) -> crate::config::condition::Request<'a> {
+        crate::config::condition::Request {
+            metadata,
+            params,
+            pathname: "/v1/chat/completions",
+        }
+    }
+
+    const COND: &str = r#"{"strategy":{"mode":"fallback"},"targets":[
+        {"strategy":{"mode":"conditional","conditions":[
+            {"query":{"metadata.plan":{"$eq":"paid"}},"then":"smart"},
+            {"query":{"$or":[{"params.model":"gpt-4o"},{"params.temperature":{"$gt":0.7}}]},"then":"smart"}],
+          "default":"cheap"},
+         "targets":[{"name":"smart","virtual_key":"a"},
+                    {"name":"cheap","strategy":{"mode":"loadbalance"},"targets":[{"virtual_key":"b"},{"virtual_key":"c"}]}]},
+        {"virtual_key":"d"}]}"#;
+
+    #[test]
+    fn a_conditional_node_routes_by_the_first_matching_rule_else_its_default() {
+        let t = tree(COND);
+        assert_eq!((t.conditionals, t.reads_params), (1, true));
+        let paid = [("plan".to_owned(), "paid".to_owned())].into();
+        let free = [("plan".to_owned(), "free".to_owned())].into();
+        let body = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let cases = [
+            (
+                Some(&paid),
+                body(serde_json::json!({"model": "x"})),
+                vec![0],
+            ),
+            (
+                Some(&free),
+                body(serde_json::json!({"model": "gpt-4o"})),
+                vec![0],
+            ),
+            (None, body(serde_json::json!({"temperature": 0.9})), vec![0]),
+            (
+                None,
+                body(serde_json::json!({"temperature": 0.7})),
+                vec![1, 2],
+            ),
+            (Some(&free), body(serde_json::json!({})), vec![1, 2]),
+        ];
+        for (i, (metadata, params, expected)) in cases.iter().enumerate() {
+            let choices = t.choose(&request(*metadata, Some(params)));
+            for seed in 0..8 {
+                let mut w = Walk::with_rng(t.clone(), StdRng::seed_from_u64(seed))
+                    .with_choices(choices.clone());
+                let first = w.first(&mut ready).unwrap();
+                assert!(expected.contains(&first.target), "case {i}: {}", first.path);
+                // The chosen child failing climbs: the fallback above catches it (the default
+                // is not tried instead, and a load balancer does not retry elsewhere).
+                assert_eq!(w.next(Failure::Status(500), &mut ready).unwrap().target, 3);
+                assert!(w.next(Failure::Status(500), &mut ready).is_none());
+                assert!(w.unmatched.is_empty());
+            }
+        }
+        let choices = t.choose(&request(Some(&paid), None));
+        let mut w = Walk::new(t.clone()).with_choices(choices);
+        assert_eq!(
+            &*w.first(&mut ready).unwrap().path,
+            "config.targets[0].targets[0]"
+        );
+    }
+
+    #[test]
+    fn a_skipped_chosen_child_climbs_and_no_match_without_default_is_reported() {
+        let t = tree(
+            r#"{"strategy":{"mode":"fallback"},"targets":[
+              {"strategy":{"mode":"conditional","conditions":[
+                {"query":{"metadata.tier":{"$in":["gold","silver"]}},"then":"x"}]},
+               "targets":[{"name":"x","virtual_key":"a"},{"name":"y","virtual_key":"b"}]},
+              {"virtual_key":"c"}]}"#,
+        );
+        let gold = [("tier".to_owned(), "gold".to_owned())].into();
+        let busy = |l: &Leaf| {
+            if l.target == 0 {
+                Check::Busy {
+                    until: 50,
+                    budget: true,
+                }
+            } else {
+                Check::Ready
+            }
+        };
+        // Chosen child busy: the node does not fall back to its other child; the fallback
+        // above moves on.
+        let mut w = Walk::new(t.clone()).with_choices(t.choose(&request(Some(&gold), None)));
+        assert_eq!(w.first(&mut { busy }).unwrap().target, 2);
+        assert!(w.unmatched.is_empty());
+        // Nothing matches and there is no default: the node serves nothing, named in
+        // `unmatched` with its conditions; the fallback above still serves.
+        let mut w = Walk::new(t.clone()).with_choices(t.choose(&request(None, None)));
+        assert_eq!(w.first(&mut ready).unwrap().target, 2);
+        assert_eq!(w.unmatched.len(), 1);
+        assert!(
+            w.unmatched[0].contains("config.targets[0]"),
+            "{}",
+            w.unmatched[0]
+        );
+        assert!(
+            w.unmatched[0].contains(r#"{"metadata.tier":{"$in":["gold","silver"]}} then `x`"#),
+            "{}",
+            w.unmatched[0]
+        );
+        // At the root, a no-match leaves nothing to serve and no skips: only `unmatched`.
+        let t = tree(
+            r#"{"strategy":{"mode":"conditional","conditions":[
+                {"query":{"url.pathname":{"$regex":"^/v1/embeddings$"}},"then":"x"}]},
+               "targets":[{"name":"x","virtual_key":"a"}]}"#,
+        );
+        assert!(!t.reads_params);
+        let mut w = Walk::new(t.clone()).with_choices(t.choose(&request(None, None)));
+        assert!(w.first(&mut ready).is_none());
+        assert!(w.only_skips() && w.skipped.is_empty());
+        assert_eq!(w.unmatched.len(), 1);
+        w.restart();
+        assert!(w.unmatched.is_empty());
+    }
+
+    #[test]
+    fn conditional_nodes_nest_inside_each_other_and_under_load_balancers() {
+        let t = tree(
+            r#"{"strategy":{"mode":"loadbalance"},"targets":[
+              {"weight":1,"strategy":{"mode":"conditional","conditions":[
+                 {"query":{"params.response_format.type":"json_object"},"then":"inner"}],"default":"plain"},
+               "targets":[{"name":"plain","virtual_key":"a"},
+                 {"name":"inner","strategy":{"mode":"conditional","conditions":[
+                   {"query":{"params.messages.0.role":"system"},"then":"sys"}],"default":"nosys"},
+                  "targets":[{"name":"sys","virtual_key":"b"},{"name":"nosys","virtual_key":"c"}]}]},
+              {"weight":0,"virtual_key":"d"}]}"#,
+        );
+        assert_eq!(t.conditionals, 2);
+        let body = |v: serde_json::Value| v.as_object().unwrap().clone();
+        for (params, target) in [
+            (body(serde_json::json!({"messages":[{"role":"user"}]})), 0),
+            (
+                body(
+                    serde_json::json!({"response_format":{"type":"json_object"},"messages":[{"role":"system"}]}),
+                ),
+                1,
+            ),
+            (
+                body(
+                    serde_json::json!({"response_format":{"type":"json_object"},"messages":[{"role":"user"}]}),
+                ),
+                2,
+            ),
+        ] {
+            let mut w = Walk::new(t.clone()).with_choices(t.choose(&request(None, Some(&params))));
+            assert_eq!(w.first(&mut ready).unwrap().target, target);
+        }
     }
 }

@@ -48,6 +48,30 @@ let ptext = '';
 for await (const chunk of pstream) ptext += chunk.choices[0]?.delta?.content ?? '';
 check(ptext.length > 0, 'portkey stream text');
 
+// Portkey SDK with a conditional config: its `metadata` chooses the target.
+const conditional = new Portkey({
+  apiKey: key,
+  baseURL,
+  config: {
+    strategy: {
+      mode: 'conditional',
+      conditions: [{ query: { 'metadata.plan': { $eq: 'paid' } }, then: 'smart' }],
+      default: 'cheap',
+    },
+    targets: [
+      { name: 'smart', virtual_key: 'openai-main' },
+      { name: 'cheap', virtual_key: 'anthropic-main', override_params: { model: 'claude-3-haiku-20240307' } },
+    ],
+  },
+});
+for (const plan of ['paid', 'free']) {
+  const r = await conditional.chat.completions.create(
+    { model: 'gpt-4o', messages: [{ role: 'user', content: 'Say hi' }] },
+    { traceID: `node-cond-${plan}`, metadata: { plan } },
+  );
+  check(r.choices[0].message.content, `conditional ${plan} content`);
+}
+
 let refused = false;
 try {
   await new OpenAI({ baseURL, apiKey: 'wrong', maxRetries: 0 }).chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }] });

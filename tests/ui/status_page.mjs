@@ -134,6 +134,15 @@ async function main() {
     const txt = (await leaf.locator(':scope > .node-row .weight-pct').innerText()).replace(/\s+/g, ' ');
     check(txt.startsWith(w.percent), `${w.config} ${w.path}: weight shows "${txt}", expected ${w.percent}`);
   }
+  // Conditional nodes say so, and each target shows the conditions that choose it.
+  for (const c of want.conditions || []) {
+    const leaf = page.locator(`[data-config="${c.config}"] li[data-path="${c.path}"]`).first();
+    await leaf.waitFor({ state: 'visible' });
+    const txt = await leaf.locator(':scope > .node-row .cond').innerText();
+    check(txt.includes(c.when), `${c.config} ${c.path}: shows "${txt}", expected "${c.when}"`);
+    const mode = await page.locator(`[data-config="${c.config}"] li[data-mode="conditional"] > .node-row .mode`).first().innerText();
+    check(/conditional/i.test(mode), `${c.config}: the node reads "${mode}", expected Conditional`);
+  }
   for (const sv of want.served || []) {
     const sel = `[data-config="${sv.config}"] li[data-path="${sv.path}"] > .node-row .served`;
     await waitFor(page, `${sv.config} ${sv.path} served ${sv.count}`, ([sel, n]) => {
