@@ -616,3 +616,158 @@ async fn conditional_routing_by_metadata_params_and_path_stored_and_inline() {
         );
     }
 }
+
+/// Every operator over the daemon: for each, a request that matches (→ `yes`) and one that
+/// does not (→ the default, `no`), through an inline config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_conditional_operator_routes_through_the_daemon() {
+    let m = mock();
+    let llmux = Llmux::start(&targets(&m));
+    let c = client();
+    let chat = llmux.url("/v1/chat/completions");
+    let body = |extra: Value| {
+        let mut b = chat_body("gpt-4o-mini");
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    // (query, metadata and body that match, metadata and body that do not)
+    let cases = [
+        (
+            json!({"metadata.plan": "paid"}),
+            r#"{"plan":"paid"}"#,
+            json!({}),
+            r#"{"plan":"free"}"#,
+            json!({}),
+        ),
+        (
+            json!({"params.model": {"$eq": "gpt-4o-mini"}}),
+            "{}",
+            json!({}),
+            "{}",
+            json!({"model": "gpt-4o"}),
+        ),
+        (
+            json!({"metadata.plan": {"$ne": "free"}}),
+            "{}",
+            json!({}),
+            r#"{"plan":"free"}"#,
+            json!({}),
+        ),
+        (
+            json!({"params.max_tokens": {"$gt": 100}}),
+            "{}",
+            json!({"max_tokens": 101}),
+            "{}",
+            json!({"max_tokens": 100}),
+        ),
+        (
+            json!({"params.max_tokens": {"$gte": 100}}),
+            "{}",
+            json!({"max_tokens": 100}),
+            "{}",
+            json!({"max_tokens": 99}),
+        ),
+        (
+            json!({"metadata.score": {"$lt": 0.5}}),
+            r#"{"score":"0.25"}"#,
+            json!({}),
+            r#"{"score":"0.5"}"#,
+            json!({}),
+        ),
+        (
+            json!({"params.temperature": {"$lte": 0.5}}),
+            "{}",
+            json!({"temperature": 0.5}),
+            "{}",
+            json!({}),
+        ),
+        (
+            json!({"metadata.region": {"$in": ["eu", "uk"]}}),
+            r#"{"region":"uk"}"#,
+            json!({}),
+            r#"{"region":"us"}"#,
+            json!({}),
+        ),
+        (
+            json!({"metadata.region": {"$nin": ["us"]}}),
+            r#"{"region":"eu"}"#,
+            json!({}),
+            r#"{"region":"us"}"#,
+            json!({}),
+        ),
+        (
+            json!({"params.messages.0.content": {"$regex": "^(?i)urgent"}}),
+            "{}",
+            json!({"messages": [{"role": "user", "content": "URGENT: help"}]}),
+            "{}",
+            json!({}),
+        ),
+        (
+            json!({"$and": [{"metadata.plan": "paid"}, {"params.stream": {"$ne": true}}]}),
+            r#"{"plan":"paid"}"#,
+            json!({}),
+            r#"{"plan":"paid"}"#,
+            json!({"stream": true}),
+        ),
+        (
+            json!({"$or": [{"metadata.plan": "paid"}, {"params.user": "vip"}]}),
+            "{}",
+            json!({"user": "vip"}),
+            "{}",
+            json!({"user": "x"}),
+        ),
+        // Keys after an `$or` still count (Portkey would ignore `metadata.region`).
+        (
+            json!({"$or": [{"metadata.plan": "paid"}], "metadata.region": "eu"}),
+            r#"{"plan":"paid","region":"eu"}"#,
+            json!({}),
+            r#"{"plan":"paid","region":"us"}"#,
+            json!({}),
+        ),
+        (
+            json!({"url.pathname": {"$regex": "/chat/"}}),
+            "{}",
+            json!({}),
+            "{}",
+            json!({"__embeddings": true}),
+        ),
+    ];
+    for (i, (query, meta_yes, body_yes, meta_no, body_no)) in cases.into_iter().enumerate() {
+        let config = json!({"strategy": {"mode": "conditional", "default": "no",
+                "conditions": [{"query": query, "then": "yes"}]},
+            "targets": [{"name": "yes", "virtual_key": "openai-main"}, {"name": "no", "virtual_key": "azure-east"}]})
+        .to_string();
+        for (meta, extra, want) in [
+            (meta_yes, body_yes, "openai-main"),
+            (meta_no, body_no, "azure-east"),
+        ] {
+            let embeddings = extra.get("__embeddings").is_some();
+            let (url, b) = if embeddings {
+                (
+                    llmux.url("/v1/embeddings"),
+                    json!({"model": "text-embedding-3-small", "input": "x"}),
+                )
+            } else {
+                (chat.clone(), body(extra.clone()))
+            };
+            let streamed = b["stream"] == true;
+            let mut r = c
+                .post(&url)
+                .header("x-portkey-config", &config)
+                .header("x-portkey-metadata", meta);
+            r = r.json(&b);
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200, "case {i} ({query}) {meta} {extra}");
+            assert_eq!(
+                header(r.headers(), "x-llmux-virtual-key"),
+                want,
+                "case {i}: {query} with {meta} {extra}"
+            );
+            if streamed {
+                r.bytes().await.unwrap();
+            }
+        }
+    }
+}
