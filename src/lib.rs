@@ -10,6 +10,7 @@
 //! - [`routing`]: the pure, seedable tree walk and token estimates.
 //! - [`cluster`]: budgets and cooldowns shared through Redis.
 //! - [`observability`]: logging, metrics, the request log and pricing.
+//! - [`cache`]: the response cache (memory, Redis, semantic matching, SSE record/replay).
 //! - [`actors`]: the target actors (gate, budgets, breaker, health) and the supervisor.
 //! - [`proxy`]: the data path of one request: attempts, retries, fallback, the client stream.
 //! - [`http`]: the OpenAI front, the admin API, authentication, the HTTP error mapping.
@@ -17,6 +18,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;

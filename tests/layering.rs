@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "routing",
     "cluster",
     "observability",
+    "cache",
     "actors",
     "proxy",
     "http",

@@ -138,19 +138,28 @@ pub async fn next(
     mut failure: Option<Failure>,
     estimate: Estimate,
 ) -> Option<(Arc<Leaf>, Permit)> {
-    let runtime = route.runtime.clone();
     loop {
         let leaf = route.advance(failure.take())?;
-        let target = &runtime.targets[leaf.target as usize];
-        let tokens = estimate.for_leaf(&leaf, &target.spec);
-        match target.acquire(tokens).await {
+        match route.acquire(&leaf, estimate).await {
             Ok(permit) => return Some((leaf, permit)),
+            Err(skip) => failure = Some(skip),
+        }
+    }
+}
+
+impl Route {
+    /// A permit for the leaf the walk chose; when its target refuses, the skip is recorded and
+    /// returned as the failure to walk on with.
+    pub async fn acquire(&mut self, leaf: &Leaf, estimate: Estimate) -> Result<Permit, Failure> {
+        let target = &self.runtime.targets[leaf.target as usize];
+        let tokens = estimate.for_leaf(leaf, &target.spec);
+        match target.acquire(tokens).await {
+            Ok(permit) => Ok(permit),
             Err(unavailable) => {
                 let reason = skip_reason(&unavailable);
-                route
-                    .walk
+                self.walk
                     .skip_current(reason, Some(unavailable.reason.describe().into()));
-                failure = Some(Failure::Skip(reason));
+                Err(Failure::Skip(reason))
             }
         }
     }

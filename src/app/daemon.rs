@@ -81,6 +81,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         }
         None => None,
     };
+    // Built once: its store settings (`[cache] max_bytes` …) apply from start; trees decide
+    // per request whether to use it, so reloads change that at once.
+    let cache = Arc::new(crate::cache::Cache::new(&config.cache, cluster.clone()));
     let (supervisor, cur, reload_status) =
         Supervisor::start(config, cluster.clone()).map_err(DaemonError::Targets)?;
     let (end_grace, grace_end) = Grace::new();
@@ -89,6 +92,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         current: cur.clone(),
         log: Arc::new(RequestLog::new(server.request_log_size)),
         inline: crate::http::inline_cache(),
+        cache,
         cluster,
         reload: reload_status,
         grace_end,

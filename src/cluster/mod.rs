@@ -451,6 +451,98 @@ impl Cluster {
     }
 }
 
+/// The response cache's shared tier: opaque values under `{prefix}:cache:{scope}:{key}`,
+/// expiring by Redis TTL. Like every cluster call, bounded by a short timeout; a failure is a
+/// miss (or an unstored answer), never an error for the request.
+impl Cluster {
+    fn cache_key(&self, scope: &str, key: &str) -> String {
+        format!("{}:cache:{scope}:{key}", self.prefix)
+    }
+
+    pub async fn cache_get(&self, scope: &str, key: &str) -> Option<Vec<u8>> {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return None;
+        };
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.cache_key(scope, key));
+        let call = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    pub async fn cache_set(&self, scope: &str, key: &str, value: &[u8], ttl: Duration) {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.cache_key(scope, key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let call = cmd.query_async::<()>(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(CALL_TIMEOUT * 4, call).await {
+            self.mark(false, &e.to_string());
+        }
+    }
+
+    /// Deletes every cached answer of `scope` (`*`: all scopes). Returns how many were
+    /// deleted, or `None` when Redis could not be reached.
+    pub async fn cache_clear(&self, scope: &str) -> Option<u64> {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return None;
+        };
+        let pattern = self.cache_key(scope, "*");
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        // SCAN in pages, so a large cache never blocks Redis the way KEYS would.
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let page = tokio::time::timeout(
+                CALL_TIMEOUT * 10,
+                scan.query_async::<(u64, Vec<String>)>(&mut conn),
+            )
+            .await;
+            let (next, keys) = match page {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    self.mark(false, &e.to_string());
+                    return None;
+                }
+                Err(_) => return None,
+            };
+            if !keys.is_empty() {
+                let mut del = redis::cmd("UNLINK");
+                del.arg(&keys);
+                let n = tokio::time::timeout(CALL_TIMEOUT * 10, del.query_async::<u64>(&mut conn))
+                    .await;
+                match n {
+                    Ok(Ok(n)) => deleted += n,
+                    Ok(Err(e)) => {
+                        self.mark(false, &e.to_string());
+                        return None;
+                    }
+                    Err(_) => return None,
+                }
+            }
+            if next == 0 {
+                return Some(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
 fn jitter_ms(replica: &str, until_unix_ms: u64, remaining_ms: u64) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (replica, until_unix_ms).hash(&mut h);

@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 
 pub use raw::ProviderKind;
 use raw::{RawFile, RawNode, RawVirtualKey};
-pub use tree::{Leaf, Limits, Mode, Node, NodeKind, Retry, Tree, TreeError};
+pub use tree::{
+    CacheMode, CachePolicy, Leaf, Limits, Mode, Node, NodeKind, Retry, Tree, TreeError,
+};
 
 /// A credential, held as a [`secrecy::SecretString`]: zeroed when dropped, and its
 /// `Debug`/`Serialize` never show the value, so it cannot leak into logs, errors or admin output
@@ -166,6 +168,28 @@ pub struct ClusterSettings {
     pub local_share: f64,
 }
 
+/// `[cache]`: the response cache's store (which requests are cached is the trees' `cache`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheSettings {
+    pub max_bytes: u64,
+    pub max_entry_bytes: usize,
+    pub embeddings_virtual_key: Option<String>,
+    pub embeddings_model: String,
+    pub semantic_max_entries: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> CacheSettings {
+        CacheSettings {
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            embeddings_virtual_key: None,
+            embeddings_model: "text-embedding-3-small".into(),
+            semantic_max_entries: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Price {
     pub input_per_mtok: f64,
@@ -189,6 +213,7 @@ pub struct Config {
     direct: Vec<Arc<Tree>>,
     pub pricing: HashMap<String, Price>,
     pub cluster: Option<ClusterSettings>,
+    pub cache: CacheSettings,
 }
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -401,7 +426,61 @@ impl Config {
                 })
             }
         };
+        let mut cache = CacheSettings::default();
+        if let Some(c) = &raw.cache {
+            if let Some(b) = c.max_bytes {
+                if b < 1024 * 1024 {
+                    return Err(invalid(
+                        "cache.max_bytes",
+                        format!(
+                            "max_bytes is the in-memory cache's size in bytes; {b} is under 1 MiB"
+                        ),
+                    ));
+                }
+                cache.max_bytes = b;
+            }
+            if let Some(b) = c.max_entry_bytes {
+                if b == 0 || b as u64 > cache.max_bytes / 4 {
+                    return Err(invalid(
+                        "cache.max_entry_bytes",
+                        "max_entry_bytes must be > 0 and at most a quarter of max_bytes".into(),
+                    ));
+                }
+                cache.max_entry_bytes = b;
+            }
+            if let Some(n) = c.semantic_max_entries {
+                if !(1..=1_000_000).contains(&n) {
+                    return Err(invalid(
+                        "cache.semantic_max_entries",
+                        "semantic_max_entries must be from 1 to 1000000".into(),
+                    ));
+                }
+                cache.semantic_max_entries = n;
+            }
+            if let Some(m) = &c.embeddings_model {
+                cache.embeddings_model = m.clone();
+            }
+            if let Some(vk) = &c.embeddings_virtual_key {
+                // That it serves embeddings is checked with the providers (`providers::check`).
+                if !target_index.contains_key(vk) {
+                    return Err(invalid(
+                        "cache.embeddings_virtual_key",
+                        format!("`{vk}` names no [virtual_keys.{vk}] table"),
+                    ));
+                }
+                cache.embeddings_virtual_key = Some(vk.clone());
+            }
+        }
+        if cache.embeddings_virtual_key.is_none() {
+            if let Some(at) = configs.values().find_map(|t| t.semantic_at.as_ref()) {
+                return Err(invalid(
+                    at,
+                    "semantic caching embeds prompts: set [cache] embeddings_virtual_key to an embeddings-capable virtual key".into(),
+                ));
+            }
+        }
         Ok(Config {
+            cache,
             cluster,
             file: path.to_owned(),
             server,
@@ -449,7 +528,14 @@ impl Config {
             max_leaves: self.server.max_inline_config_leaves,
             max_bytes: self.server.max_inline_config_bytes,
         };
-        tree::compile("inline", &raw, HEADER, &by_name, limits)
+        let tree = tree::compile("inline", &raw, HEADER, &by_name, limits)?;
+        if let (Some(at), None) = (&tree.semantic_at, &self.cache.embeddings_virtual_key) {
+            return Err(TreeError {
+                path: at.clone(),
+                message: "semantic caching is not set up on this gateway ([cache] embeddings_virtual_key); use mode \"simple\"".into(),
+            });
+        }
+        Ok(tree)
     }
 
     /// Model names the configs route to (from `override_params.model`), for `GET /v1/models`.

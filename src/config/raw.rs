@@ -25,6 +25,24 @@ pub struct RawFile {
     pub pricing: BTreeMap<String, RawPrice>,
     #[serde(default)]
     pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub cache: Option<RawCacheSettings>,
+}
+
+/// `[cache]`: the response cache's store. Whether a request is cached is the tree's `cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheSettings {
+    /// Bytes the in-memory store may hold (answers and keys).
+    pub max_bytes: Option<u64>,
+    /// Largest answer stored (in memory and in Redis).
+    pub max_entry_bytes: Option<usize>,
+    /// The virtual key that embeds prompts for `mode = "semantic"`.
+    pub embeddings_virtual_key: Option<String>,
+    /// The embeddings model asked of it.
+    pub embeddings_model: Option<String>,
+    /// Prompts kept for semantic matching (brute-force cosine over all of them).
+    pub semantic_max_entries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,7 +181,8 @@ pub struct RawNode {
     pub api_key: Option<IgnoredAny>,
     pub custom_host: Option<IgnoredAny>,
     pub forward_headers: Option<IgnoredAny>,
-    pub cache: Option<IgnoredAny>,
+    /// `"simple"`, `"semantic"`, or `{ mode, max_age, similarity }` (checked in compile).
+    pub cache: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,6 +30,9 @@ pub struct Tree {
     pub conditionals: u16,
     /// Whether any condition reads `params.*`, i.e. needs the request body as a map.
     pub reads_params: bool,
+    /// The first node (by error path) with `cache.mode = "semantic"`, if any: semantic
+    /// caching needs `[cache] embeddings_virtual_key`, which the config checks.
+    pub semantic_at: Option<String>,
 }
 
 impl Tree {
@@ -173,7 +176,31 @@ pub struct Leaf {
     pub override_params: Arc<Map<String, Value>>,
     pub retry: Retry,
     pub request_timeout: Option<Duration>,
+    /// The response cache for answers this leaf serves (inherited whole, like `retry`).
+    pub cache: Option<CachePolicy>,
 }
+
+/// A node's `cache`: Portkey's `{ mode, max_age }` (seconds, as Portkey's hosted gateway; its
+/// OSS build reads milliseconds) plus `similarity` for semantic matching.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CachePolicy {
+    pub mode: CacheMode,
+    pub max_age: Duration,
+    /// Cosine similarity a semantic match needs.
+    pub similarity: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    Simple,
+    Semantic,
+}
+
+/// Portkey's hosted default and bounds for `max_age` (7 days; at most 90 days). The lower
+/// bound is 1 s, not Portkey's 60, so short-lived answers can be cached too.
+const DEFAULT_MAX_AGE: u64 = 7 * 24 * 3600;
+const MAX_MAX_AGE: u64 = 90 * 24 * 3600;
+pub const DEFAULT_SIMILARITY: f32 = 0.95;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
@@ -224,6 +251,7 @@ struct Inherited<'a> {
     params_bytes: usize,
     retry: &'a Retry,
     request_timeout: Option<u64>,
+    cache: Option<CachePolicy>,
 }
 
 /// What compiling has built so far, against [`Limits`].
@@ -233,6 +261,7 @@ struct Budget {
     bytes: usize,
     conditionals: u16,
     reads_params: bool,
+    semantic_at: Option<String>,
 }
 
 impl Budget {
@@ -309,6 +338,7 @@ pub fn compile(
         bytes: 0,
         conditionals: 0,
         reads_params: false,
+        semantic_at: None,
     };
     let root = compile_node(
         raw,
@@ -320,6 +350,7 @@ pub fn compile(
             params_bytes: 0,
             retry: &no_retry,
             request_timeout: None,
+            cache: None,
         },
         &mut budget,
     )?;
@@ -329,6 +360,7 @@ pub fn compile(
         approx_bytes: budget.bytes,
         conditionals: budget.conditionals,
         reads_params: budget.reads_params,
+        semantic_at: budget.semantic_at,
     })
 }
 
@@ -346,11 +378,13 @@ pub fn direct(name: &str, index: u32) -> Tree {
                 override_params: Arc::default(),
                 retry: Retry::none(),
                 request_timeout: None,
+                cache: None,
             },
         ),
         approx_bytes: LEAF_BYTES + NODE_BYTES + name.len(),
         conditionals: 0,
         reads_params: false,
+        semantic_at: None,
     }
 }
 
@@ -383,17 +417,12 @@ fn compile_node(
             ));
         }
     }
-    for (present, field) in [
-        (raw.forward_headers.is_some(), "forward_headers"),
-        (raw.cache.is_some(), "cache"),
-    ] {
-        if present {
-            return Err(TreeError::at(
-                err_path,
-                field,
-                format!("`{field}` is not supported by llmux; remove it"),
-            ));
-        }
+    if raw.forward_headers.is_some() {
+        return Err(TreeError::at(
+            err_path,
+            "forward_headers",
+            "`forward_headers` is not supported by llmux; remove it",
+        ));
     }
 
     let weight = raw.weight.unwrap_or(1.0);
@@ -440,6 +469,16 @@ fn compile_node(
         None => inherited.retry,
     };
     let request_timeout = raw.request_timeout.or(inherited.request_timeout);
+    let cache = match &raw.cache {
+        Some(v) => {
+            let policy = compile_cache(v, err_path)?;
+            if policy.mode == CacheMode::Semantic && budget.semantic_at.is_none() {
+                budget.semantic_at = Some(format!("{err_path}.cache"));
+            }
+            Some(policy)
+        }
+        None => inherited.cache,
+    };
 
     match (&raw.virtual_key, &raw.targets, &raw.strategy) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(TreeError::at(
@@ -472,6 +511,7 @@ fn compile_node(
                     override_params: override_params.clone(),
                     retry: retry.clone(),
                     request_timeout: request_timeout.map(Duration::from_millis),
+                    cache,
                 },
             ))
         }
@@ -534,6 +574,7 @@ fn compile_node(
                         params_bytes,
                         retry,
                         request_timeout,
+                        cache,
                     },
                     budget,
                 )?);
@@ -676,6 +717,75 @@ fn leaf_node(weight: f64, name: Option<&str>, leaf: Leaf) -> Node {
     }
 }
 
+/// `cache`: `"simple"`, `"semantic"`, or `{ mode, max_age, similarity }`.
+fn compile_cache(v: &Value, err_path: &str) -> Result<CachePolicy, TreeError> {
+    let bad = |field: &str, message: String| TreeError::at(err_path, field, message);
+    let mode_of = |m: &str| match m {
+        "simple" => Ok(CacheMode::Simple),
+        "semantic" => Ok(CacheMode::Semantic),
+        other => Err(bad(
+            "cache.mode",
+            format!("unknown cache mode `{other}`; expected \"simple\" or \"semantic\""),
+        )),
+    };
+    let mut policy = CachePolicy {
+        mode: CacheMode::Simple,
+        max_age: Duration::from_secs(DEFAULT_MAX_AGE),
+        similarity: DEFAULT_SIMILARITY,
+    };
+    match v {
+        Value::String(m) => policy.mode = mode_of(m)?,
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("mode", Value::String(s)) => policy.mode = mode_of(s)?,
+                    ("max_age", v) => {
+                        let secs = v.as_u64().filter(|s| (1..=MAX_MAX_AGE).contains(s));
+                        policy.max_age = Duration::from_secs(secs.ok_or_else(|| {
+                            bad(
+                                "cache.max_age",
+                                format!(
+                                    "max_age is in seconds, from 1 to {MAX_MAX_AGE} (90 days); got {v}"
+                                ),
+                            )
+                        })?);
+                    }
+                    ("similarity", v) => {
+                        let s = v.as_f64().filter(|s| *s > 0.0 && *s <= 1.0);
+                        policy.similarity = s.ok_or_else(|| {
+                            bad(
+                                "cache.similarity",
+                                format!("similarity is a cosine in (0, 1], e.g. 0.95; got {v}"),
+                            )
+                        })? as f32;
+                    }
+                    (k, _) => {
+                        return Err(bad(
+                            &format!("cache.{k}"),
+                            format!(
+                                "unknown or mistyped cache field `{k}`; expected mode (\"simple\" or \"semantic\"), max_age (seconds) or similarity"
+                            ),
+                        ))
+                    }
+                }
+            }
+            if !m.contains_key("mode") {
+                return Err(bad(
+                    "cache.mode",
+                    "cache needs a mode: \"simple\" or \"semantic\"".into(),
+                ));
+            }
+        }
+        other => {
+            return Err(bad(
+                "cache",
+                format!("cache is \"simple\", \"semantic\" or {{ mode, max_age }}; got {other}"),
+            ))
+        }
+    }
+    Ok(policy)
+}
+
 fn compile_retry(raw: &RawRetry, err_path: &str) -> Result<Retry, TreeError> {
     if raw.attempts > MAX_RETRY_ATTEMPTS {
         return Err(TreeError::at(
@@ -730,6 +840,16 @@ impl Serialize for Node {
                     "request_timeout_ms",
                     &l.request_timeout.map(|d| d.as_millis() as u64),
                 )?;
+                if let Some(c) = &l.cache {
+                    m.serialize_entry(
+                        "cache",
+                        &serde_json::json!({
+                            "mode": match c.mode { CacheMode::Simple => "simple", CacheMode::Semantic => "semantic" },
+                            "max_age": c.max_age.as_secs(),
+                            "similarity": c.similarity,
+                        }),
+                    )?;
+                }
             }
             NodeKind::Group(g) => {
                 let mode = match g.mode {

@@ -25,6 +25,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/config", web::get().to(config))
         .route("/admin/reload", web::get().to(reload_status))
         .route("/admin/reload", web::post().to(reload))
+        .route("/admin/cache", web::get().to(cache_stats))
+        .route("/admin/cache", web::delete().to(cache_clear))
         .route("/metrics", web::get().to(metrics_text))
         .route("/admin/traffic", web::get().to(traffic));
 }
@@ -80,7 +82,31 @@ async fn targets(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "targets": statuses(&state).await,
         "cluster": state.cluster.as_ref().map(|c| c.status()),
+        "cache": state.cache.stats(),
     }))
+}
+
+async fn cache_stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    HttpResponse::Ok().json(state.cache.stats())
+}
+
+#[derive(Deserialize)]
+struct ClearQuery {
+    /// Only this namespace (`?namespace=` alone: answers stored without one).
+    namespace: Option<String>,
+}
+
+/// `DELETE /admin/cache[?namespace=NAME]`: empties the cache here and, with a cluster, in
+/// Redis (for every replica).
+async fn cache_clear(
+    req: HttpRequest,
+    q: web::Query<ClearQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    guard!(state, req);
+    let cleared = state.cache.clear(q.namespace.as_deref()).await;
+    HttpResponse::Ok().json(json!({"cleared": cleared, "namespace": q.namespace}))
 }
 
 async fn target(

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 pub use super::body::parse_body;
 use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
+use crate::cache::Status as CacheStatus;
 use crate::clock::unix_ms;
 use crate::config::{Leaf, Tree};
 use crate::error::Error;
@@ -275,6 +276,30 @@ fn count(n: usize) -> HeaderValue {
     }
 }
 
+/// Longest `x-portkey-cache-namespace` accepted.
+const MAX_NAMESPACE_BYTES: usize = 256;
+
+/// `x-portkey-cache-namespace`, bounded (it is kept with every answer stored under it).
+fn cache_namespace(h: &HeaderMap) -> Result<Option<Arc<str>>, Error> {
+    let Some(v) = h.get("x-portkey-cache-namespace") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Error::invalid(
+            format!("x-portkey-cache-namespace {why}"),
+            Some("x-portkey-cache-namespace"),
+        )
+    };
+    let ns = v
+        .to_str()
+        .map_err(|_| bad("must be visible ASCII"))?
+        .trim();
+    if ns.len() > MAX_NAMESPACE_BYTES {
+        return Err(bad(&format!("must be at most {MAX_NAMESPACE_BYTES} bytes")));
+    }
+    Ok((!ns.is_empty()).then(|| ns.into()))
+}
+
 fn endpoint_name(e: Endpoint) -> &'static str {
     match e {
         Endpoint::Chat => "chat.completions",
@@ -334,8 +359,11 @@ async fn serve(
         include_usage: parsed.include_usage,
         idle_timeout: settings.stream_idle_timeout,
         metadata: entry.metadata.clone(),
+        cache_namespace: cache_namespace(h)?,
+        cache_force_refresh: header(h, "x-portkey-cache-force-refresh")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
     };
-    let routed = proxy::route(runtime.clone(), tree, &prepared);
+    let routed = proxy::route(runtime.clone(), tree, &prepared, Some(&state.cache));
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
     // before the listener closes its connection (dropping the routing cancels its permits).
     let grace_end = grace_end.clone();
@@ -367,6 +395,10 @@ async fn serve(
         }
     };
     entry.attempts = served.attempts;
+    if served.cache != CacheStatus::Disabled {
+        state.cache.record(served.cache);
+        entry.cache = Some(served.cache.name());
+    }
     entry.served_by = Some(served.leaf.path.clone());
     entry.virtual_key = Some(served.leaf.virtual_key.clone());
     entry.provider = Some(served.target.provider.as_str());
@@ -384,6 +416,28 @@ async fn serve(
             resp.insert_header((CONTENT_TYPE, "application/json"))
                 .body(answer.body)
         }
+        Reply::Cached(stored) => {
+            entry.model_used = stored.model.clone();
+            let u = stored.usage;
+            entry.prompt_tokens = u.prompt_tokens;
+            entry.cached_tokens = u.cached_tokens;
+            entry.completion_tokens = u.completion_tokens;
+            entry.total_tokens = u.prompt_tokens + u.completion_tokens;
+            if stream {
+                let frames = crate::cache::sse::replay(endpoint, &stored.body, prepared.include_usage)
+                    .ok_or_else(|| Error::Internal("a cached answer could not be replayed as a stream".into()))?;
+                let frames = futures_util::stream::iter(
+                    frames.into_iter().map(Ok::<_, std::convert::Infallible>),
+                );
+                resp.insert_header((CONTENT_TYPE, "text/event-stream"))
+                    .insert_header(("cache-control", "no-cache"))
+                    .insert_header(("x-accel-buffering", "no"))
+                    .streaming(frames)
+            } else {
+                resp.insert_header((CONTENT_TYPE, "application/json"))
+                    .body(stored.body.clone())
+            }
+        }
         Reply::Stream { head, upstream } => {
             let entry = slot.take().expect("entry present");
             let body = ClientStream::new(
@@ -396,6 +450,7 @@ async fn serve(
                 started,
                 in_flight.take(),
                 grace_end,
+                served.store,
             );
             resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))
@@ -409,6 +464,10 @@ async fn serve(
         served.target.provider.as_str(),
         served.retries,
         attempts,
+    );
+    out.headers_mut().insert(
+        HeaderName::from_static("x-portkey-cache-status"),
+        HeaderValue::from_static(served.cache.header()),
     );
     Ok(out)
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub inline: InlineCache,
     pub reload: Arc<crate::actors::reload::ReloadStatus>,
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The response cache (kept across reloads).
+    pub cache: Arc<crate::cache::Cache>,
     /// Fires when the shutdown grace period ends: open streams and requests still routing end.
     pub grace_end: crate::proxy::Grace,
 }

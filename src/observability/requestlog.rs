@@ -50,6 +50,13 @@ pub struct Entry {
     /// The request's `x-portkey-metadata`, keys sorted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Arc<BTreeMap<String, String>>>,
+    /// What the response cache did: `hit`, `semantic_hit`, `miss`, `semantic_miss`,
+    /// `refresh`; absent when the serving leaf has no cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// For a cache hit: what the answer would have cost (its `cost_usd` is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -88,7 +95,14 @@ impl Entry {
             cost: None,
             error: None,
             metadata: None,
+            cache: None,
+            saved_usd: None,
         }
+    }
+
+    /// Whether the answer came from the response cache (no provider call, no tokens spent).
+    pub fn cache_hit(&self) -> bool {
+        matches!(self.cache, Some("hit" | "semantic_hit"))
     }
 
     /// Cost from the price table for the model that answered (the model asked for when the
@@ -113,7 +127,13 @@ impl Entry {
             cached_input_usd: usd(cached, p.cached_input_per_mtok.unwrap_or(p.input_per_mtok)),
             output_usd: usd(self.completion_tokens, p.output_per_mtok),
         };
-        self.cost_usd = Some(cost.input_usd + cost.cached_input_usd + cost.output_usd);
+        let usd = cost.input_usd + cost.cached_input_usd + cost.output_usd;
+        if self.cache_hit() {
+            self.saved_usd = Some(usd);
+            self.cost_usd = Some(0.0);
+            return;
+        }
+        self.cost_usd = Some(usd);
         self.cost = Some(cost);
     }
 }
@@ -168,8 +188,9 @@ impl RequestLog {
             endpoint: entry.endpoint,
             seconds: entry.latency_ms / 1000.0,
             fallbacks: entry.attempts.len().saturating_sub(1) as u64,
-            prompt_tokens: entry.prompt_tokens,
-            completion_tokens: entry.completion_tokens,
+            // A cache hit spent no provider tokens.
+            prompt_tokens: if entry.cache_hit() { 0 } else { entry.prompt_tokens },
+            completion_tokens: if entry.cache_hit() { 0 } else { entry.completion_tokens },
         });
         tracing::info!(
             trace_id = %entry.trace_id,

@@ -94,6 +94,22 @@ pub fn check(config: &crate::config::Config) -> Result<(), crate::config::Config
             message: format!("not a valid URL: {e}"),
         })?;
     }
+    if let Some(vk) = &config.cache.embeddings_virtual_key {
+        let kind = config
+            .target_index(vk)
+            .map(|i| config.targets[i as usize].provider);
+        if let Some(kind) = kind.filter(|k| !supports(*k, Endpoint::Embeddings)) {
+            return Err(crate::config::ConfigError::Invalid {
+                file: config.file.display().to_string(),
+                path: "cache.embeddings_virtual_key".into(),
+                message: format!(
+                    "`{vk}` is a {} account, which serves no embeddings; name an openai, \
+                     azure-openai or openai-compatible one",
+                    kind.as_str()
+                ),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! provider with the permit, report the outcome, retry the leaf or ask for the next one. All upstream
 //! I/O happens here, on the HTTP worker that accepted the request.
 
+mod cache;
 mod grace;
 mod stream;
 
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Map, Value};
 
-use crate::actors::supervisor::{next, Failure, Route, Runtime, SkipReason};
+use crate::actors::supervisor::{Failure, Route, Runtime, SkipReason};
+use crate::cache::{Cache, Status};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
 use crate::clock::now_ms;
 use crate::config::condition::Request;
@@ -49,6 +51,10 @@ pub struct Prepared {
     pub estimate: Estimate,
     /// `x-portkey-metadata`, for conditional routing.
     pub metadata: Option<Arc<BTreeMap<String, String>>>,
+    /// `x-portkey-cache-namespace`.
+    pub cache_namespace: Option<Arc<str>>,
+    /// `x-portkey-cache-force-refresh: true`.
+    pub cache_force_refresh: bool,
 }
 
 impl Prepared {
@@ -83,6 +89,8 @@ pub enum Reply {
         head: Vec<Bytes>,
         upstream: UpstreamStream,
     },
+    /// A cache hit: the stored answer (a streaming client gets it replayed as SSE).
+    Cached(Arc<crate::cache::Stored>),
 }
 
 /// A request some leaf answered.
@@ -95,6 +103,10 @@ pub struct Served {
     /// Retries on the leaf that answered.
     pub retries: u32,
     pub attempts: Vec<AttemptRecord>,
+    /// What the cache did (`Disabled` when the leaf that answered has no `cache`).
+    pub cache: Status,
+    /// For a stream that missed the cache: where to store it once it completes.
+    pub store: Option<cache::Pending>,
 }
 
 /// A request no leaf answered.
@@ -121,11 +133,13 @@ enum LeafError {
     Failed { error: AttemptError, retries: u32 },
 }
 
-/// Routes `req` through `tree` until a leaf answers or the tree is exhausted.
+/// Routes `req` through `tree` until a leaf answers (or the cache does, for a leaf whose tree
+/// says `cache`) or the tree is exhausted.
 pub async fn route(
     runtime: Arc<Runtime>,
     tree: Arc<Tree>,
     req: &Prepared,
+    cache: Option<&Arc<Cache>>,
 ) -> Result<Served, Unserved> {
     let settings = &runtime.config.server;
     let started = Instant::now();
@@ -148,9 +162,9 @@ pub async fn route(
     let mut last: Option<LastLeaf> = None;
     // The last translation refusal, to answer with when it is the only reason nothing served.
     let mut refusal: Option<AttemptError> = None;
+    let mut embedded: cache::Embedded = None;
     loop {
-        let step = next(&mut route, failure.take(), req.estimate).await;
-        let Some((leaf, permit)) = step else {
+        let Some(leaf) = route.advance(failure.take()) else {
             if !route.walk.only_skips() || last_error.is_some() {
                 return Err(Unserved {
                     error: exhausted(last_error, &attempts),
@@ -180,9 +194,51 @@ pub async fn route(
                 last,
             });
         };
+        // The cache is asked before the permit: a hit spends no budget.
+        let mut pending = None;
+        if let (Some(cache), Some(policy)) = (cache, leaf.cache) {
+            let looked = cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+            match looked {
+                Ok(cache::Lookup::Hit(stored, status)) => {
+                    return Ok(Served {
+                        reply: Reply::Cached(stored),
+                        permit: None,
+                        target: route.target(&leaf).spec.clone(),
+                        leaf,
+                        retries: 0,
+                        attempts,
+                        cache: status,
+                        store: None,
+                    })
+                }
+                Ok(cache::Lookup::Miss(p)) => pending = Some(p),
+                Err(error) => {
+                    return Err(Unserved {
+                        error,
+                        attempts,
+                        last,
+                    })
+                }
+            }
+        }
+        let permit = match route.acquire(&leaf, req.estimate).await {
+            Ok(p) => p,
+            Err(skip) => {
+                failure = Some(skip);
+                continue;
+            }
+        };
         let provider = route.target(&leaf).spec.provider.as_str();
         match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
             Ok((reply, retries, permit)) => {
+                let status = pending.as_ref().map_or(Status::Disabled, |p| p.status);
+                let store = match (&reply, pending) {
+                    (Reply::Full(answer), Some(p)) => {
+                        p.store_answer(answer);
+                        None
+                    }
+                    (_, p) => p,
+                };
                 return Ok(Served {
                     reply,
                     permit,
@@ -190,7 +246,9 @@ pub async fn route(
                     leaf,
                     retries,
                     attempts,
-                })
+                    cache: status,
+                    store,
+                });
             }
             Err(LeafError::Unsupported(e)) => {
                 route

@@ -14,6 +14,7 @@ use crate::actors::supervisor::Runtime;
 use crate::actors::target::{OutcomeKind, Permit};
 use crate::observability::requestlog::{Entry, RequestLog};
 use crate::observability::telemetry::InFlight;
+use crate::cache::sse::Recorder;
 use crate::providers::stream::{Frame, UpstreamStream};
 
 /// The error event a stream still open at the end of the shutdown grace period ends with.
@@ -39,6 +40,8 @@ pub struct ClientStream {
     ended: bool,
     _in_flight: Option<InFlight>,
     grace_end: GraceEnd,
+    /// A cache miss being recorded: stored if the stream completes.
+    recording: Option<(Recorder, super::cache::Pending)>,
 }
 
 impl ClientStream {
@@ -56,8 +59,15 @@ impl ClientStream {
         started: Instant,
         in_flight: Option<InFlight>,
         grace_end: GraceEnd,
+        store: Option<super::cache::Pending>,
     ) -> ClientStream {
+        let mut recording =
+            store.map(|p| (Recorder::new(p.endpoint, p.cache.max_entry_bytes()), p));
+        if let Some((r, _)) = &mut recording {
+            head.iter().for_each(|b| r.feed(b));
+        }
         ClientStream {
+            recording,
             head: head.into(),
             upstream,
             permit,
@@ -91,8 +101,21 @@ impl ClientStream {
                 }
             };
             match frame {
-                Some(Frame::Data(b)) => Some((Ok(b), s)),
+                Some(Frame::Data(b)) => {
+                    if let Some((r, _)) = &mut s.recording {
+                        r.feed(&b);
+                    }
+                    Some((Ok(b), s))
+                }
                 Some(Frame::Done(b)) => {
+                    if let Some((mut r, pending)) = s.recording.take() {
+                        r.feed(&b);
+                        let usage = s.upstream.usage();
+                        let used = usage.prompt_tokens + usage.completion_tokens;
+                        if let Some(answer) = r.finish((used > 0).then_some(usage)) {
+                            pending.store(answer, s.upstream.model().map(str::to_owned), usage);
+                        }
+                    }
                     s.finish(OutcomeKind::Success, 200, None);
                     Some((Ok(b), s))
                 }
