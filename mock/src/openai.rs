@@ -457,7 +457,7 @@ struct EmbeddingItem {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum EmbeddingData {
-    Floats([f32; util::EMBEDDING_DIMS]),
+    Floats(Vec<f32>),
     Base64(String),
 }
 
@@ -467,7 +467,7 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
-/// `POST …/embeddings`: one deterministic 8-float vector per input.
+/// `POST …/embeddings`: one deterministic vector per input (see `util::embedding_for`).
 pub fn embeddings(ctx: &Ctx, body: &[u8]) -> Result<Answer, ApiError> {
     let req = wire::parse_object(body)?;
     let model = response_model(ctx, &req)?;
@@ -499,7 +499,7 @@ pub fn embeddings(ctx: &Ctx, body: &[u8]) -> Result<Answer, ApiError> {
                 embedding: if base64 {
                     EmbeddingData::Base64(util::embedding_base64(&v))
                 } else {
-                    EmbeddingData::Floats(v)
+                    EmbeddingData::Floats(v.to_vec())
                 },
             }
         })

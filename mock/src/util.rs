@@ -32,19 +32,54 @@ pub fn base64_encode(input: &[u8]) -> String {
     out
 }
 
-/// Number of dimensions of every mock embedding.
-pub const EMBEDDING_DIMS: usize = 8;
+/// Number of dimensions of every mock embedding: enough that unrelated texts are nearly
+/// orthogonal (random cosines around 0 ± 0.13).
+pub const EMBEDDING_DIMS: usize = 64;
 
-/// A unit-length vector derived only from `text` (FNV-1a seed + splitmix64).
+/// Words that carry no meaning for the mock's notion of similarity.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "of", "to", "in", "on", "for", "and", "or", "me",
+    "please", "what", "whats", "s", "tell", "do", "does", "you", "i", "can", "could", "which",
+];
+
+/// A unit-length vector derived only from `text`, semantic in a simple, deterministic way:
+/// the sum of one pseudo-random vector per meaningful word (lowercased, punctuation and
+/// stopwords dropped), so texts with the same words in any order and case embed alike, texts
+/// sharing most words are close, and unrelated texts are nearly orthogonal. A text with no
+/// such word gets a vector of its own bytes.
 pub fn embedding_for(text: &str) -> [f32; EMBEDDING_DIMS] {
+    let lower = text.to_lowercase();
+    let words: Vec<String> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(w))
+        .map(str::to_owned)
+        .collect();
+    let mut v = [0f32; EMBEDDING_DIMS];
+    if words.is_empty() {
+        add_seeded(&mut v, text.as_bytes());
+    } else {
+        for w in &words {
+            add_seeded(&mut v, w.as_bytes());
+        }
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in v.iter_mut() {
+            *x /= norm;
+        }
+    }
+    v
+}
+
+/// Adds the unit vector seeded by `bytes` (FNV-1a seed + splitmix64) to `v`.
+fn add_seeded(v: &mut [f32; EMBEDDING_DIMS], bytes: &[u8]) {
     let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.as_bytes() {
+    for b in bytes {
         seed ^= u64::from(*b);
         seed = seed.wrapping_mul(0x0100_0000_01b3);
     }
-    let mut v = [0f32; EMBEDDING_DIMS];
-    let mut norm = 0f32;
-    for x in v.iter_mut() {
+    let mut w = [0f32; EMBEDDING_DIMS];
+    for x in w.iter_mut() {
         seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = seed;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -52,15 +87,11 @@ pub fn embedding_for(text: &str) -> [f32; EMBEDDING_DIMS] {
         z ^= z >> 31;
         // 24 random bits -> [-1, 1)
         *x = ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0;
-        norm += *x * *x;
     }
-    let norm = norm.sqrt();
-    if norm > 0.0 {
-        for x in v.iter_mut() {
-            *x /= norm;
-        }
+    let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for (a, b) in v.iter_mut().zip(w) {
+        *a += b / norm;
     }
-    v
 }
 
 /// Little-endian f32 bytes, base64-encoded (OpenAI `encoding_format: "base64"`).
@@ -168,6 +199,11 @@ mod tests {
         let a = embedding_for("hello");
         assert_eq!(a, embedding_for("hello"));
         assert_ne!(a, embedding_for("hellp"));
+        let cos = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>();
+        let q = embedding_for("What is the capital of France?");
+        assert!(cos(&q, &embedding_for("capital of france, please")) > 0.999);
+        assert!(cos(&q, &embedding_for("Tell me France's capital city")) > 0.75);
+        assert!(cos(&q, &embedding_for("How tall is Mount Everest?")) < 0.6);
         let n: f32 = a.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-4);
     }

@@ -125,9 +125,13 @@ mod tests {
     #[test]
     fn keys_ignore_order_transport_fields_and_see_overrides() {
         let none = Map::new();
-        let a = map(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}));
-        let b = map(json!({"temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
-            "user": "u1", "messages": [{"content": "hi", "role": "user"}], "model": "m"}));
+        let a = map(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}),
+        );
+        let b = map(
+            json!({"temperature": 0.5, "stream": true, "stream_options": {"include_usage": true},
+            "user": "u1", "messages": [{"content": "hi", "role": "user"}], "model": "m"}),
+        );
         let k = key(Endpoint::Chat, None, &a, &none);
         assert_eq!(k, key(Endpoint::Chat, None, &b, &none));
         // A different endpoint, param or override is a different key.
@@ -138,7 +142,10 @@ mod tests {
         let o = map(json!({"model": "other"}));
         assert_ne!(k, key(Endpoint::Chat, None, &a, &o));
         // An override equal to what the client sent changes nothing.
-        assert_eq!(k, key(Endpoint::Chat, None, &a, &map(json!({"model": "m"}))));
+        assert_eq!(
+            k,
+            key(Endpoint::Chat, None, &a, &map(json!({"model": "m"})))
+        );
         // A namespace partitions, and replaces the endpoint.
         let n = key(Endpoint::Chat, Some("team-a"), &a, &none);
         assert_ne!(k, n);
@@ -155,10 +162,39 @@ mod tests {
                 {"role": "system", "content": system},
                 {"role": "user", "content": text}]}))
         };
-        let s = scope(Endpoint::Chat, None, &q("what is the capital of France", "be brief"), &none);
-        assert_eq!(s, scope(Endpoint::Chat, None, &q("capital of france?", "be brief"), &none));
-        assert_ne!(s, scope(Endpoint::Chat, None, &q("capital of france?", "be long"), &none));
-        assert_ne!(s, key(Endpoint::Chat, None, &q("capital of france?", "be brief"), &none));
+        let s = scope(
+            Endpoint::Chat,
+            None,
+            &q("what is the capital of France", "be brief"),
+            &none,
+        );
+        assert_eq!(
+            s,
+            scope(
+                Endpoint::Chat,
+                None,
+                &q("capital of france?", "be brief"),
+                &none
+            )
+        );
+        assert_ne!(
+            s,
+            scope(
+                Endpoint::Chat,
+                None,
+                &q("capital of france?", "be long"),
+                &none
+            )
+        );
+        assert_ne!(
+            s,
+            key(
+                Endpoint::Chat,
+                None,
+                &q("capital of france?", "be brief"),
+                &none
+            )
+        );
         let mut other_model = q("x", "be brief");
         other_model.insert("model".into(), json!("m2"));
         assert_ne!(s, scope(Endpoint::Chat, None, &other_model, &none));

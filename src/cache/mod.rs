@@ -221,7 +221,6 @@ impl Cache {
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(ByMaxAge)
-            .support_invalidation_closures()
             .build();
         Cache {
             memory,
@@ -243,9 +242,7 @@ impl Cache {
             return Some(s);
         }
         let cluster = self.cluster.as_ref()?;
-        let raw = cluster
-            .cache_get(&scope(namespace), &key::hex(key))
-            .await?;
+        let raw = cluster.cache_get(&scope(namespace), &key::hex(key)).await?;
         let stored = Arc::new(Stored::decode(&raw, namespace.map(Arc::from))?);
         if stored.ttl().is_zero() {
             return None;
@@ -317,20 +314,16 @@ impl Cache {
 
     /// Empties the cache, or one namespace of it (`Some("")`: answers stored without one).
     pub async fn clear(&self, namespace: Option<&str>) -> Cleared {
-        let before = self.memory.entry_count();
-        match namespace {
-            None => self.memory.invalidate_all(),
-            Some(ns) => {
-                let ns: Arc<str> = ns.into();
-                // Registered closures run as moka maintains the cache; it cannot fail here
-                // because invalidation closures were enabled at build.
-                let _ = self.memory.invalidate_entries_if(move |_k, v| {
-                    v.namespace.as_deref().unwrap_or("") == &*ns
-                });
-            }
+        let gone: Vec<Key> = self
+            .memory
+            .iter()
+            .filter(|(_, v)| namespace.is_none_or(|ns| v.namespace.as_deref().unwrap_or("") == ns))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &gone {
+            self.memory.invalidate(k);
         }
-        self.memory.run_pending_tasks();
-        let memory = before.saturating_sub(self.memory.entry_count());
+        let memory = gone.len() as u64;
         self.semantic.clear(namespace);
         let redis = match &self.cluster {
             None => None,
@@ -405,7 +398,10 @@ mod tests {
         c.put([4; 32], answer(100 * 1024, None, day)).await;
         let s = c.stats();
         assert_eq!((s.entries, s.stored, s.too_large), (3, 3, 1));
-        assert_eq!(c.get(&[1; 32], None).await.unwrap().usage.completion_tokens, 4);
+        assert_eq!(
+            c.get(&[1; 32], None).await.unwrap().usage.completion_tokens,
+            4
+        );
         assert!(c.get(&[4; 32], None).await.is_none());
         let cleared = c.clear(Some("a")).await;
         assert_eq!(cleared.memory, 1);
@@ -423,7 +419,8 @@ mod tests {
         for i in 0..400u32 {
             let mut k = [0; 32];
             k[..4].copy_from_slice(&i.to_le_bytes());
-            c.put(k, answer(16 * 1024, None, Duration::from_secs(60))).await;
+            c.put(k, answer(16 * 1024, None, Duration::from_secs(60)))
+                .await;
         }
         let s = c.stats();
         assert!(s.bytes <= max, "{} > {max}", s.bytes);
@@ -434,9 +431,17 @@ mod tests {
     fn redis_values_round_trip_and_garbage_is_a_miss() {
         let s = answer(5, None, Duration::from_secs(30));
         let d = Stored::decode(&s.encode(), None).unwrap();
-        assert_eq!((d.body, d.model, d.usage), (s.body.clone(), s.model.clone(), s.usage));
+        assert_eq!(
+            (d.body, d.model, d.usage),
+            (s.body.clone(), s.model.clone(), s.usage)
+        );
         assert_eq!(d.expires_unix_ms, s.expires_unix_ms);
-        for bad in [&b""[..], b"no newline", b"{}\nbody", b"{\"usage\":[1,2]}\nx"] {
+        for bad in [
+            &b""[..],
+            b"no newline",
+            b"{}\nbody",
+            b"{\"usage\":[1,2]}\nx",
+        ] {
             assert!(Stored::decode(bad, None).is_none());
         }
     }

@@ -226,8 +226,10 @@ mod tests {
     fn only_single_turn_text_prompts_are_embedded() {
         let m = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(
-            prompt(&m(json!({"messages": [{"role": "system", "content": "brief"},
-                {"role": "user", "content": " What is the capital of France? "}]}))),
+            prompt(&m(
+                json!({"messages": [{"role": "system", "content": "brief"},
+                {"role": "user", "content": " What is the capital of France? "}]})
+            )),
             Some("What is the capital of France?".into())
         );
         assert_eq!(

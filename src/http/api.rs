@@ -290,10 +290,7 @@ fn cache_namespace(h: &HeaderMap) -> Result<Option<Arc<str>>, Error> {
             Some("x-portkey-cache-namespace"),
         )
     };
-    let ns = v
-        .to_str()
-        .map_err(|_| bad("must be visible ASCII"))?
-        .trim();
+    let ns = v.to_str().map_err(|_| bad("must be visible ASCII"))?.trim();
     if ns.len() > MAX_NAMESPACE_BYTES {
         return Err(bad(&format!("must be at most {MAX_NAMESPACE_BYTES} bytes")));
     }
@@ -424,8 +421,13 @@ async fn serve(
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             if stream {
-                let frames = crate::cache::sse::replay(endpoint, &stored.body, prepared.include_usage)
-                    .ok_or_else(|| Error::Internal("a cached answer could not be replayed as a stream".into()))?;
+                let frames =
+                    crate::cache::sse::replay(endpoint, &stored.body, prepared.include_usage)
+                        .ok_or_else(|| {
+                            Error::Internal(
+                                "a cached answer could not be replayed as a stream".into(),
+                            )
+                        })?;
                 let frames = futures_util::stream::iter(
                     frames.into_iter().map(Ok::<_, std::convert::Infallible>),
                 );

@@ -189,8 +189,16 @@ impl RequestLog {
             seconds: entry.latency_ms / 1000.0,
             fallbacks: entry.attempts.len().saturating_sub(1) as u64,
             // A cache hit spent no provider tokens.
-            prompt_tokens: if entry.cache_hit() { 0 } else { entry.prompt_tokens },
-            completion_tokens: if entry.cache_hit() { 0 } else { entry.completion_tokens },
+            prompt_tokens: if entry.cache_hit() {
+                0
+            } else {
+                entry.prompt_tokens
+            },
+            completion_tokens: if entry.cache_hit() {
+                0
+            } else {
+                entry.completion_tokens
+            },
         });
         tracing::info!(
             trace_id = %entry.trace_id,

@@ -17,8 +17,8 @@ use rand::Rng;
 use serde_json::{Map, Value};
 
 use crate::actors::supervisor::{Failure, Route, Runtime, SkipReason};
-use crate::cache::{Cache, Status};
 use crate::actors::target::{OutcomeKind, Permit, TargetHandle};
+use crate::cache::{Cache, Status};
 use crate::clock::now_ms;
 use crate::config::condition::Request;
 use crate::config::{Leaf, TargetSpec, Tree};

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use super::GraceEnd;
 use crate::actors::supervisor::Runtime;
 use crate::actors::target::{OutcomeKind, Permit};
+use crate::cache::sse::Recorder;
 use crate::observability::requestlog::{Entry, RequestLog};
 use crate::observability::telemetry::InFlight;
-use crate::cache::sse::Recorder;
 use crate::providers::stream::{Frame, UpstreamStream};
 
 /// The error event a stream still open at the end of the shutdown grace period ends with.

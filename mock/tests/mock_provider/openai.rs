@@ -309,7 +309,7 @@ async fn embeddings_float_and_base64() {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect();
-    assert_eq!(alpha.len(), 8);
+    assert_eq!(alpha.len(), 64);
     assert_ne!(data[0]["embedding"], data[1]["embedding"]);
     assert_eq!(v["usage"]["prompt_tokens"], 3); // 9 chars / 4 + 1
     assert_eq!(v["usage"]["total_tokens"], 3);
@@ -331,7 +331,7 @@ async fn embeddings_float_and_base64() {
     .await
     .unwrap();
     let bytes = decode_b64(v3["data"][0]["embedding"].as_str().unwrap());
-    assert_eq!(bytes.len(), 32);
+    assert_eq!(bytes.len(), 64 * 4);
     let floats: Vec<f32> = bytes
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
