@@ -127,6 +127,12 @@ targets = [
   {{ name = "cheap", virtual_key = "anthropic-backup" }},
 ]
 
+# Cached: the summary shows the cache's hit rate.
+[configs.cached]
+cache = "simple"
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "openai-stable" }} ]
+
 [pricing."gpt-4o-mini"]
 input_per_mtok = 0.15
 output_per_mtok = 0.6
@@ -317,7 +323,19 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
         assert_eq!(st, 200);
     }
 
+    // One miss and one hit: the summary reads 50 % hits of 2.
+    for i in 0..2 {
+        let (st, _) = rt.block_on(one(
+            &c,
+            &url,
+            ("x-portkey-config", "cached"),
+            &format!("ui-cache-{i}"),
+            None,
+        ));
+        assert_eq!(st, 200);
+    }
     let expectations = json!({
+        "cache_summary": "50 % hits of 2",
         "token": ADMIN_TOKEN,
         "targets": ["openai-stable", "openai-canary", "azure-primary", "anthropic-backup"],
         "rate_limited": ["openai-stable"],

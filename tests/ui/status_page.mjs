@@ -134,6 +134,12 @@ async function main() {
     const txt = (await leaf.locator(':scope > .node-row .weight-pct').innerText()).replace(/\s+/g, ' ');
     check(txt.startsWith(w.percent), `${w.config} ${w.path}: weight shows "${txt}", expected ${w.percent}`);
   }
+  if (want.cache_summary) {
+    await waitFor(page, `cache summary "${want.cache_summary}"`, (t) => {
+      const el = document.getElementById('cache-summary');
+      return el && el.textContent.replace(/\s+/g, ' ').includes(t) && /MiB/.test(el.textContent);
+    }, want.cache_summary);
+  }
   // Conditional nodes say so, and each target shows the conditions that choose it.
   for (const c of want.conditions || []) {
     const leaf = page.locator(`[data-config="${c.config}"] li[data-path="${c.path}"]`).first();
