@@ -15,7 +15,7 @@ import re
 import sys
 from collections import defaultdict
 
-ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-fresh", "llmux-before", "llmux-tree", "portkey", "portkey-tree", "litellm", "llmux-info"]
+ORDER = ["direct", "nginx", "floor-hyper", "floor", "llmux", "llmux-fresh", "llmux-before", "llmux-tree", "llmux-cache-hit", "llmux-cache-miss", "portkey", "portkey-tree", "litellm", "llmux-info"]
 
 # The product owner's targets.
 T_ADDED_P50_US = 100
@@ -267,6 +267,33 @@ def main():
                     targets.append((f"{n}: throughput at {c} connections ≥ 0.8× nginx", f"{rps / ngx:.2f}×",
                                     rps / ngx >= T_THROUGHPUT_VS_NGINX))
         L += table(["conns", "contender", "RPS", "vs nginx", "p50", "p99", "max", "added p50", "errors"], rows)
+        L.append("")
+
+    # Response cache: a hit (same body every time) against a miss (forced refresh: key, provider
+    # call, store) and nginx, from the same fixed-rate and wrk runs.
+    cache_rows = []
+    for t in rate_tests + wrk_tests:
+        hit, miss = runs[t].get("llmux-cache-hit"), runs[t].get("llmux-cache-miss")
+        if not (hit and miss):
+            continue
+        ngx, plain = runs[t].get("nginx"), runs[t].get("llmux")
+        rps = lambda d: None if d is None else d.get("rps", d.get("achieved_rps"))
+        p50 = lambda d: None if d is None else pct(d, "latency_us", "p50")
+        ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"
+        label = f"{int(t[5:]):,} RPS" if t.startswith("rate-") else f"wrk -c{t[5:]}"
+        cache_rows.append([label, f"{rps(hit):,.0f}", f"{rps(miss):,.0f}", ratio(rps(hit), rps(miss)),
+                           ratio(rps(hit), rps(ngx)), us(p50(hit)), us(p50(miss)), us(p50(plain)),
+                           us(p50(ngx)), errors_of(hit)])
+    if cache_rows:
+        L.append("## Response cache: hit vs miss vs nginx")
+        L.append("")
+        L.append("`llmux-cache-hit` repeats one request (every request after the first is a `HIT`, "
+                 "answered from memory without a provider call); `llmux-cache-miss` sends the same with "
+                 "`x-portkey-cache-force-refresh: true` (key, provider call and store every time). "
+                 "At a fixed rate the RPS columns are what was achieved.")
+        L.append("")
+        L += table(["run", "hit RPS", "miss RPS", "hit ÷ miss", "hit ÷ nginx", "hit p50", "miss p50",
+                    "llmux (no cache) p50", "nginx p50", "hit errors"], cache_rows)
         L.append("")
 
     if "lat20-c64" in runs:

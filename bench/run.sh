@@ -359,6 +359,16 @@ EOF
   } >"$file"
 }
 write_llmux_config "$LLMUX_PORT" "$WORK/llmux.toml"
+# The response cache, for this llmux only (older binaries refuse `cache`): llmux-cache-hit
+# sends the same body every time, so all but its first request are hits; llmux-cache-miss
+# forces a refresh, so every request pays the miss path (key, provider call, store).
+cat >>"$WORK/llmux.toml" <<'EOF'
+
+[configs.cached]
+cache = { mode = "simple", max_age = 3600 }
+strategy = { mode = "single" }
+targets = [{ virtual_key = "bench-a" }]
+EOF
 cp "$WORK/llmux.toml" "$RAW/llmux.toml"
 say "starting llmux on :$LLMUX_PORT (RUST_LOG=warn)"
 RUST_LOG=warn start_bg llmux "$BIN/llmux" --config "$WORK/llmux.toml"
@@ -386,6 +396,9 @@ reg() { # reg NAME URL [HEADER]: a contender not in the non-streaming tests
 add direct "$MOCK/bench-a/v1/chat/completions"
 add llmux "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions"
 add llmux-tree "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: tree"
+add llmux-cache-hit "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: cached"
+add llmux-cache-miss "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" \
+  "x-portkey-config: cached"$'\n'"x-portkey-cache-force-refresh: true"
 if [ -n "${LLMUX_BEFORE_BIN:-}" ] && [ -x "$LLMUX_BEFORE_BIN" ]; then
   write_llmux_config "$LLMUX_BEFORE_PORT" "$WORK/llmux-before.toml"
   say "starting llmux-before ($LLMUX_BEFORE_BIN) on :$LLMUX_BEFORE_PORT (RUST_LOG=warn)"
@@ -557,11 +570,21 @@ print(", ".join(parts))
 EOF
 }
 
+hdr_args() { # hdr_args NAME: sets HARGS to one -H per header line of contender NAME
+  HARGS=()
+  local line
+  while IFS= read -r line; do
+    [ -n "$line" ] && HARGS+=(-H "$line")
+  done <<<"${HDR[$1]}"
+  return 0
+}
+
 lg() { # lg OUT NAME BOUND_S MODE ARGS...: loadgen against contender NAME
   local out=$1 name=$2 bound=$3 mode=$4
   shift 4
   local hdr=()
-  [ -n "${HDR[$name]}" ] && hdr=(-H "${HDR[$name]}")
+  hdr_args "$name"
+  hdr=("${HARGS[@]}")
   if timeout "$bound" "$LOADGEN" "$mode" --url "${URL[$name]}" "${hdr[@]}" --label "$name" "$@" \
     >"$out.tmp" 2>>"$LOGS/loadgen.err"; then
     mv "$out.tmp" "$out"
@@ -675,8 +698,8 @@ if command -v oha >/dev/null && [ "$(left)" -gt 300 ]; then
   for r in $RATES; do
     for n in direct nginx llmux; do
       [ -n "${URL[$n]:-}" ] || continue
-      hdr=()
-      [ -n "${HDR[$n]}" ] && hdr=(-H "${HDR[$n]}")
+      hdr_args "$n"
+      hdr=("${HARGS[@]}")
       timeout $((DUR + 20)) oha --no-tui --output-format json -z "${DUR}s" -q "$r" -c 50 -m POST \
         -T application/json -D "$WORK/body.json" "${hdr[@]}" "${URL[$n]}" \
         >"$RAW/oha-${r}__$n.json" 2>>"$LOGS/oha.log" || rm -f "$RAW/oha-${r}__$n.json"

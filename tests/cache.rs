@@ -612,3 +612,36 @@ async fn replicas_share_answers_through_redis_and_memory_stays_bounded() {
     let stats = get_json(&c, &llmux.admin_url("/admin/cache")).await;
     assert_eq!(stats["too_large"], 2, "{stats}");
 }
+
+/// A leaf that is cooling down after a 429 is skipped by the walk, but its cached answers
+/// still serve: that is when a cache helps most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_serve_while_the_target_cools_down() {
+    let m = mock();
+    let llmux = Llmux::start(&config(&m, ""));
+    let c = client();
+    let cached = ("x-portkey-config", "cached");
+    assert_eq!(
+        ask(&c, &llmux, &[cached], &chat("Keep me")).await.cache,
+        "MISS"
+    );
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            always_status: Some(429),
+            retry_after_s: Some(60),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        ask(&c, &llmux, &[cached], &chat("Trip it")).await.status,
+        429
+    );
+    let calls = m.stats("openai-main").requests;
+    let h = ask(&c, &llmux, &[cached], &chat("Keep me")).await;
+    assert_eq!((h.status, h.cache.as_str()), (200, "HIT"), "{}", h.body);
+    // Anything not cached gets llmux's own 429 without reaching the provider.
+    let r = ask(&c, &llmux, &[cached], &chat("Not cached")).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(m.stats("openai-main").requests, calls);
+}

@@ -109,6 +109,28 @@ pub struct Served {
     pub store: Option<cache::Pending>,
 }
 
+impl Served {
+    /// A cache hit for `leaf`: no permit, no attempt of its own.
+    fn cached(
+        route: &Route,
+        leaf: Arc<Leaf>,
+        stored: Arc<crate::cache::Stored>,
+        status: Status,
+        attempts: Vec<AttemptRecord>,
+    ) -> Served {
+        Served {
+            reply: Reply::Cached(stored),
+            permit: None,
+            target: route.target(&leaf).spec.clone(),
+            leaf,
+            retries: 0,
+            attempts,
+            cache: status,
+            store: None,
+        }
+    }
+}
+
 /// A request no leaf answered.
 pub struct Unserved {
     pub error: Error,
@@ -172,8 +194,29 @@ pub async fn route(
                     last,
                 });
             }
-            // Nothing was attempted: every leaf was skipped. If only budgets stood in the way,
-            // maybe wait for one.
+            // Nothing was attempted: every leaf was skipped. A cached answer of a leaf that is
+            // only unavailable (rate-limited, cooling down, circuit open) still serves: that is
+            // when a cache helps most.
+            if let Some(cache) = cache {
+                let busy: Vec<Arc<Leaf>> = route
+                    .walk
+                    .skipped
+                    .iter()
+                    .filter(|s| {
+                        matches!(s.reason, SkipReason::Busy { .. }) && s.leaf.cache.is_some()
+                    })
+                    .map(|s| s.leaf.clone())
+                    .collect();
+                for leaf in busy {
+                    let Some(policy) = leaf.cache else { continue };
+                    let looked =
+                        cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+                    if let Ok(cache::Lookup::Hit(stored, status)) = looked {
+                        return Ok(Served::cached(&route, leaf, stored, status, attempts));
+                    }
+                }
+            }
+            // If only budgets stood in the way, maybe wait for one.
             let error = match skipped_error(&route, refusal.take()) {
                 Error::NoCapacity { retry_after } => {
                     if let Some(limit) = queue_until {
@@ -200,16 +243,7 @@ pub async fn route(
             let looked = cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
             match looked {
                 Ok(cache::Lookup::Hit(stored, status)) => {
-                    return Ok(Served {
-                        reply: Reply::Cached(stored),
-                        permit: None,
-                        target: route.target(&leaf).spec.clone(),
-                        leaf,
-                        retries: 0,
-                        attempts,
-                        cache: status,
-                        store: None,
-                    })
+                    return Ok(Served::cached(&route, leaf, stored, status, attempts))
                 }
                 Ok(cache::Lookup::Miss(p)) => pending = Some(p),
                 Err(error) => {
