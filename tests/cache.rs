@@ -14,24 +14,7 @@ use serde_json::{json, Value};
 
 fn config(m: &MockServer, extra: &str) -> String {
     format!(
-        r#"
-[virtual_keys.openai-main]
-provider = "openai"
-base_url = "{o}/v1"
-api_key = "sk-test-openai-000000"
-
-[virtual_keys.azure-east]
-provider = "azure-openai"
-base_url = "{a}"
-deployment = "gpt-35-turbo"
-api_version = "2024-02-01"
-api_key = "azure-test-key-000000"
-
-[virtual_keys.anthropic-main]
-provider = "anthropic"
-base_url = "{c}"
-api_key = "anthropic-test-key-000000"
-
+        r#"{keys}
 [virtual_keys.embedder]
 provider = "openai"
 base_url = "{e}/v1"
@@ -78,9 +61,7 @@ strategy = {{ mode = "single" }}
 targets = [ {{ virtual_key = "openai-main" }} ]
 {extra}
 "#,
-        o = m.url("openai-main"),
-        a = m.url("azure-east"),
-        c = m.url("anthropic-main"),
+        keys = provider_keys(m),
         e = m.url("embedder"),
         l = m.url("limited"),
     )
@@ -106,6 +87,19 @@ async fn ask(c: &reqwest::Client, llmux: &Llmux, headers: &[(&str, &str)], body:
         cache,
         body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
     }
+}
+
+/// Asks `text` with `headers` and checks the cache status it was answered with.
+async fn expect_cache(
+    c: &reqwest::Client,
+    llmux: &Llmux,
+    headers: &[(&str, &str)],
+    text: &str,
+    status: &str,
+) {
+    let a = ask(c, llmux, headers, &chat(text)).await;
+    assert_eq!(a.status, 200, "{text}: {}", a.body);
+    assert_eq!(a.cache, status, "{text} with {headers:?}");
 }
 
 fn chat(text: &str) -> Value {
@@ -203,24 +197,9 @@ async fn miss_then_hit_without_provider_or_budget_refresh_namespace_and_expiry()
 
     // Namespaces partition.
     let ns = |n: &'static str| ("x-portkey-cache-namespace", n);
-    assert_eq!(
-        ask(&c, &llmux, &[cached, ns("team-a")], &chat("Say hi"))
-            .await
-            .cache,
-        "MISS"
-    );
-    assert_eq!(
-        ask(&c, &llmux, &[cached, ns("team-a")], &chat("Say hi"))
-            .await
-            .cache,
-        "HIT"
-    );
-    assert_eq!(
-        ask(&c, &llmux, &[cached, ns("team-b")], &chat("Say hi"))
-            .await
-            .cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[cached, ns("team-a")], "Say hi", "MISS").await;
+    expect_cache(&c, &llmux, &[cached, ns("team-a")], "Say hi", "HIT").await;
+    expect_cache(&c, &llmux, &[cached, ns("team-b")], "Say hi", "MISS").await;
     let long = "n".repeat(300);
     let bad = ask(
         &c,
@@ -239,42 +218,20 @@ async fn miss_then_hit_without_provider_or_budget_refresh_namespace_and_expiry()
         .unwrap();
     assert_eq!(del.status(), 200);
     assert_eq!(del.json::<Value>().await.unwrap()["cleared"]["memory"], 1);
-    assert_eq!(
-        ask(&c, &llmux, &[cached, ns("team-a")], &chat("Say hi"))
-            .await
-            .cache,
-        "MISS"
-    );
-    assert_eq!(
-        ask(&c, &llmux, &[cached, ns("team-b")], &chat("Say hi"))
-            .await
-            .cache,
-        "HIT"
-    );
+    expect_cache(&c, &llmux, &[cached, ns("team-a")], "Say hi", "MISS").await;
+    expect_cache(&c, &llmux, &[cached, ns("team-b")], "Say hi", "HIT").await;
     c.delete(llmux.admin_url("/admin/cache"))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        ask(&c, &llmux, &[cached], &chat("Say hi")).await.cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[cached], "Say hi", "MISS").await;
 
     // max_age = 1: a hit at once, a miss once it has expired.
     let short = ("x-portkey-config", "short");
-    assert_eq!(
-        ask(&c, &llmux, &[short], &chat("Expire me")).await.cache,
-        "MISS"
-    );
-    assert_eq!(
-        ask(&c, &llmux, &[short], &chat("Expire me")).await.cache,
-        "HIT"
-    );
+    expect_cache(&c, &llmux, &[short], "Expire me", "MISS").await;
+    expect_cache(&c, &llmux, &[short], "Expire me", "HIT").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        ask(&c, &llmux, &[short], &chat("Expire me")).await.cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[short], "Expire me", "MISS").await;
 
     // A hit spends no budget: `limited` admits one request a minute, and hits keep coming.
     let limited = ("x-portkey-config", "limited");
@@ -347,20 +304,12 @@ async fn failures_are_never_stored_and_each_leaf_caches_its_own() {
     let a = ask(&c, &llmux, &[cached], &s).await;
     assert_eq!((a.status, a.cache.as_str()), (200, "MISS"));
     m.set_behavior("openai-main", Behavior::default());
-    assert_eq!(
-        ask(&c, &llmux, &[cached], &chat("Break the stream"))
-            .await
-            .cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[cached], "Break the stream", "MISS").await;
 
     // Per leaf: azure (no cache) serves → DISABLED, nothing stored; with azure failing, the
     // caching leaf serves: MISS, then HIT (azure is still tried first, then the cache).
     let partly = ("x-portkey-config", "partly");
-    assert_eq!(
-        ask(&c, &llmux, &[partly], &chat("Per leaf")).await.cache,
-        "DISABLED"
-    );
+    expect_cache(&c, &llmux, &[partly], "Per leaf", "DISABLED").await;
     m.set_behavior(
         "azure-east",
         Behavior {
@@ -368,10 +317,7 @@ async fn failures_are_never_stored_and_each_leaf_caches_its_own() {
             ..Default::default()
         },
     );
-    assert_eq!(
-        ask(&c, &llmux, &[partly], &chat("Per leaf")).await.cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[partly], "Per leaf", "MISS").await;
     let calls = m.stats("openai-main").requests;
     let h = ask(&c, &llmux, &[partly], &chat("Per leaf")).await;
     assert_eq!((h.status, h.cache.as_str()), (200, "HIT"));
@@ -536,24 +482,27 @@ async fn replicas_share_answers_through_redis_and_memory_stays_bounded() {
     }
     let first = ask(&c, &a, &[cached], &chat("Shared")).await;
     assert_eq!(first.cache, "MISS");
-    let calls = m.stats("openai-main").requests;
-    // The write to Redis is in the background: give it a moment.
-    let mut hit = None;
-    for _ in 0..50 {
-        let h = ask(&c, &b, &[cached], &chat("Shared")).await;
-        if h.cache == "HIT" {
-            hit = Some(h);
+    // The write to Redis is in the background: wait until the answer is there, then b's
+    // first request is a hit with a's answer, and calls no provider.
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let mut stored = false;
+    for _ in 0..100 {
+        let keys = Command::new("redis-cli")
+            .args(["-p", &port, "--scan", "--pattern", "llmux:cache:*"])
+            .output()
+            .expect("redis-cli runs");
+        if !keys.stdout.is_empty() {
+            stored = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let hit = hit.expect("replica b never saw replica a's answer");
-    assert_eq!(hit.body, first.body);
-    // b's misses before the write called the provider; the hit did not.
-    let after = m.stats("openai-main").requests;
-    assert_eq!(ask(&c, &b, &[cached], &chat("Shared")).await.cache, "HIT");
-    assert_eq!(m.stats("openai-main").requests, after);
-    assert!(after >= calls);
+    assert!(stored, "replica a never wrote its answer to Redis");
+    let calls = m.stats("openai-main").requests;
+    let hit = ask(&c, &b, &[cached], &chat("Shared")).await;
+    assert_eq!(hit.cache, "HIT");
+    assert_eq!(hit.body, first.body, "a's answer, through Redis");
+    assert_eq!(m.stats("openai-main").requests, calls);
     // DELETE on one replica clears Redis for all (b's own memory copy stays until it expires
     // or is deleted there too).
     let del: Value = c
@@ -566,7 +515,7 @@ async fn replicas_share_answers_through_redis_and_memory_stays_bounded() {
         .unwrap();
     assert!(del["cleared"]["redis"].as_u64().unwrap() >= 1, "{del}");
     c.delete(b.admin_url("/admin/cache")).send().await.unwrap();
-    assert_eq!(ask(&c, &b, &[cached], &chat("Shared")).await.cache, "MISS");
+    expect_cache(&c, &b, &[cached], "Shared", "MISS").await;
     drop((a, b));
 
     // Memory bound: 2 MiB of cache, 64 answers of ~64 KB each.
@@ -601,14 +550,8 @@ async fn replicas_share_answers_through_redis_and_memory_stays_bounded() {
             ..Default::default()
         },
     );
-    assert_eq!(
-        ask(&c, &llmux, &[cached], &chat("Huge")).await.cache,
-        "MISS"
-    );
-    assert_eq!(
-        ask(&c, &llmux, &[cached], &chat("Huge")).await.cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[cached], "Huge", "MISS").await;
+    expect_cache(&c, &llmux, &[cached], "Huge", "MISS").await;
     let stats = get_json(&c, &llmux.admin_url("/admin/cache")).await;
     assert_eq!(stats["too_large"], 2, "{stats}");
 }
@@ -621,10 +564,7 @@ async fn cached_answers_serve_while_the_target_cools_down() {
     let llmux = Llmux::start(&config(&m, ""));
     let c = client();
     let cached = ("x-portkey-config", "cached");
-    assert_eq!(
-        ask(&c, &llmux, &[cached], &chat("Keep me")).await.cache,
-        "MISS"
-    );
+    expect_cache(&c, &llmux, &[cached], "Keep me", "MISS").await;
     m.set_behavior(
         "openai-main",
         Behavior {

@@ -8,32 +8,6 @@ use std::collections::HashMap;
 use common::*;
 use serde_json::{json, Value};
 
-fn targets(m: &MockServer) -> String {
-    format!(
-        r#"
-[virtual_keys.openai-main]
-provider = "openai"
-base_url = "{o}/v1"
-api_key = "sk-test-openai-000000"
-
-[virtual_keys.azure-east]
-provider = "azure-openai"
-base_url = "{a}"
-deployment = "gpt-35-turbo"
-api_version = "2024-02-01"
-api_key = "azure-test-key-000000"
-
-[virtual_keys.anthropic-main]
-provider = "anthropic"
-base_url = "{c}"
-api_key = "anthropic-test-key-000000"
-"#,
-        o = m.url("openai-main"),
-        a = m.url("azure-east"),
-        c = m.url("anthropic-main"),
-    )
-}
-
 const SEED: &str = r#"
 [configs.main]
 strategy = { mode = "loadbalance" }
@@ -61,7 +35,7 @@ fn count_by(
 async fn seed_scenario_split_overrides_and_fallback() {
     let m = mock();
     let llmux = Llmux::start_with(
-        &format!("{}{SEED}", targets(&m)),
+        &format!("{}{SEED}", provider_keys(&m)),
         "default_config = \"main\"",
         &[],
     );
@@ -191,7 +165,7 @@ targets = [
   {{ virtual_key = "anthropic-main", weight = 0 }},
 ]
 "#,
-        targets(&m)
+        provider_keys(&m)
     );
     let llmux = Llmux::start(&cfg);
     let c = client();
@@ -218,7 +192,7 @@ targets = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_depth_three_and_inline_config() {
     let m = mock();
-    let llmux = Llmux::start(&targets(&m));
+    let llmux = Llmux::start(&provider_keys(&m));
     m.set_behavior(
         "openai-main",
         Behavior {
@@ -284,7 +258,7 @@ async fn trace_ids_and_exhaustion_error() {
 strategy = {{ mode = "fallback" }}
 targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "azure-east" }} ]
 "#,
-        targets(&m)
+        provider_keys(&m)
     );
     let llmux = Llmux::start_with(&cfg, "default_config = \"pair\"", &[]);
     let c = client();
@@ -370,7 +344,7 @@ failure_threshold = 1000
 strategy = {{ mode = "single" }}
 targets = [ {{ virtual_key = "flaky", retry = {{ attempts = 3 }} }} ]
 "#,
-        targets(&m),
+        provider_keys(&m),
         m.url("flaky")
     );
     let llmux = Llmux::start(&cfg);
@@ -465,7 +439,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_routing_by_metadata_params_and_path_stored_and_inline() {
     let m = mock();
-    let llmux = Llmux::start(&format!("{}{CONDITIONAL}", targets(&m)));
+    let llmux = Llmux::start(&format!("{}{CONDITIONAL}", provider_keys(&m)));
     let c = client();
     let chat = llmux.url("/v1/chat/completions");
     let cond = ("x-portkey-config", "cond");
@@ -622,7 +596,7 @@ async fn conditional_routing_by_metadata_params_and_path_stored_and_inline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_conditional_operator_routes_through_the_daemon() {
     let m = mock();
-    let llmux = Llmux::start(&targets(&m));
+    let llmux = Llmux::start(&provider_keys(&m));
     let c = client();
     let chat = llmux.url("/v1/chat/completions");
     let body = |extra: Value| {

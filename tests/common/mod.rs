@@ -182,6 +182,34 @@ impl Drop for Llmux {
     }
 }
 
+/// `[virtual_keys]` for three accounts of the mock: `openai-main`, `azure-east` (deployment
+/// `gpt-35-turbo`) and `anthropic-main`, each with a test key.
+pub fn provider_keys(m: &MockServer) -> String {
+    format!(
+        r#"
+[virtual_keys.openai-main]
+provider = "openai"
+base_url = "{o}/v1"
+api_key = "sk-test-openai-000000"
+
+[virtual_keys.azure-east]
+provider = "azure-openai"
+base_url = "{a}"
+deployment = "gpt-35-turbo"
+api_version = "2024-02-01"
+api_key = "azure-test-key-000000"
+
+[virtual_keys.anthropic-main]
+provider = "anthropic"
+base_url = "{c}"
+api_key = "anthropic-test-key-000000"
+"#,
+        o = m.url("openai-main"),
+        a = m.url("azure-east"),
+        c = m.url("anthropic-main"),
+    )
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
