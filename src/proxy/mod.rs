@@ -209,8 +209,15 @@ pub async fn route(
                     .collect();
                 for leaf in busy {
                     let Some(policy) = leaf.cache else { continue };
-                    let looked =
-                        cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+                    let looked = Box::pin(cache::lookup(
+                        cache,
+                        &runtime,
+                        req,
+                        &leaf,
+                        policy,
+                        &mut embedded,
+                    ))
+                    .await;
                     if let Ok(cache::Lookup::Hit(stored, status)) = looked {
                         return Ok(Served::cached(&route, leaf, stored, status, attempts));
                     }
@@ -240,7 +247,16 @@ pub async fn route(
         // The cache is asked before the permit: a hit spends no budget.
         let mut pending = None;
         if let (Some(cache), Some(policy)) = (cache, leaf.cache) {
-            let looked = cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+            // Boxed: the lookup (Redis, an embedding) must not grow every request's future.
+            let looked = Box::pin(cache::lookup(
+                cache,
+                &runtime,
+                req,
+                &leaf,
+                policy,
+                &mut embedded,
+            ))
+            .await;
             match looked {
                 Ok(cache::Lookup::Hit(stored, status)) => {
                     return Ok(Served::cached(&route, leaf, stored, status, attempts))
