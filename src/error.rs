@@ -43,6 +43,10 @@ pub enum Error {
     ClientTimeout(Duration),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request names state only an account that cannot serve it any more knows (a
+    /// `previous_response_id` of a removed virtual key).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]

@@ -11,6 +11,7 @@
 //! - [`cluster`]: budgets and cooldowns shared through Redis.
 //! - [`observability`]: logging, metrics, the request log and pricing.
 //! - [`cache`]: the response cache (memory, Redis, semantic matching, SSE record/replay).
+//! - [`conversation`]: Responses API state: response id → account, translated conversations.
 //! - [`actors`]: the target actors (gate, budgets, breaker, health) and the supervisor.
 //! - [`proxy`]: the data path of one request: attempts, retries, fallback, the client stream.
 //! - [`http`]: the OpenAI front, the admin API, authentication, the HTTP error mapping.
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod http;
 pub mod observability;

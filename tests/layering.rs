@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "cluster",
     "observability",
     "cache",
+    "conversation",
     "actors",
     "proxy",
     "http",

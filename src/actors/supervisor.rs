@@ -76,6 +76,8 @@ pub struct Route {
     pub runtime: Arc<Runtime>,
     pub walk: Walk,
     pub endpoint: Endpoint,
+    /// Only this target may serve (its other leaves are passed over silently).
+    pub pinned: Option<u32>,
 }
 
 impl Route {
@@ -90,6 +92,7 @@ impl Route {
             runtime,
             walk: Walk::new(tree).with_choices(choices),
             endpoint,
+            pinned: None,
         }
     }
 
@@ -100,11 +103,14 @@ impl Route {
             runtime,
             walk,
             endpoint,
+            pinned,
         } = self;
         let now = now_ms();
         let mut check = |leaf: &Leaf| {
             let t = &runtime.targets[leaf.target as usize];
-            if !crate::providers::supports(t.spec.provider, *endpoint) {
+            if pinned.is_some_and(|p| p != leaf.target) {
+                Check::Excluded
+            } else if !crate::providers::supports(t.spec.provider, *endpoint) {
                 Check::Unsupported
             } else if t.shared.available_at(now) {
                 Check::Ready

@@ -93,6 +93,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         log: Arc::new(RequestLog::new(server.request_log_size)),
         inline: crate::http::inline_cache(),
         cache,
+        conversations: Arc::new(crate::conversation::Conversations::new(cluster.clone())),
         cluster,
         reload: reload_status,
         grace_end,

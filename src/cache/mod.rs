@@ -200,14 +200,18 @@ impl moka::Expiry<Key, Arc<Stored>> for ByMaxAge {
     }
 }
 
-/// The Redis scope of a namespace: hashed, so no client string reaches a key or a pattern.
+/// The Redis kind of a namespace's answers (`cache:-` without one): hashed, so no client
+/// string reaches a key or a pattern.
 fn scope(namespace: Option<&str>) -> String {
     match namespace {
-        None => "-".into(),
-        Some(ns) => Sha256::digest(ns.as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        None => "cache:-".into(),
+        Some(ns) => {
+            let hex: String = Sha256::digest(ns.as_bytes())[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("cache:{hex}")
+        }
     }
 }
 
@@ -242,7 +246,7 @@ impl Cache {
             return Some(s);
         }
         let cluster = self.cluster.as_ref()?;
-        let raw = cluster.cache_get(&scope(namespace), &key::hex(key)).await?;
+        let raw = cluster.kv_get(&scope(namespace), &key::hex(key)).await?;
         let stored = Arc::new(Stored::decode(&raw, namespace.map(Arc::from))?);
         if stored.ttl().is_zero() {
             return None;
@@ -278,7 +282,7 @@ impl Cache {
     pub async fn share(&self, key: Key, stored: Arc<Stored>) {
         if let Some(cluster) = &self.cluster {
             cluster
-                .cache_set(
+                .kv_set(
                     &scope(stored.namespace.as_deref()),
                     &key::hex(&key),
                     &stored.encode(),
@@ -329,11 +333,11 @@ impl Cache {
             None => None,
             Some(c) => {
                 let pattern = match namespace {
-                    None => "*".to_owned(),
+                    None => "cache:*".to_owned(),
                     Some("") => scope(None),
                     Some(ns) => scope(Some(ns)),
                 };
-                c.cache_clear(&pattern).await
+                c.kv_clear(&pattern).await
             }
         };
         self.publish_size();

@@ -335,7 +335,7 @@ pub fn replay(endpoint: Endpoint, answer: &[u8], include_usage: bool) -> Option<
     let object = match endpoint {
         Endpoint::Chat => "chat.completion.chunk",
         Endpoint::Completions => "text_completion",
-        Endpoint::Embeddings => return None,
+        Endpoint::Embeddings | Endpoint::Responses => return None,
     };
     let Ok(Value::Object(answer)) = serde_json::from_slice(answer) else {
         return None;

@@ -451,20 +451,21 @@ impl Cluster {
     }
 }
 
-/// The response cache's shared tier: opaque values under `{prefix}:cache:{scope}:{key}`,
-/// expiring by Redis TTL. Like every cluster call, bounded by a short timeout; a failure is a
-/// miss (or an unstored answer), never an error for the request.
+/// Shared values: opaque bytes under `{prefix}:{kind}:{key}`, expiring by Redis TTL (the
+/// response cache uses kinds `cache:{scope}`, Responses API state `responses`). Like every
+/// cluster call, bounded by a short timeout; a failure is a miss (or an unstored value),
+/// never an error for the request.
 impl Cluster {
-    fn cache_key(&self, scope: &str, key: &str) -> String {
-        format!("{}:cache:{scope}:{key}", self.prefix)
+    fn kv_key(&self, kind: &str, key: &str) -> String {
+        format!("{}:{kind}:{key}", self.prefix)
     }
 
-    pub async fn cache_get(&self, scope: &str, key: &str) -> Option<Vec<u8>> {
+    pub async fn kv_get(&self, kind: &str, key: &str) -> Option<Vec<u8>> {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
             return None;
         };
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.cache_key(scope, key));
+        cmd.arg(self.kv_key(kind, key));
         let call = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(v)) => v,
@@ -476,12 +477,12 @@ impl Cluster {
         }
     }
 
-    pub async fn cache_set(&self, scope: &str, key: &str, value: &[u8], ttl: Duration) {
+    pub async fn kv_set(&self, kind: &str, key: &str, value: &[u8], ttl: Duration) {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
             return;
         };
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.cache_key(scope, key))
+        cmd.arg(self.kv_key(kind, key))
             .arg(value)
             .arg("PX")
             .arg(ttl.as_millis().max(1) as u64);
@@ -491,13 +492,25 @@ impl Cluster {
         }
     }
 
-    /// Deletes every cached answer of `scope` (`*`: all scopes). Returns how many were
-    /// deleted, or `None` when Redis could not be reached.
-    pub async fn cache_clear(&self, scope: &str) -> Option<u64> {
+    pub async fn kv_delete(&self, kind: &str, key: &str) {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return;
+        };
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(self.kv_key(kind, key));
+        let call = cmd.query_async::<u64>(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(CALL_TIMEOUT * 4, call).await {
+            self.mark(false, &e.to_string());
+        }
+    }
+
+    /// Deletes every value of `kind` (a glob: `cache:*` is every cache scope). Returns how
+    /// many were deleted, or `None` when Redis could not be reached.
+    pub async fn kv_clear(&self, kind: &str) -> Option<u64> {
         let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
             return None;
         };
-        let pattern = self.cache_key(scope, "*");
+        let pattern = self.kv_key(kind, "*");
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         // SCAN in pages, so a large cache never blocks Redis the way KEYS would.

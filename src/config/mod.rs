@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use raw::ProviderKind;
+pub use raw::{ProviderKind, ResponsesApi};
 use raw::{RawFile, RawNode, RawVirtualKey};
 pub use tree::{
     CacheMode, CachePolicy, Leaf, Limits, Mode, Node, NodeKind, Retry, Tree, TreeError,
@@ -158,6 +158,8 @@ pub struct TargetSpec {
     pub max_retry_after: Duration,
     #[serde(serialize_with = "ser_opt_ms")]
     pub health_check_interval: Option<Duration>,
+    /// How `/v1/responses` reaches this account.
+    pub responses_api: ResponsesApi,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -498,6 +500,11 @@ impl Config {
         self.target_index.get(name).copied()
     }
 
+    /// The single-leaf tree of the target at `index` (an index of [`Config::targets`]).
+    pub fn direct_tree_at(&self, index: u32) -> &Arc<Tree> {
+        &self.direct[index as usize]
+    }
+
     pub fn direct_tree(&self, name: &str) -> Option<&Arc<Tree>> {
         self.target_index(name).map(|i| &self.direct[i as usize])
     }
@@ -734,6 +741,19 @@ fn compile_target(
             "failure_threshold must be >= 1".into(),
         ));
     }
+    // OpenAI and Azure speak the Responses API; most OpenAI-compatible servers speak only
+    // chat; Anthropic never does.
+    let responses_api = match (provider, vk.responses_api) {
+        (ProviderKind::Anthropic, Some(ResponsesApi::Native)) => {
+            return Err(invalid(
+                &field("responses_api"),
+                "Anthropic has no Responses API: llmux translates /v1/responses to its Messages API; remove responses_api".into(),
+            ))
+        }
+        (_, Some(r)) => r,
+        (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => ResponsesApi::Native,
+        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic, None) => ResponsesApi::Chat,
+    };
     let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
     let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);
     Ok(TargetSpec {
@@ -763,6 +783,7 @@ fn compile_target(
             .health_check_interval_ms
             .filter(|&v| v > 0)
             .map(Duration::from_millis),
+        responses_api,
     })
 }
 

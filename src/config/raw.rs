@@ -160,6 +160,16 @@ pub struct RawVirtualKey {
     pub max_retry_after_ms: Option<u64>,
     /// Active health check interval (`GET {base_url}/models`); off when absent.
     pub health_check_interval_ms: Option<u64>,
+    /// How `/v1/responses` reaches this account: `native` (its own Responses API) or `chat`
+    /// (translated to Chat Completions by llmux).
+    pub responses_api: Option<ResponsesApi>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesApi {
+    Native,
+    Chat,
 }
 
 /// One node of a strategy tree. Every entry of `targets` is again a node.

@@ -47,7 +47,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/v1/embeddings", "POST").route(web::post().to(endpoint(Endpoint::Embeddings))),
     )
-    .service(resource("/v1/models", "GET").route(web::get().to(models)));
+    .service(resource("/v1/responses", "POST").route(web::post().to(endpoint(Endpoint::Responses))))
+    .service(resource("/v1/models", "GET").route(web::get().to(models)))
+    .configure(super::responses::routes);
 }
 
 fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
@@ -104,7 +106,7 @@ fn trace_id(h: &HeaderMap) -> String {
         .unwrap_or_else(|| format!("{:032x}", rand::thread_rng().gen::<u128>()))
 }
 
-fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
+pub(crate) fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
     match crate::http::auth::authenticate(&runtime.config.auth, h) {
         Ok(_) => Ok(()),
         Err(Refused::Missing) => Err(Error::Unauthorized(
@@ -302,6 +304,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
         Endpoint::Chat => "chat.completions",
         Endpoint::Completions => "completions",
         Endpoint::Embeddings => "embeddings",
+        Endpoint::Responses => "responses",
     }
 }
 
@@ -344,13 +347,28 @@ async fn serve(
             Some("stream"),
         ));
     }
-    let tree = pick_tree(state, runtime, h)?;
+    let mut tree = pick_tree(state, runtime, h)?;
+    let estimate = Estimate::of(parsed.completion, raw.len());
+    let body = Body::new(raw.freeze());
+    let (turn, pinned) = if endpoint == Endpoint::Responses {
+        let (turn, pinned) = super::responses::resolve(state, &body).await?;
+        if let Some(t) = pinned {
+            // The account that made the earlier response serves, inside this tree when it is
+            // one of its leaves (keeping that leaf's params), else on its own.
+            if !tree.root.leaves.iter().any(|l| l.target == t) {
+                tree = runtime.config.direct_tree_at(t).clone();
+            }
+        }
+        (Some(Arc::new(turn)), pinned)
+    } else {
+        (None, None)
+    };
     entry.config = Some(tree.id.clone());
     let prepared = Prepared {
         trace_id: trace_id.to_owned(),
         endpoint,
-        estimate: Estimate::of(parsed.completion, raw.len()),
-        body: Body::new(raw.freeze()),
+        estimate,
+        body,
         model: parsed.model,
         stream,
         include_usage: parsed.include_usage,
@@ -359,8 +377,15 @@ async fn serve(
         cache_namespace: cache_namespace(h)?,
         cache_force_refresh: header(h, "x-portkey-cache-force-refresh")
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+        turn,
+        pinned,
     };
-    let routed = proxy::route(runtime.clone(), tree, &prepared, Some(&state.cache));
+    let services = proxy::Services {
+        // Responses are not cached (their ids and stored state are per response).
+        cache: (endpoint != Endpoint::Responses).then(|| state.cache.clone()),
+        conversations: Some(state.conversations.clone()),
+    };
+    let routed = proxy::route(runtime.clone(), tree, &prepared, &services);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
     // before the listener closes its connection (dropping the routing cancels its permits).
     let grace_end = grace_end.clone();
@@ -453,6 +478,7 @@ async fn serve(
                 in_flight.take(),
                 grace_end,
                 served.store,
+                served.conversation,
             );
             resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))

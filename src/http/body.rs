@@ -137,6 +137,7 @@ enum Key {
     StreamOptions,
     MaxTokens,
     MaxCompletionTokens,
+    MaxOutputTokens,
     N,
     Messages,
     Prompt,
@@ -161,6 +162,7 @@ impl<'de> de::Deserialize<'de> for Key {
                     "stream_options" => Key::StreamOptions,
                     "max_tokens" => Key::MaxTokens,
                     "max_completion_tokens" => Key::MaxCompletionTokens,
+                    "max_output_tokens" => Key::MaxOutputTokens,
                     "n" => Key::N,
                     "messages" => Key::Messages,
                     "prompt" => Key::Prompt,
@@ -183,6 +185,7 @@ struct Fields {
     stream_options: Option<Shape>,
     max_tokens: Option<Shape>,
     max_completion_tokens: Option<Shape>,
+    max_output_tokens: Option<Shape>,
     n: Option<Shape>,
     messages: Option<Shape>,
     prompt: Option<Shape>,
@@ -206,6 +209,7 @@ impl<'de> Visitor<'de> for Top {
                 Key::StreamOptions => &mut f.stream_options,
                 Key::MaxTokens => &mut f.max_tokens,
                 Key::MaxCompletionTokens => &mut f.max_completion_tokens,
+                Key::MaxOutputTokens => &mut f.max_output_tokens,
                 Key::N => &mut f.n,
                 Key::Messages => &mut f.messages,
                 Key::Prompt => &mut f.prompt,
@@ -282,6 +286,7 @@ pub fn parse_body(endpoint: Endpoint, raw: &[u8], max_messages: usize) -> Result
     };
     let max_tokens = budget("max_tokens", &f.max_tokens)?;
     let max_completion_tokens = budget("max_completion_tokens", &f.max_completion_tokens)?;
+    let max_output_tokens = budget("max_output_tokens", &f.max_output_tokens)?;
     budget("n", &f.n)?;
     match endpoint {
         Endpoint::Chat => {
@@ -317,6 +322,10 @@ pub fn parse_body(endpoint: Endpoint, raw: &[u8], max_messages: usize) -> Result
             Some(Shape::Str(_)) | Some(Shape::Array { .. }) => {}
             _ => return Err(wrong("input", "a string or an array")),
         },
+        Endpoint::Responses => match f.input {
+            Some(Shape::Str(_)) | Some(Shape::Array { .. }) => {}
+            _ => return Err(wrong("input", "a string or an array of items")),
+        },
     }
     let include_usage = matches!(
         f.stream_options,
@@ -329,7 +338,7 @@ pub fn parse_body(endpoint: Endpoint, raw: &[u8], max_messages: usize) -> Result
         model,
         stream,
         include_usage,
-        completion: max_completion_tokens.or(max_tokens),
+        completion: max_output_tokens.or(max_completion_tokens).or(max_tokens),
     })
 }
 
@@ -356,7 +365,7 @@ mod tests {
             Some(Value::Bool(s)) => *s,
             Some(_) => return err("stream"),
         };
-        for k in ["max_tokens", "max_completion_tokens", "n"] {
+        for k in ["max_tokens", "max_completion_tokens", "max_output_tokens", "n"] {
             if let Some(v) = b.get(k) {
                 if !(v.is_u64() || v.is_null()) {
                     return err(k);
@@ -379,14 +388,14 @@ mod tests {
                 _ => return err("messages"),
             },
             Endpoint::Completions if b.get("prompt").is_none() => return err("prompt"),
-            Endpoint::Embeddings
+            Endpoint::Embeddings | Endpoint::Responses
                 if !matches!(b.get("input"), Some(Value::String(_) | Value::Array(_))) =>
             {
                 return err("input")
             }
             _ => {}
         }
-        let completion = ["max_completion_tokens", "max_tokens"]
+        let completion = ["max_output_tokens", "max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| b.get(*k).and_then(Value::as_u64));
         Ok(Parsed {
@@ -447,7 +456,12 @@ mod tests {
             "nul",
         ];
         for raw in cases {
-            for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings] {
+            for endpoint in [
+                Endpoint::Chat,
+                Endpoint::Completions,
+                Endpoint::Embeddings,
+                Endpoint::Responses,
+            ] {
                 assert_eq!(
                     probe(endpoint, raw.as_bytes(), 2),
                     reference(endpoint, raw.as_bytes(), 2),

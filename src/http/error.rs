@@ -30,6 +30,7 @@ impl Envelope for Error {
             | Error::UnknownVirtualKey(_)
             | Error::NoConfig
             | Error::NotFound(_)
+            | Error::Conflict(_)
             | Error::ClientTimeout(_) => "invalid_request_error",
             Error::Unauthorized(_) => "authentication_error",
             Error::NoCapacity { .. } => "rate_limit_error",
@@ -50,6 +51,7 @@ impl Envelope for Error {
             Error::NoCapacity { .. } => Some("rate_limit_exceeded"),
             Error::Upstream { code, .. } => code.as_deref(),
             Error::NotFound(_) => Some("not_found"),
+            Error::Conflict(_) => Some("conflict"),
             Error::ClientTimeout(_) => Some("body_timeout"),
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
@@ -100,6 +102,7 @@ impl ResponseError for Error {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metadata;
+pub mod responses;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The response cache (kept across reloads).
     pub cache: Arc<crate::cache::Cache>,
+    /// Responses API state: response id → account, translated conversations.
+    pub conversations: Arc<crate::conversation::Conversations>,
     /// Fires when the shutdown grace period ends: open streams and requests still routing end.
     pub grace_end: crate::proxy::Grace,
 }

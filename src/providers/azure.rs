@@ -38,6 +38,10 @@ impl Provider for Azure {
         {
             u.query_pairs_mut().append_pair("api-version", version);
         }
+        // The Responses API is not per deployment (the body's `model` names the deployment)
+        // and its v1 path takes no api-version.
+        urls.endpoints[Endpoint::Responses as usize] =
+            Some(Urls::parse(&format!("{base_url}/openai/v1/responses"))?);
         Ok(urls)
     }
 

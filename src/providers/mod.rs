@@ -7,6 +7,7 @@ pub mod azure;
 pub mod headers;
 pub mod openai;
 mod provider;
+pub mod responses;
 pub mod stream;
 
 pub use provider::{provider, Provider};
@@ -28,6 +29,8 @@ pub enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API: native where the target speaks it, else translated to chat.
+    Responses,
 }
 
 impl Endpoint {
@@ -37,6 +40,7 @@ impl Endpoint {
             Endpoint::Chat => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
         }
     }
 
@@ -45,6 +49,7 @@ impl Endpoint {
             Endpoint::Chat => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
         }
     }
 }
@@ -116,8 +121,9 @@ pub fn check(config: &crate::config::Config) -> Result<(), crate::config::Config
 /// A target's upstream URLs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Urls {
-    /// Indexed by [`Endpoint`]; `None` where the provider has no such endpoint.
-    endpoints: [Option<reqwest::Url>; 3],
+    /// Indexed by [`Endpoint`]; `None` where the provider has no such endpoint (for
+    /// `Responses`: no native Responses API).
+    endpoints: [Option<reqwest::Url>; 4],
     /// What an active health check asks for: the model list.
     pub health: reqwest::Url,
 }
@@ -146,6 +152,7 @@ impl Urls {
                 Some(Urls::parse(&path(Endpoint::Chat))?),
                 Some(Urls::parse(&path(Endpoint::Completions))?),
                 Some(Urls::parse(&path(Endpoint::Embeddings))?),
+                Some(Urls::parse(&path(Endpoint::Responses))?),
             ],
             health: Urls::parse(health)?,
         })
@@ -249,7 +256,7 @@ impl AttemptError {
     }
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+pub fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -500,6 +507,16 @@ pub fn open_stream(
         FailureClass::RateLimited,
         None,
     ))
+}
+
+/// Wraps a 2xx native Responses API stream (its events pass through).
+pub fn open_responses_stream(
+    spec: &TargetSpec,
+    resp: reqwest::Response,
+    idle: Duration,
+) -> stream::UpstreamStream {
+    stream::UpstreamStream::new(resp, idle, stream::Framing::Responses)
+        .with_rate_limit_wait(retry_after_for(spec, FailureClass::RateLimited, None))
 }
 
 /// Whether llmux asks this target for stream usage itself (for logs, cost and token budgets)

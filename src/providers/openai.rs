@@ -102,6 +102,8 @@ struct Probe {
     choices: Option<Objects>,
     /// Embeddings answers.
     data: Option<Objects>,
+    /// Responses API answers.
+    output: Option<Objects>,
 }
 
 /// An array whose items are all objects, checked without collecting them (no allocation on
@@ -154,13 +156,14 @@ impl<'de> Deserialize<'de> for AnObject {
     }
 }
 
+/// Chat/completions usage, or the Responses API's under its own names.
 #[derive(Deserialize, Default)]
 pub(crate) struct UsageProbe {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<Details>,
 }
 
@@ -210,6 +213,7 @@ pub fn answer(endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, At
     let (field, items) = match endpoint {
         Endpoint::Chat | Endpoint::Completions => ("choices", probe.choices.is_some()),
         Endpoint::Embeddings => ("data", probe.data.is_some()),
+        Endpoint::Responses => ("output", probe.output.is_some()),
     };
     if !items {
         return Err(invalid(format!(

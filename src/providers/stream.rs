@@ -118,6 +118,9 @@ pub enum Framing {
     OpenAi { drop_usage_chunk: bool },
     /// Anthropic's typed events, translated one by one.
     Anthropic(Box<StreamTranslator>),
+    /// A native Responses API stream (`event: <type>` frames, no `[DONE]`): frames pass
+    /// through; the stream ends with `response.completed` / `response.incomplete`.
+    Responses,
 }
 
 pub struct UpstreamStream {
@@ -129,6 +132,13 @@ pub struct UpstreamStream {
     model: Option<String>,
     /// The wait a rate-limit error inside the stream carries (it has no headers to hint one).
     rate_limit_wait: Option<Duration>,
+    /// Responses API streams: the response's id (for affinity) and the last sequence number.
+    response_id: Option<String>,
+    last_sequence: Option<u64>,
+    /// A chat stream translated into Responses API events for the client.
+    translate: Option<Box<super::responses::EventStream>>,
+    /// The translation's opening events, sent before the first frame.
+    opening: Vec<Bytes>,
 }
 
 /// What the client receives next after commit.
@@ -142,6 +152,42 @@ pub enum Frame {
 }
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// A typed SSE frame, as the Responses API sends them.
+fn typed_frame(event: &str, data: &str) -> Bytes {
+    let mut b = Vec::with_capacity(event.len() + data.len() + 16);
+    b.extend_from_slice(b"event: ");
+    b.extend_from_slice(event.as_bytes());
+    b.extend_from_slice(b"\ndata: ");
+    b.extend_from_slice(data.as_bytes());
+    b.extend_from_slice(b"\n\n");
+    b.into()
+}
+
+/// The failure a Responses API `error` event or `response.failed` describes.
+fn responses_error(v: &Value) -> AttemptError {
+    let e = v.pointer("/response/error").unwrap_or(v);
+    let code = e
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or("server_error");
+    let message = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the upstream response failed");
+    let (status, class, kind) = match code {
+        "rate_limit_exceeded" => (429, FailureClass::RateLimited, "rate_limit_error"),
+        _ => (502, FailureClass::Server, "server_error"),
+    };
+    let mut err = AttemptError::new(
+        status,
+        class,
+        kind,
+        format!("upstream stream failed: {message}"),
+    );
+    err.code = Some(code.to_owned());
+    err
+}
 
 fn frame(data: &str) -> Bytes {
     let mut b = Vec::with_capacity(data.len() + 8);
@@ -229,7 +275,44 @@ impl UpstreamStream {
             usage: Usage::default(),
             model: None,
             rate_limit_wait: None,
+            response_id: None,
+            last_sequence: None,
+            translate: None,
+            opening: Vec::new(),
         }
+    }
+
+    /// Translates this chat stream into Responses API events (`events` opened with the
+    /// response's echo): the client sees `response.created` … `response.completed`.
+    pub fn into_responses(mut self, mut events: super::responses::EventStream) -> UpstreamStream {
+        self.opening = events.start();
+        self.translate = Some(Box::new(events));
+        self
+    }
+
+    /// The translated stream's state (its response so far), for storing the conversation.
+    pub fn translated(&self) -> Option<&super::responses::EventStream> {
+        self.translate.as_deref()
+    }
+
+    /// A native Responses stream's response id, once `response.created` named it.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
+    }
+
+    /// The error frame that ends a committed stream, in the client's format.
+    fn failure_frame(&mut self, e: &AttemptError) -> Bytes {
+        if let Some(t) = &mut self.translate {
+            let code = e.code.as_deref().unwrap_or("server_error");
+            return t.fail(code, &e.message).concat().into();
+        }
+        if matches!(self.framing, Framing::Responses) {
+            let seq = self.last_sequence.map_or(0, |s| s + 1);
+            let v = json!({"type": "error", "sequence_number": seq,
+                "code": e.code.as_deref().unwrap_or("server_error"), "message": e.message, "param": e.param});
+            return typed_frame("error", &v.to_string());
+        }
+        error_frame(e)
     }
 
     /// What a rate-limit error event means for the target and the client's `Retry-After`
@@ -247,9 +330,10 @@ impl UpstreamStream {
         self.model.as_deref()
     }
 
-    /// Reads the next upstream event within the idle timeout and interprets it.
+    /// Reads the next upstream event within the idle timeout and interprets it (translated
+    /// into Responses events when this is a translated stream).
     async fn step(&mut self, wait: Duration) -> Step {
-        match self.read_step(wait).await {
+        let step = match self.read_step(wait).await {
             Step::Error(mut e) => {
                 if e.class == FailureClass::RateLimited && e.retry_after.is_none() {
                     e.retry_after = self.rate_limit_wait;
@@ -257,6 +341,26 @@ impl UpstreamStream {
                 Step::Error(e)
             }
             step => step,
+        };
+        let Some(t) = &mut self.translate else {
+            return step;
+        };
+        let mut out = std::mem::take(&mut self.opening);
+        let mut translate = |frames: Vec<Bytes>| {
+            for f in frames {
+                out.extend(t.feed(&f));
+            }
+        };
+        match step {
+            Step::Frames(frames, content) => {
+                translate(frames);
+                Step::Frames(out, content)
+            }
+            Step::Done(frames) => {
+                translate(frames);
+                Step::Done(out)
+            }
+            error => error,
         }
     }
 
@@ -319,6 +423,7 @@ impl UpstreamStream {
                 }
                 Step::Frames(vec![frame(data)], probe.has_content())
             }
+            Framing::Responses => self.responses_event(&event.event, &event.data),
             Framing::Anthropic(t) => {
                 let had = t.has_content();
                 let mut out = Vec::with_capacity(2);
@@ -342,6 +447,57 @@ impl UpstreamStream {
                 }
                 Step::Frames(frames, !had && t.has_content())
             }
+        }
+    }
+
+    /// One event of a native Responses stream: passed through as it came; content is text,
+    /// refusal or function-call arguments; `response.completed`/`incomplete` end it with its
+    /// usage; `error`/`response.failed` are failures (fallback before commit).
+    fn responses_event(&mut self, event: &str, data: &str) -> Step {
+        let data = data.trim();
+        if data == "[DONE]" {
+            return Step::Done(Vec::new());
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return Step::Error(broken("upstream sent a malformed stream event".into()));
+        };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .unwrap_or(event)
+            .to_owned();
+        if let Some(n) = v.get("sequence_number").and_then(Value::as_u64) {
+            self.last_sequence = Some(n);
+        }
+        let frame = || typed_frame(&kind, data);
+        match kind.as_str() {
+            "error" | "response.failed" => Step::Error(responses_error(&v)),
+            "response.created" | "response.in_progress" => {
+                if let Some(r) = v.get("response") {
+                    if self.response_id.is_none() {
+                        self.response_id = r.get("id").and_then(Value::as_str).map(str::to_owned);
+                    }
+                    if self.model.is_none() {
+                        self.model = r.get("model").and_then(Value::as_str).map(str::to_owned);
+                    }
+                }
+                Step::Frames(vec![frame()], false)
+            }
+            "response.completed" | "response.incomplete" => {
+                if let Some(u) = v.pointer("/response/usage") {
+                    if let Ok(u) = UsageProbe::deserialize(u) {
+                        self.usage = u.usage();
+                    }
+                }
+                Step::Done(vec![frame()])
+            }
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta"
+            | "response.function_call_arguments.done"
+            | "response.output_text.done" => Step::Frames(vec![frame()], true),
+            _ => Step::Frames(vec![frame()], false),
         }
     }
 
@@ -401,7 +557,7 @@ impl UpstreamStream {
                 }
                 Step::Error(e) => {
                     self.finished = true;
-                    return Some(Frame::Failed(error_frame(&e), e));
+                    return Some(Frame::Failed(self.failure_frame(&e), e));
                 }
             }
         }

@@ -130,10 +130,18 @@ async fn embed(runtime: &Arc<Runtime>, text: &str, req: &Prepared) -> Option<Vec
         metadata: None,
         cache_namespace: None,
         cache_force_refresh: false,
+        turn: None,
+        pinned: None,
     };
     // Boxed: routing the embedding is a nested route (never cached itself: a direct tree has
     // no `cache`).
-    let served = Box::pin(route(runtime.clone(), tree, &embed_req, None)).await;
+    let served = Box::pin(route(
+        runtime.clone(),
+        tree,
+        &embed_req,
+        &super::Services::default(),
+    ))
+    .await;
     let answer = match served {
         Ok(s) => match s.reply {
             Reply::Full(a) => a,

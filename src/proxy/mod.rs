@@ -4,6 +4,7 @@
 
 mod cache;
 mod grace;
+pub mod responses;
 mod stream;
 
 pub use grace::{Grace, GraceEnd};
@@ -55,6 +56,11 @@ pub struct Prepared {
     pub cache_namespace: Option<Arc<str>>,
     /// `x-portkey-cache-force-refresh: true`.
     pub cache_force_refresh: bool,
+    /// For `/v1/responses`: the turn's conversation state.
+    pub turn: Option<Arc<responses::Turn>>,
+    /// Only this target may serve (a `previous_response_id` follow-up: the account that
+    /// produced the earlier response).
+    pub pinned: Option<u32>,
 }
 
 impl Prepared {
@@ -107,6 +113,8 @@ pub struct Served {
     pub cache: Status,
     /// For a stream that missed the cache: where to store it once it completes.
     pub store: Option<cache::Pending>,
+    /// For a Responses stream: what to remember once it completes.
+    pub conversation: Option<responses::StreamDone>,
 }
 
 impl Served {
@@ -127,6 +135,7 @@ impl Served {
             attempts,
             cache: status,
             store: None,
+            conversation: None,
         }
     }
 }
@@ -155,14 +164,24 @@ enum LeafError {
     Failed { error: AttemptError, retries: u32 },
 }
 
+/// What the data path keeps across requests.
+#[derive(Default, Clone)]
+pub struct Services {
+    /// The response cache, for leaves whose tree says `cache`.
+    pub cache: Option<Arc<Cache>>,
+    /// Responses API state (affinity, translated conversations).
+    pub conversations: Option<Arc<crate::conversation::Conversations>>,
+}
+
 /// Routes `req` through `tree` until a leaf answers (or the cache does, for a leaf whose tree
 /// says `cache`) or the tree is exhausted.
 pub async fn route(
     runtime: Arc<Runtime>,
     tree: Arc<Tree>,
     req: &Prepared,
-    cache: Option<&Arc<Cache>>,
+    services: &Services,
 ) -> Result<Served, Unserved> {
+    let cache = services.cache.as_ref();
     let settings = &runtime.config.server;
     let started = Instant::now();
     let deadline = started + settings.request_deadline;
@@ -178,6 +197,7 @@ pub async fn route(
         }
     };
     let mut route = Route::new(runtime.clone(), tree, req.endpoint, choices);
+    route.pinned = req.pinned;
     let mut attempts = Vec::new();
     let mut failure: Option<Failure> = None;
     let mut last_error: Option<AttemptError> = None;
@@ -281,6 +301,12 @@ pub async fn route(
         let provider = route.target(&leaf).spec.provider.as_str();
         match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
             Ok((reply, retries, permit)) => {
+                let conversation = match (req.endpoint, &services.conversations) {
+                    (Endpoint::Responses, Some(c)) => {
+                        responses::remember(c, &route.target(&leaf).spec, req, &reply)
+                    }
+                    _ => None,
+                };
                 let status = pending.as_ref().map_or(Status::Disabled, |p| p.status);
                 let store = match (&reply, pending) {
                     (Reply::Full(answer), Some(p)) => {
@@ -298,6 +324,7 @@ pub async fn route(
                     attempts,
                     cache: status,
                     store,
+                    conversation,
                 });
             }
             Err(LeafError::Unsupported(e)) => {
@@ -593,15 +620,29 @@ async fn attempt(
 ) -> Result<Reply, Attempt> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
-    let with_usage;
-    let overrides = if req.stream && !req.include_usage && providers::asks_usage(spec) {
+    if req.endpoint == Endpoint::Responses && !responses::native(spec) {
+        return attempt_translated(spec, leaf, req, timeout, max_body).await;
+    }
+    let adjusted;
+    let overrides = if req.endpoint == Endpoint::Responses {
+        // Azure's Responses API names the deployment in `model`.
+        match &spec.deployment {
+            Some(d) if spec.provider == crate::config::ProviderKind::AzureOpenai => {
+                let mut o = Map::clone(&leaf.override_params);
+                o.insert("model".into(), Value::String(d.clone()));
+                adjusted = o;
+                &adjusted
+            }
+            _ => &leaf.override_params,
+        }
+    } else if req.stream && !req.include_usage && providers::asks_usage(spec) {
         let mut o = Map::clone(&leaf.override_params);
         o.insert(
             "stream_options".into(),
             serde_json::json!({"include_usage": true}),
         );
-        with_usage = o;
-        &with_usage
+        adjusted = o;
+        &adjusted
     } else {
         &leaf.override_params
     };
@@ -613,14 +654,17 @@ async fn attempt(
     let call = async {
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
-            // Named in the chunks until the stream names its own.
-            let model = overrides
-                .get("model")
-                .and_then(Value::as_str)
-                .or(req.model.as_deref())
-                .unwrap_or_default();
-            let mut s =
-                providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model);
+            let mut s = if req.endpoint == Endpoint::Responses {
+                providers::open_responses_stream(spec, resp, req.idle_timeout)
+            } else {
+                // Named in the chunks until the stream names its own.
+                let model = overrides
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .or(req.model.as_deref())
+                    .unwrap_or_default();
+                providers::open_stream(spec, resp, req.idle_timeout, req.include_usage, model)
+            };
             let head = s.prime(timeout).await?;
             Ok(Reply::Stream { head, upstream: s })
         } else {
@@ -631,6 +675,59 @@ async fn attempt(
     };
     // request_timeout bounds the time to a complete answer, or for a stream to its first
     // content; after that the stream's idle timeout applies.
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map_err(Attempt::Failed),
+        Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
+    }
+}
+
+/// A Responses request to a target that only speaks chat: translated there and back.
+async fn attempt_translated(
+    spec: &Upstream,
+    leaf: &Leaf,
+    req: &Prepared,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Reply, Attempt> {
+    let no_turn = responses::Turn::default();
+    let turn = req.turn.as_deref().unwrap_or(&no_turn);
+    let t = responses::translate(&req.body, leaf, turn, req.model.as_deref())
+        .map_err(Attempt::Refused)?;
+    let none = Map::new();
+    let chat = Merged {
+        body: &t.chat,
+        overrides: &none,
+    };
+    let upstream = providers::build(spec, Endpoint::Chat, &chat).map_err(Attempt::Refused)?;
+    let call = async {
+        let resp = providers::send(spec, upstream, timeout).await?;
+        if req.stream {
+            let model = t.echo.model.clone();
+            // Usage is asked for (the translation's `response.completed` carries it).
+            let mut s = providers::open_stream(spec, resp, req.idle_timeout, true, &model)
+                .into_responses(responses::events(t.echo));
+            let head = s.prime(timeout).await?;
+            Ok(Reply::Stream { head, upstream: s })
+        } else {
+            let answer = providers::finish(spec, Endpoint::Chat, resp, timeout, max_body).await?;
+            let chat: Value = serde_json::from_slice(&answer.body).map_err(|_| {
+                AttemptError::bad_upstream(
+                    "invalid_upstream_response",
+                    "a chat answer that is not JSON",
+                )
+            })?;
+            let response = providers::responses::from_chat(&chat, &t.echo)?;
+            let body = serde_json::to_vec(&response).map_err(|e| {
+                AttemptError::bad_upstream("invalid_upstream_response", e.to_string())
+            })?;
+            Ok(Reply::Full(providers::Answer {
+                status: 200,
+                body: body.into(),
+                usage: answer.usage,
+                model: answer.model,
+            }))
+        }
+    };
     match tokio::time::timeout(timeout, call).await {
         Ok(r) => r.map_err(Attempt::Failed),
         Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),

@@ -42,6 +42,8 @@ pub struct ClientStream {
     grace_end: GraceEnd,
     /// A cache miss being recorded: stored if the stream completes.
     recording: Option<(Recorder, super::cache::Pending)>,
+    /// A Responses stream: its id (and translated conversation) remembered if it completes.
+    conversation: Option<super::responses::StreamDone>,
 }
 
 impl ClientStream {
@@ -60,6 +62,7 @@ impl ClientStream {
         in_flight: Option<InFlight>,
         grace_end: GraceEnd,
         store: Option<super::cache::Pending>,
+        conversation: Option<super::responses::StreamDone>,
     ) -> ClientStream {
         let mut recording =
             store.map(|p| (Recorder::new(p.endpoint, p.cache.max_entry_bytes()), p));
@@ -68,6 +71,7 @@ impl ClientStream {
         }
         ClientStream {
             recording,
+            conversation,
             head: head.into(),
             upstream,
             permit,
@@ -115,6 +119,9 @@ impl ClientStream {
                         if let Some(answer) = r.finish((used > 0).then_some(usage)) {
                             pending.store(answer, s.upstream.model().map(str::to_owned), usage);
                         }
+                    }
+                    if let Some(done) = s.conversation.take() {
+                        done.complete(&s.upstream);
                     }
                     s.finish(OutcomeKind::Success, 200, None);
                     Some((Ok(b), s))

@@ -33,6 +33,9 @@ pub enum Check {
     },
     /// Cannot serve this request at all (the provider lacks the endpoint or a feature).
     Unsupported,
+    /// Not a candidate for this request (another target is pinned): passed over without
+    /// being named in errors.
+    Excluded,
 }
 
 /// Why a leaf was passed over, for the error a client gets when nothing could serve.
@@ -174,6 +177,7 @@ impl Walk {
                 self.note_skip(leaf, SkipReason::Unsupported, None);
                 false
             }
+            Check::Excluded => false,
         }
     }
 

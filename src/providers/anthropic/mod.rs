@@ -86,13 +86,15 @@ impl Provider for Anthropic {
     }
 
     fn supports(&self, endpoint: Endpoint) -> bool {
-        endpoint == Endpoint::Chat
+        // Responses are translated to chat by llmux (`providers::responses`).
+        matches!(endpoint, Endpoint::Chat | Endpoint::Responses)
     }
 
     fn urls(&self, base_url: &str, _: Option<&str>, _: Option<&str>) -> Result<Urls, String> {
         Ok(Urls {
             endpoints: [
                 Some(Urls::parse(&format!("{base_url}/v1/messages"))?),
+                None,
                 None,
                 None,
             ],
