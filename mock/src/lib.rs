@@ -12,9 +12,12 @@
 //! - `route`: path → endpoint / provider / account;
 //! - `server`: actix server, catch-all handler, fault injection, control API;
 //! - `openai`, `anthropic`: the endpoint bodies of each wire format;
+//! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
+//!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
 //! - `stream`: timed SSE bodies and stream failure modes;
-//! - `state`: behaviors and lock-free per-account counters;
+//! - `state`: behaviors, lock-free per-account counters, per-account
+//!   response stores;
 //! - `util`: base64, embeddings, token estimates, time formatting.
 //!
 //! Control API (not under an account): `GET /_mock/stats[?account=A]`,
@@ -23,6 +26,7 @@
 
 mod anthropic;
 mod openai;
+mod responses;
 mod route;
 mod server;
 mod state;
@@ -105,7 +109,12 @@ pub struct AccountStats {
     pub requests: u64,
     /// Keys: `chat_completions`, `azure_chat_completions`, `messages`,
     /// `embeddings`, `azure_embeddings`, `completions`, `azure_completions`,
-    /// `models`, `not_found`.
+    /// `models`, `not_found`, and for the Responses API (`azure_` prefixed
+    /// on Azure's `…/openai/v1/responses…` paths): `responses` (create),
+    /// `responses_get`, `responses_delete`, `responses_input_items`,
+    /// `responses_cancel`, `azure_responses`, `azure_responses_get`,
+    /// `azure_responses_delete`, `azure_responses_input_items`,
+    /// `azure_responses_cancel`.
     pub by_endpoint: BTreeMap<String, u64>,
     /// Response statuses sent (resets and hangs send none).
     pub statuses: BTreeMap<u16, u64>,
@@ -199,8 +208,8 @@ impl MockServer {
         self.shared.stats(account)
     }
 
-    /// Clears all counters and per-account behaviors, and restores the
-    /// default behavior given at start.
+    /// Clears all counters, stored responses and per-account behaviors, and
+    /// restores the default behavior given at start.
     pub fn reset(&self) {
         self.shared.reset();
     }

@@ -21,6 +21,8 @@ pub struct Route<'a> {
     pub account: &'a str,
     /// Azure deployment name.
     pub deployment: Option<&'a str>,
+    /// Response id of `…/responses/{id}[/…]`.
+    pub id: Option<&'a str>,
 }
 
 /// Control API paths (not under an account).
@@ -53,12 +55,78 @@ fn strip_api<'a>(path: &'a str, api: &str) -> Option<&'a str> {
 
 const AZURE_MARK: &str = "/openai/deployments/";
 
+const RESPONSES: &str = "/responses";
+
+/// `<prefix>/responses[/{id}[/input_items|/cancel]]`: (prefix, id, sub-resource).
+fn split_responses(path: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
+    for (at, _) in path.match_indices(RESPONSES) {
+        let prefix = &path[..at];
+        let tail = &path[at + RESPONSES.len()..];
+        if tail.is_empty() {
+            return Some((prefix, None, None));
+        }
+        let Some(tail) = tail.strip_prefix('/') else {
+            continue;
+        };
+        match tail.split_once('/') {
+            None if !tail.is_empty() => return Some((prefix, Some(tail), None)),
+            Some((id, sub @ ("input_items" | "cancel"))) if !id.is_empty() => {
+                return Some((prefix, Some(id), Some(sub)))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The Responses API: OpenAI `<account>[/v1]/responses…`, Azure
+/// `<account>/openai[/v1]/responses…` (so an OpenAI account named `openai`
+/// is taken for Azure).
+fn responses_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
+    let (prefix, id, sub) = split_responses(path)?;
+    let azure_account = prefix
+        .strip_suffix("/openai/v1")
+        .or_else(|| prefix.strip_suffix("/openai"));
+    let (provider, account) = match azure_account {
+        Some(acct) => (Provider::Azure, account_of(acct)),
+        None => (
+            Provider::OpenAi,
+            account_of(prefix.strip_suffix("/v1").unwrap_or(prefix)),
+        ),
+    };
+    let azure = provider == Provider::Azure;
+    let pick = |openai, az| if azure { az } else { openai };
+    let endpoint = match (method, id, sub) {
+        (&Method::POST, None, None) => pick(Endpoint::Responses, Endpoint::AzureResponses),
+        (&Method::GET, Some(_), None) => pick(Endpoint::ResponsesGet, Endpoint::AzureResponsesGet),
+        (&Method::DELETE, Some(_), None) => {
+            pick(Endpoint::ResponsesDelete, Endpoint::AzureResponsesDelete)
+        }
+        (&Method::GET, Some(_), Some("input_items")) => pick(
+            Endpoint::ResponsesInputItems,
+            Endpoint::AzureResponsesInputItems,
+        ),
+        (&Method::POST, Some(_), Some("cancel")) => {
+            pick(Endpoint::ResponsesCancel, Endpoint::AzureResponsesCancel)
+        }
+        _ => return None,
+    };
+    Some(Route {
+        endpoint,
+        provider,
+        account,
+        deployment: None,
+        id,
+    })
+}
+
 pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let not_found = Route {
         endpoint: Endpoint::NotFound,
         provider: Provider::OpenAi,
         account: "",
         deployment: None,
+        id: None,
     };
     let path = if path.len() > 1 {
         path.trim_end_matches('/')
@@ -87,7 +155,11 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             provider: Provider::Azure,
             account,
             deployment: Some(dep),
+            id: None,
         };
+    }
+    if let Some(r) = responses_route(method, path) {
+        return r;
     }
 
     let openai = |endpoint, account| Route {
@@ -95,6 +167,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         provider: Provider::OpenAi,
         account,
         deployment: None,
+        id: None,
     };
     if post {
         if let Some(acct) = strip_api(path, "chat/completions") {
@@ -106,6 +179,7 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
                 provider: Provider::Anthropic,
                 account: account_of(rest),
                 deployment: None,
+                id: None,
             };
         }
         if let Some(acct) = strip_api(path, "embeddings") {
@@ -188,5 +262,82 @@ mod tests {
         assert_eq!(r(Method::POST, "/a/v1/foo").0, NotFound);
         assert_eq!(r(Method::POST, "/a/v1/xcompletions").0, NotFound);
         assert_eq!(r(Method::POST, "/").0, NotFound);
+    }
+
+    fn rr(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {
+        let r = route(&m, p);
+        assert_eq!(r.deployment, None);
+        (r.endpoint, r.provider, r.account, r.id)
+    }
+
+    #[test]
+    fn responses_routes() {
+        use Endpoint::*;
+        use Provider::*;
+        assert_eq!(
+            rr(Method::POST, "/openai-main/v1/responses"),
+            (Responses, OpenAi, "openai-main", None)
+        );
+        assert_eq!(
+            rr(Method::POST, "/v1/responses"),
+            (Responses, OpenAi, "", None)
+        );
+        assert_eq!(
+            rr(Method::POST, "/a/responses/"),
+            (Responses, OpenAi, "a", None)
+        );
+        assert_eq!(
+            rr(Method::GET, "/a/v1/responses/resp_1"),
+            (ResponsesGet, OpenAi, "a", Some("resp_1"))
+        );
+        assert_eq!(
+            rr(Method::DELETE, "/a/v1/responses/resp_1"),
+            (ResponsesDelete, OpenAi, "a", Some("resp_1"))
+        );
+        assert_eq!(
+            rr(Method::GET, "/a/v1/responses/resp_1/input_items"),
+            (ResponsesInputItems, OpenAi, "a", Some("resp_1"))
+        );
+        assert_eq!(
+            rr(Method::POST, "/a/v1/responses/resp_1/cancel"),
+            (ResponsesCancel, OpenAi, "a", Some("resp_1"))
+        );
+        assert_eq!(
+            rr(Method::POST, "/az/openai/v1/responses"),
+            (AzureResponses, Azure, "az", None)
+        );
+        assert_eq!(
+            rr(Method::POST, "/az/openai/responses"),
+            (AzureResponses, Azure, "az", None)
+        );
+        assert_eq!(
+            rr(Method::POST, "/openai/v1/responses"),
+            (AzureResponses, Azure, "", None)
+        );
+        assert_eq!(
+            rr(Method::GET, "/az/openai/v1/responses/resp_2/input_items"),
+            (AzureResponsesInputItems, Azure, "az", Some("resp_2"))
+        );
+        assert_eq!(
+            rr(Method::DELETE, "/az/openai/v1/responses/resp_2"),
+            (AzureResponsesDelete, Azure, "az", Some("resp_2"))
+        );
+        assert_eq!(
+            rr(Method::POST, "/az/openai/v1/responses/resp_2/cancel"),
+            (AzureResponsesCancel, Azure, "az", Some("resp_2"))
+        );
+        assert_eq!(
+            rr(Method::GET, "/responses/v1/responses/x"),
+            (ResponsesGet, OpenAi, "responses", Some("x"))
+        );
+        assert_eq!(
+            rr(Method::POST, "/responses/v1/chat/completions").0,
+            ChatCompletions
+        );
+        assert_eq!(rr(Method::GET, "/a/v1/responses").0, NotFound);
+        assert_eq!(rr(Method::POST, "/a/v1/responses/x").0, NotFound);
+        assert_eq!(rr(Method::GET, "/a/v1/responses/x/cancel").0, NotFound);
+        assert_eq!(rr(Method::GET, "/a/v1/responses/x/y").0, NotFound);
+        assert_eq!(rr(Method::POST, "/a/v1/responsesx").0, NotFound);
     }
 }

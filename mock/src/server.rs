@@ -29,10 +29,11 @@ use rand::Rng;
 use serde::Deserialize;
 
 use super::openai;
+use super::responses;
 use super::route::{self, Control, Provider, Route};
 use super::state::{DisconnectGuard, Endpoint, Shared, DEFAULT_ACCOUNT};
 use super::stream;
-use super::wire::{Answer, ApiError, Ctx};
+use super::wire::{self, Answer, ApiError, Ctx};
 use super::{anthropic, Behavior, FailMode};
 
 /// Largest request body accepted.
@@ -159,15 +160,13 @@ fn azure_operation(ep: Endpoint) -> &'static str {
     match ep {
         Endpoint::AzureEmbeddings => "Embeddings_Create",
         Endpoint::AzureCompletions => "Completions_Create",
+        Endpoint::AzureResponses => "Responses_Create",
+        Endpoint::AzureResponsesGet
+        | Endpoint::AzureResponsesDelete
+        | Endpoint::AzureResponsesInputItems
+        | Endpoint::AzureResponsesCancel => "Responses_Get",
         _ => "ChatCompletions_Create",
     }
-}
-
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then_some(v)
-    })
 }
 
 async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> HttpResponse {
@@ -180,6 +179,7 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         mut provider,
         account,
         deployment,
+        id,
     } = route::route(req.method(), path);
     let counters = shared.counters(account);
     let full_path = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
@@ -193,7 +193,7 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         account,
         behavior: &behavior,
         seq: shared.next_seq(),
-        api_version: query_param(req.query_string(), "api-version").filter(|v| !v.is_empty()),
+        api_version: wire::query_param(req.query_string(), "api-version").filter(|v| !v.is_empty()),
         deployment,
         operation: azure_operation(endpoint),
     };
@@ -247,6 +247,23 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         Endpoint::Models => Ok(Answer::Json(openai::models(
             provider == Provider::Anthropic,
         ))),
+        Endpoint::Responses
+        | Endpoint::AzureResponses
+        | Endpoint::ResponsesGet
+        | Endpoint::AzureResponsesGet
+        | Endpoint::ResponsesDelete
+        | Endpoint::AzureResponsesDelete
+        | Endpoint::ResponsesInputItems
+        | Endpoint::AzureResponsesInputItems
+        | Endpoint::ResponsesCancel
+        | Endpoint::AzureResponsesCancel => responses::handle(
+            &ctx,
+            endpoint,
+            id,
+            req.query_string(),
+            &body,
+            &shared.responses(account),
+        ),
         Endpoint::NotFound => Err(ApiError::status(404)),
     };
     match answer {

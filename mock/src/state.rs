@@ -1,4 +1,5 @@
-//! Shared server state: per-account behaviors and per-account counters.
+//! Shared server state: per-account behaviors, per-account counters and
+//! per-account stores of Responses API responses.
 //!
 //! The hot path touches only `DashMap` reads (sharded read locks), atomics, and
 //! one never-blocking `try_lock` slot for "last request" bookkeeping. Snapshots
@@ -12,6 +13,7 @@ use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use super::responses::ResponseStore;
 use super::{AccountStats, Behavior};
 
 /// Which API a request hit; the name is the key in `by_endpoint`.
@@ -25,11 +27,26 @@ pub enum Endpoint {
     Completions,
     AzureCompletions,
     Models,
+    /// `POST …/responses`.
+    Responses,
+    AzureResponses,
+    /// `GET …/responses/{id}`.
+    ResponsesGet,
+    AzureResponsesGet,
+    /// `DELETE …/responses/{id}`.
+    ResponsesDelete,
+    AzureResponsesDelete,
+    /// `GET …/responses/{id}/input_items`.
+    ResponsesInputItems,
+    AzureResponsesInputItems,
+    /// `POST …/responses/{id}/cancel`.
+    ResponsesCancel,
+    AzureResponsesCancel,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -38,6 +55,16 @@ impl Endpoint {
         Endpoint::Completions,
         Endpoint::AzureCompletions,
         Endpoint::Models,
+        Endpoint::Responses,
+        Endpoint::AzureResponses,
+        Endpoint::ResponsesGet,
+        Endpoint::AzureResponsesGet,
+        Endpoint::ResponsesDelete,
+        Endpoint::AzureResponsesDelete,
+        Endpoint::ResponsesInputItems,
+        Endpoint::AzureResponsesInputItems,
+        Endpoint::ResponsesCancel,
+        Endpoint::AzureResponsesCancel,
         Endpoint::NotFound,
     ];
 
@@ -51,6 +78,16 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::AzureCompletions => "azure_completions",
             Endpoint::Models => "models",
+            Endpoint::Responses => "responses",
+            Endpoint::AzureResponses => "azure_responses",
+            Endpoint::ResponsesGet => "responses_get",
+            Endpoint::AzureResponsesGet => "azure_responses_get",
+            Endpoint::ResponsesDelete => "responses_delete",
+            Endpoint::AzureResponsesDelete => "azure_responses_delete",
+            Endpoint::ResponsesInputItems => "responses_input_items",
+            Endpoint::AzureResponsesInputItems => "azure_responses_input_items",
+            Endpoint::ResponsesCancel => "responses_cancel",
+            Endpoint::AzureResponsesCancel => "azure_responses_cancel",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -170,6 +207,7 @@ pub struct Shared {
     initial_default: Behavior,
     behaviors: DashMap<String, Arc<Behavior>>,
     accounts: DashMap<String, Arc<AccountCounters>>,
+    responses: DashMap<String, Arc<ResponseStore>>,
     seq: AtomicU64,
 }
 
@@ -181,6 +219,7 @@ impl Shared {
             initial_default: default,
             behaviors: DashMap::new(),
             accounts: DashMap::new(),
+            responses: DashMap::new(),
             seq: AtomicU64::new(1),
         };
         s.behaviors.insert(
@@ -202,6 +241,17 @@ impl Shared {
         self.accounts
             .entry(account.to_owned())
             .or_insert_with(|| Arc::new(AccountCounters::new()))
+            .clone()
+    }
+
+    /// The account's stored Responses API responses.
+    pub fn responses(&self, account: &str) -> Arc<ResponseStore> {
+        if let Some(r) = self.responses.get(account) {
+            return r.clone();
+        }
+        self.responses
+            .entry(account.to_owned())
+            .or_default()
             .clone()
     }
 
@@ -241,10 +291,11 @@ impl Shared {
             .collect()
     }
 
-    /// Forgets all counters and per-account behaviors; the default behavior
-    /// goes back to the one the server was started with.
+    /// Forgets all counters, stored responses and per-account behaviors; the
+    /// default behavior goes back to the one the server was started with.
     pub fn reset(&self) {
         self.accounts.clear();
+        self.responses.clear();
         self.behaviors.clear();
         self.behaviors.insert(
             DEFAULT_ACCOUNT.to_owned(),

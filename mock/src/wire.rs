@@ -196,9 +196,13 @@ fn anthropic_ratelimit(b: &mut HttpResponseBuilder, reset_in_s: u64, exhausted: 
 pub struct ApiError {
     pub status: u16,
     pub message: Option<Cow<'static, str>>,
-    pub param: Option<&'static str>,
-    /// Overrides the OpenAI `code` / Azure `code`.
-    pub code: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
+    /// Overrides the OpenAI `code` / Azure `code`; `Some(None)` forces an
+    /// OpenAI `"code": null`.
+    pub code: Option<Option<&'static str>>,
+    /// Rendered in the OpenAI envelope even for Azure (errors of a model API
+    /// that Azure passes through, such as the Responses API's).
+    pub openai_envelope: bool,
 }
 
 impl ApiError {
@@ -208,17 +212,13 @@ impl ApiError {
             message: None,
             param: None,
             code: None,
+            openai_envelope: false,
         }
     }
 
     /// A 400 `invalid_request_error`.
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError {
-            status: 400,
-            message: Some(message.into()),
-            param: None,
-            code: None,
-        }
+        ApiError::status(400).message(message)
     }
 
     pub fn message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
@@ -226,13 +226,24 @@ impl ApiError {
         self
     }
 
-    pub fn param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
     pub fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
+        self.code = Some(Some(code));
+        self
+    }
+
+    /// `"code": null` instead of the status's default code.
+    pub fn no_code(mut self) -> Self {
+        self.code = Some(None);
+        self
+    }
+
+    pub fn openai_envelope(mut self) -> Self {
+        self.openai_envelope = true;
         self
     }
 
@@ -278,6 +289,7 @@ impl ApiError {
 
     pub fn body(&self, ctx: &Ctx) -> Vec<u8> {
         match ctx.provider {
+            _ if self.openai_envelope => openai_error_body(self, ctx),
             Provider::OpenAi => openai_error_body(self, ctx),
             Provider::Azure => azure_error_body(self, ctx),
             Provider::Anthropic => anthropic_error_body(self, ctx),
@@ -361,8 +373,8 @@ fn openai_error_body(e: &ApiError, ctx: &Ctx) -> Vec<u8> {
         error: OpenAiErrorInner {
             message,
             kind,
-            param: e.param,
-            code: e.code.or(code),
+            param: e.param.as_deref(),
+            code: e.code.unwrap_or(code),
         },
     })
     .unwrap_or_default()
@@ -410,7 +422,7 @@ fn azure_error_body(e: &ApiError, ctx: &Ctx) -> Vec<u8> {
     let message = e.message.as_deref().unwrap_or(&msg);
     serde_json::to_vec(&AzureError {
         error: AzureErrorInner {
-            code: e.code.unwrap_or(code),
+            code: e.code.flatten().unwrap_or(code),
             message,
         },
     })
@@ -495,6 +507,14 @@ pub fn openai_error_event(ctx: &Ctx, status: u16) -> Vec<u8> {
     out.extend_from_slice(&body);
     out.extend_from_slice(b"\n\n");
     out
+}
+
+/// The raw value of `key` in a query string (no percent-decoding).
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
 }
 
 /// Parses a JSON object body or yields the provider's 400.

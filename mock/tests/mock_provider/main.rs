@@ -7,3 +7,4 @@ mod behavior;
 mod common;
 mod control;
 mod openai;
+mod responses;
