@@ -323,6 +323,12 @@ pub fn parse_body(endpoint: Endpoint, raw: &[u8], max_messages: usize) -> Result
             _ => return Err(wrong("input", "a string or an array")),
         },
         Endpoint::Responses => match f.input {
+            Some(Shape::Array { len, .. }) if len > max_messages => {
+                return Err(Error::invalid(
+                    format!("too many input items: {len} (limit {max_messages})"),
+                    Some("input"),
+                ))
+            }
             Some(Shape::Str(_)) | Some(Shape::Array { .. }) => {}
             _ => return Err(wrong("input", "a string or an array of items")),
         },
@@ -365,7 +371,12 @@ mod tests {
             Some(Value::Bool(s)) => *s,
             Some(_) => return err("stream"),
         };
-        for k in ["max_tokens", "max_completion_tokens", "max_output_tokens", "n"] {
+        for k in [
+            "max_tokens",
+            "max_completion_tokens",
+            "max_output_tokens",
+            "n",
+        ] {
             if let Some(v) = b.get(k) {
                 if !(v.is_u64() || v.is_null()) {
                     return err(k);
@@ -388,6 +399,13 @@ mod tests {
                 _ => return err("messages"),
             },
             Endpoint::Completions if b.get("prompt").is_none() => return err("prompt"),
+            Endpoint::Responses
+                if b.get("input")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.len() > max) =>
+            {
+                return err("input")
+            }
             Endpoint::Embeddings | Endpoint::Responses
                 if !matches!(b.get("input"), Some(Value::String(_) | Value::Array(_))) =>
             {

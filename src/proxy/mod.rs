@@ -698,7 +698,9 @@ async fn attempt_translated(
         body: &t.chat,
         overrides: &none,
     };
-    let upstream = providers::build(spec, Endpoint::Chat, &chat).map_err(Attempt::Refused)?;
+    // The chat translation names chat fields; the client sent Responses ones.
+    let upstream = providers::build(spec, Endpoint::Chat, &chat)
+        .map_err(|e| Attempt::Refused(responses::responses_param(e)))?;
     let call = async {
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {

@@ -100,6 +100,23 @@ pub fn translate(
     })
 }
 
+/// A chat-side error renamed in Responses terms (`response_format` is `text.format` there,
+/// `max_completion_tokens` is `max_output_tokens`, `messages[…]` is `input`).
+pub fn responses_param(mut e: AttemptError) -> AttemptError {
+    let renamed = match e.param.as_deref() {
+        Some("response_format") => Some("text.format"),
+        Some("max_completion_tokens" | "max_tokens") => Some("max_output_tokens"),
+        Some("reasoning_effort") => Some("reasoning.effort"),
+        Some(p) if p.starts_with("messages") => Some("input"),
+        _ => None,
+    };
+    if let Some(p) = renamed {
+        e.message = e.message.replace(e.param.as_deref().unwrap_or_default(), p);
+        e.param = Some(p.into());
+    }
+    e
+}
+
 /// Remembers a native response's id with its account.
 pub fn remember_native(conversations: &Conversations, target: &str, body: &[u8]) {
     #[derive(serde::Deserialize)]

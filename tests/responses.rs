@@ -1,0 +1,328 @@
+//! The OpenAI Responses API through llmux, against real processes: the `openai` Python and
+//! Node SDKs, a target that only speaks chat (Anthropic, translated both ways), OpenAI accounts
+//! with their own Responses API (the mock's, stateful), and affinity: a follow-up reaches the
+//! account that made the response it names.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
+        return p.into();
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+}
+
+fn run(program: &Path, script: &str, llmux: &Llmux, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .arg(llmux.url("/v1"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("passed, 0 failed"),
+        "{script} failed:\n{stdout}\n{}\nllmux log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        llmux.logs()
+    );
+    stdout
+}
+
+fn config(m: &MockServer) -> String {
+    format!(
+        r#"{keys}
+[virtual_keys.openai-b]
+provider = "openai"
+base_url = "{b}/v1"
+api_key = "sk-test-openai-b-0000"
+
+[virtual_keys.compat]
+provider = "openai-compatible"
+base_url = "{compat}/v1"
+
+[configs.translated]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "anthropic-main", override_params = {{ model = "claude-3-haiku-20240307", max_tokens = 200 }} }} ]
+
+[configs.compat]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "compat" }} ]
+
+[configs.native]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "openai-main" }} ]
+
+# Two OpenAI accounts 50/50: follow-ups must stick to the account that made the response.
+[configs.split]
+strategy = {{ mode = "loadbalance" }}
+targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "openai-b" }} ]
+"#,
+        keys = provider_keys(m),
+        b = m.url("openai-b"),
+        compat = m.url("compat"),
+    )
+}
+
+#[test]
+fn python_sdk_through_a_chat_only_target() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"translated\"", &[]);
+    run(
+        &python(),
+        "python/responses_sdk.py",
+        &llmux,
+        &["translated"],
+    );
+    // The chain's follow-up carried the whole earlier conversation to Anthropic.
+    let sent = m.stats("anthropic-main").last_body.unwrap();
+    assert!(sent["messages"].as_array().unwrap().len() >= 1, "{sent}");
+    // Logged as `responses` requests.
+    let log = tokio::runtime::Runtime::new().unwrap().block_on(get_json(
+        &client(),
+        &llmux.admin_url("/admin/requests?limit=5"),
+    ));
+    assert_eq!(log["requests"][0]["endpoint"], "responses", "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_on_a_translated_target_replays_the_conversation() {
+    let m = mock();
+    let llmux = Llmux::start_with(
+        &config(&m),
+        "default_config = \"translated\"\nmax_messages = 100",
+        &[],
+    );
+    let c = client();
+    let url = llmux.url("/v1/responses");
+    let post = |body: Value| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let r = c.post(&url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, one) =
+        post(json!({"model": "m", "input": "My name is Ann.", "instructions": "Be brief."})).await;
+    assert_eq!(s, 200, "{one}");
+    let (s, two) = post(json!({"model": "m", "input": "What is my name?",
+        "previous_response_id": one["id"]}))
+    .await;
+    assert_eq!(s, 200, "{two}");
+    // Anthropic got the first turn (question and answer) before the new question; the first
+    // turn's instructions are not inherited (as OpenAI does).
+    let sent = m.stats("anthropic-main").last_body.unwrap();
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{sent}");
+    assert_eq!(msgs[0]["content"], "My name is Ann.");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[2]["content"], "What is my name?");
+    assert!(sent.get("system").is_none(), "{sent}");
+    let (s, three) =
+        post(json!({"model": "m", "input": "And again?", "previous_response_id": two["id"]})).await;
+    assert_eq!(s, 200, "{three}");
+    assert_eq!(
+        m.stats("anthropic-main").last_body.unwrap()["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    // store: false keeps nothing to chain from.
+    let (_, unstored) = post(json!({"model": "m", "input": "Forget me", "store": false})).await;
+    let (s, e) =
+        post(json!({"model": "m", "input": "x", "previous_response_id": unstored["id"]})).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["param"], "previous_response_id");
+    let r = c
+        .get(llmux.url(&format!(
+            "/v1/responses/{}",
+            unstored["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Too many input items: 400 naming `input`; junk ids never reach a store or a URL.
+    let many: Vec<Value> = (0..101)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
+    let (s, e) = post(json!({"model": "m", "input": many})).await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("input")),
+        "{e}"
+    );
+    let (s, e) =
+        post(json!({"model": "m", "input": "x", "previous_response_id": "../../etc"})).await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("previous_response_id")),
+        "{e}"
+    );
+    let r = c
+        .get(llmux.url("/v1/responses/..%2Fx"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A chat-compatible server gets chat too.
+    let r = c
+        .post(&url)
+        .header("x-portkey-config", "compat")
+        .json(&json!({"model": "m", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        m.stats("compat").by_endpoint.get("chat_completions"),
+        Some(&1)
+    );
+}
+
+#[test]
+fn python_sdk_through_native_accounts() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"native\"", &[]);
+    run(&python(), "python/responses_sdk.py", &llmux, &["native"]);
+    let stats = m.stats("openai-main");
+    assert!(
+        stats.by_endpoint["responses"] >= 8,
+        "{:?}",
+        stats.by_endpoint
+    );
+    // Retrieved once; after the delete llmux has forgotten the id and answers 404 itself.
+    assert_eq!(
+        stats.by_endpoint.get("responses_get"),
+        Some(&1),
+        "{:?}",
+        stats.by_endpoint
+    );
+    assert_eq!(stats.by_endpoint.get("responses_delete"), Some(&1));
+    assert_eq!(
+        stats.by_endpoint.get("chat_completions"),
+        None,
+        "never translated"
+    );
+}
+
+/// 50/50 between two accounts: every follow-up, retrieval and deletion reaches the account
+/// that made the response it names, whatever the weights; the other account never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_stick_to_the_account_that_made_the_response() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"split\"", &[]);
+    let c = client();
+    let url = llmux.url("/v1/responses");
+    let mut owners = std::collections::HashMap::new();
+    for i in 0..20 {
+        let r = c
+            .post(&url)
+            .json(&json!({"model": "gpt-4o-mini", "input": format!("start {i}")}))
+            .send()
+            .await
+            .unwrap();
+        let vk = header(r.headers(), "x-llmux-virtual-key").to_owned();
+        let v: Value = r.json().await.unwrap();
+        owners.insert(v["id"].as_str().unwrap().to_owned(), vk);
+    }
+    let used: std::collections::HashSet<&String> = owners.values().collect();
+    assert_eq!(
+        used.len(),
+        2,
+        "both accounts served first turns: {owners:?}"
+    );
+    // Five follow-ups per response (a chain), each on the owner: the mock would answer 400
+    // previous_response_not_found anywhere else.
+    for (first, vk) in &owners {
+        let mut prev = first.clone();
+        for turn in 0..5 {
+            let r = c
+                .post(&url)
+                .json(
+                    &json!({"model": "gpt-4o-mini", "input": format!("turn {turn}"),
+                    "previous_response_id": prev}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(header(r.headers(), "x-llmux-virtual-key"), vk);
+            let v: Value = r.json().await.unwrap();
+            prev = v["id"].as_str().unwrap().to_owned();
+        }
+        let got: Value = c
+            .get(llmux.url(&format!("/v1/responses/{prev}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["id"], prev.as_str(), "{got}");
+        let items: Value = c
+            .get(llmux.url(&format!(
+                "/v1/responses/{prev}/input_items?order=asc&limit=100"
+            )))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(items["data"].as_array().unwrap().len() >= 6, "{items}");
+    }
+    // The owner unavailable: the follow-up fails clearly, never lands on the other account.
+    let (first, vk) = owners.iter().next().unwrap();
+    m.set_behavior(
+        vk,
+        Behavior {
+            always_status: Some(503),
+            ..Default::default()
+        },
+    );
+    let other = if vk == "openai-main" {
+        "openai-b"
+    } else {
+        "openai-main"
+    };
+    let before = m.stats(other).requests;
+    let r = c
+        .post(&url)
+        .json(&json!({"model": "gpt-4o-mini", "input": "again", "previous_response_id": first}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        m.stats(other).requests,
+        before,
+        "the other account never sees it"
+    );
+    // Deletion reaches the owner, and the id is forgotten.
+    m.set_behavior(vk, Behavior::default());
+    let r = c
+        .delete(llmux.url(&format!("/v1/responses/{first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(llmux.url(&format!("/v1/responses/{first}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
