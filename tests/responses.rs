@@ -84,9 +84,12 @@ fn python_sdk_through_a_chat_only_target() {
         &llmux,
         &["translated"],
     );
-    // The chain's follow-up carried the whole earlier conversation to Anthropic.
+    // The last call that reached Anthropic was the chain's follow-up, carrying the earlier
+    // turn (the bad inputs after it were refused before any upstream call).
     let sent = m.stats("anthropic-main").last_body.unwrap();
-    assert!(sent["messages"].as_array().unwrap().len() >= 1, "{sent}");
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{sent}");
+    assert_eq!(msgs[2]["content"], "What is my name?", "{sent}");
     // Logged as `responses` requests.
     let log = tokio::runtime::Runtime::new().unwrap().block_on(get_json(
         &client(),
