@@ -329,3 +329,211 @@ async fn follow_ups_stick_to_the_account_that_made_the_response() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// What a target cannot serve is skipped, not failed: a built-in tool only OpenAI runs goes
+/// past a chat-only target in a fallback. A stream falls back before its first content.
+/// Trees written with chat names (`max_tokens`) reach native targets in Responses terms, and
+/// Azure gets its deployment as `model`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_skip_what_a_target_cannot_serve_and_streams_fall_back_before_content() {
+    let m = mock();
+    let cfg = format!(
+        r#"{}
+[virtual_keys.azure-r]
+provider = "azure-openai"
+base_url = "{az}"
+deployment = "gpt-4o-dep"
+api_key = "azure-test-key-000001"
+
+[configs.builtin]
+strategy = {{ mode = "fallback" }}
+targets = [ {{ virtual_key = "anthropic-main" }}, {{ virtual_key = "openai-main", override_params = {{ max_tokens = 3 }} }} ]
+
+[configs.azure]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "azure-r" }} ]
+
+[configs.streamfb]
+strategy = {{ mode = "fallback" }}
+targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main", override_params = {{ model = "claude-3-haiku-20240307" }} }} ]
+"#,
+        config(&m),
+        az = m.url("azure-r"),
+    );
+    let llmux = Llmux::start(&cfg);
+    let c = client();
+    let url = llmux.url("/v1/responses");
+    let r = c
+        .post(&url)
+        .header("x-portkey-config", "builtin")
+        .json(&json!({"model": "gpt-4o-mini", "input": "news today?",
+            "tools": [{"type": "web_search_preview"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-llmux-virtual-key"), "openai-main");
+    assert_eq!(
+        m.stats("anthropic-main").requests,
+        0,
+        "refused before sending"
+    );
+    let v: Value = r.json().await.unwrap();
+    // max_tokens = 3 arrived as max_output_tokens: the mock cut the answer there.
+    assert_eq!(v["status"], "incomplete", "{v}");
+    assert_eq!(
+        m.stats("openai-main").last_body.unwrap()["max_output_tokens"],
+        3
+    );
+
+    let r = c
+        .post(&url)
+        .header("x-portkey-config", "azure")
+        .json(&json!({"model": "gpt-4o", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = m.stats("azure-r");
+    assert_eq!(
+        s.by_endpoint.get("azure_responses"),
+        Some(&1),
+        "{:?}",
+        s.by_endpoint
+    );
+    assert_eq!(s.last_body.unwrap()["model"], "gpt-4o-dep");
+    assert_eq!(
+        s.last_headers.get("api-key").map(String::as_str),
+        Some("azure-test-key-000001")
+    );
+
+    // The native stream breaks before any content: the fallback's Anthropic target streams it
+    // (translated). After content, a break ends the stream with an error event.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            stream_fail_after: Some(0),
+            ..Default::default()
+        },
+    );
+    let body = c
+        .post(&url)
+        .header("x-portkey-config", "streamfb")
+        .json(&json!({"model": "gpt-4o-mini", "input": "Count", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    assert_eq!(
+        header(body.headers(), "x-llmux-virtual-key"),
+        "anthropic-main"
+    );
+    let text = body.text().await.unwrap();
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert!(text.contains("Hello from mock anthropic-main"), "{text}");
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            stream_fail_after: Some(2),
+            ..Default::default()
+        },
+    );
+    let text = c
+        .post(&url)
+        .header("x-portkey-config", "streamfb")
+        .json(&json!({"model": "gpt-4o-mini", "input": "Count", "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("response.output_text.delta"), "{text}");
+    assert!(text.contains("event: error"), "never a silent cut: {text}");
+    assert!(!text.contains("response.completed"), "{text}");
+}
+
+/// With `[cluster]`, a response made through one replica is followed up through another on
+/// the same account (the affinity is shared through Redis), and a translated conversation
+/// stored by one is replayed by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_and_conversations_are_shared_between_replicas() {
+    let redis = Redis::start();
+    let m = mock();
+    let cfg = format!("[cluster]\nredis_url = \"{}\"\n{}", redis.url(), config(&m));
+    let a = Llmux::start_with(&cfg, "default_config = \"split\"", &[]);
+    let b = Llmux::start_with(&cfg, "default_config = \"split\"", &[]);
+    let c = client();
+    for l in [&a, &b] {
+        let mut up = false;
+        for _ in 0..100 {
+            if get_json(&c, &l.admin_url("/admin/targets")).await["cluster"]["connected"] == true {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(up, "replica never connected to Redis");
+    }
+    let post = |l: &Llmux, body: Value| {
+        let (c, url) = (c.clone(), l.url("/v1/responses"));
+        async move {
+            let r = c.post(&url).json(&body).send().await.unwrap();
+            let vk = header(r.headers(), "x-llmux-virtual-key").to_owned();
+            (r.status().as_u16(), vk, r.json::<Value>().await.unwrap())
+        }
+    };
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let in_redis = |id: String| {
+        let port = port.clone();
+        async move {
+            for _ in 0..100 {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port, "exists", &format!("llmux:responses:{id}")])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("{id} never reached Redis");
+        }
+    };
+    for i in 0..6 {
+        let (s, owner, first) = post(&a, json!({"model": "m", "input": format!("hi {i}")})).await;
+        assert_eq!(s, 200, "{first}");
+        let id = first["id"].as_str().unwrap().to_owned();
+        in_redis(id.clone()).await;
+        let (s, vk, v) = post(
+            &b,
+            json!({"model": "m", "input": "again", "previous_response_id": id}),
+        )
+        .await;
+        assert_eq!((s, vk.as_str()), (200, owner.as_str()), "{v}");
+    }
+    // A translated conversation stored by a is replayed by b.
+    let one: Value = c
+        .post(a.url("/v1/responses"))
+        .header("x-portkey-config", "translated")
+        .json(&json!({"model": "m", "input": "My name is Ann."}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let one = one["id"].clone();
+    let id = one.as_str().unwrap().to_owned();
+    in_redis(id.clone()).await;
+    let r = c
+        .post(b.url("/v1/responses"))
+        .header("x-portkey-config", "translated")
+        .json(&json!({"model": "m", "input": "What is my name?", "previous_response_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = m.stats("anthropic-main").last_body.unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
+}

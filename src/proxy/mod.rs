@@ -625,15 +625,19 @@ async fn attempt(
     }
     let adjusted;
     let overrides = if req.endpoint == Endpoint::Responses {
+        let mut o = responses::overrides(&leaf.override_params);
         // Azure's Responses API names the deployment in `model`.
-        match &spec.deployment {
-            Some(d) if spec.provider == crate::config::ProviderKind::AzureOpenai => {
-                let mut o = Map::clone(&leaf.override_params);
-                o.insert("model".into(), Value::String(d.clone()));
-                adjusted = o;
+        if let (Some(d), crate::config::ProviderKind::AzureOpenai) =
+            (&spec.deployment, spec.provider)
+        {
+            o.to_mut().insert("model".into(), Value::String(d.clone()));
+        }
+        match o {
+            std::borrow::Cow::Borrowed(b) => b,
+            std::borrow::Cow::Owned(m) => {
+                adjusted = m;
                 &adjusted
             }
-            _ => &leaf.override_params,
         }
     } else if req.stream && !req.include_usage && providers::asks_usage(spec) {
         let mut o = Map::clone(&leaf.override_params);

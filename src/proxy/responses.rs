@@ -35,6 +35,47 @@ impl Default for Turn {
     }
 }
 
+/// A leaf's `override_params` in Responses terms: trees are usually written with chat names,
+/// so `max_tokens` / `max_completion_tokens` become `max_output_tokens`, `reasoning_effort`
+/// becomes `reasoning.effort`, and `stream_options` (chat only) is dropped; Responses names
+/// pass as they are.
+pub fn overrides(params: &Map<String, Value>) -> std::borrow::Cow<'_, Map<String, Value>> {
+    const CHAT: [&str; 4] = [
+        "max_tokens",
+        "max_completion_tokens",
+        "reasoning_effort",
+        "stream_options",
+    ];
+    if !CHAT.iter().any(|k| params.contains_key(*k)) {
+        return std::borrow::Cow::Borrowed(params);
+    }
+    let mut out = Map::with_capacity(params.len());
+    for (k, v) in params {
+        match k.as_str() {
+            "max_tokens" | "max_completion_tokens" => {
+                out.entry("max_output_tokens").or_insert_with(|| v.clone());
+            }
+            "reasoning_effort" => {
+                let mut r = match params.get("reasoning") {
+                    Some(Value::Object(r)) => r.clone(),
+                    _ => Map::new(),
+                };
+                r.insert("effort".into(), v.clone());
+                out.insert("reasoning".into(), Value::Object(r));
+            }
+            "stream_options" => {}
+            "reasoning" if params.contains_key("reasoning_effort") => {}
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(v) = params.get("max_output_tokens") {
+        out.insert("max_output_tokens".into(), v.clone());
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Whether `spec` gets Responses as is.
 pub fn native(spec: &Upstream) -> bool {
     spec.responses_api == ResponsesApi::Native
@@ -58,7 +99,7 @@ pub fn translate(
     model: Option<&str>,
 ) -> Result<Translated, AttemptError> {
     let mut request: Map<String, Value> = body.map()?.clone();
-    for (k, v) in leaf.override_params.iter() {
+    for (k, v) in overrides(&leaf.override_params).iter() {
         request.insert(k.clone(), v.clone());
     }
     if turn.previous.is_some() && turn.history.is_none() {
