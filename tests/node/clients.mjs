@@ -72,6 +72,23 @@ for (const plan of ['paid', 'free']) {
   check(r.choices[0].message.content, `conditional ${plan} content`);
 }
 
+// The Responses API: native (openai-main) and translated (anthropic-main) accounts.
+for (const vk of ['openai-main', 'anthropic-main']) {
+  const opts = { headers: { 'x-portkey-virtual-key': vk } };
+  const r = await openai.responses.create({ model: 'gpt-4o-mini', input: 'Say hi', instructions: 'Be brief.' }, opts);
+  check(r.status === 'completed' && r.output_text.startsWith('Hello from mock'), `${vk}: responses.create ${r.output_text}`);
+  const next = await openai.responses.create({ model: 'gpt-4o-mini', input: 'Again', previous_response_id: r.id }, opts);
+  check(next.previous_response_id === r.id, `${vk}: chained`);
+  const got = await openai.responses.retrieve(next.id, opts);
+  check(got.id === next.id, `${vk}: retrieve`);
+  const events = [];
+  const stream = await openai.responses.create({ model: 'gpt-4o-mini', input: 'Count', stream: true }, opts);
+  for await (const e of stream) events.push(e.type);
+  check(events[0] === 'response.created' && events.at(-1) === 'response.completed', `${vk}: stream events ${events.join(',')}`);
+  check(events.includes('response.output_text.delta'), `${vk}: deltas`);
+  await openai.responses.del(next.id, opts);
+}
+
 let refused = false;
 try {
   await new OpenAI({ baseURL, apiKey: 'wrong', maxRetries: 0 }).chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }] });
