@@ -334,7 +334,20 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
         ));
         assert_eq!(st, 200);
     }
+    // A Responses API request, shown as such in its trace card.
+    let r = rt
+        .block_on(async {
+            c.post(llmux.url("/v1/responses"))
+                .header("x-portkey-config", "main")
+                .header("x-portkey-trace-id", "ui-responses-1")
+                .json(&json!({"model": "gpt-4o-mini", "input": "hi"}))
+                .send()
+                .await
+        })
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let expectations = json!({
+        "responses_trace": "ui-responses-1",
         "cache_summary": "50 % hits of 2",
         "token": ADMIN_TOKEN,
         "targets": ["openai-stable", "openai-canary", "azure-primary", "anthropic-backup"],

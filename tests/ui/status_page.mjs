@@ -206,6 +206,14 @@ async function main() {
     const got = [...document.querySelectorAll('#requests-body tr[data-trace-id]')].map((r) => r.getAttribute('data-trace-id'));
     return JSON.stringify(got) === JSON.stringify(ids);
   }, mf.trace_ids);
+  // A Responses API request: its card names the endpoint.
+  if (want.responses_trace) {
+    await page.fill('#trace-filter', want.responses_trace);
+    await waitFor(page, `the responses request ${want.responses_trace}`, (id) => {
+      const card = document.querySelector(`#trace-detail .trace[data-trace-id="${CSS.escape(id)}"]`);
+      return card && / · responses/.test(card.textContent);
+    }, want.responses_trace);
+  }
   // A trace id nobody used: says so, shows no card.
   await page.fill('#trace-filter', 'no-such-trace-id-0');
   await waitFor(page, 'the "no request" note for an unknown trace id', () =>
