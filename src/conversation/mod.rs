@@ -5,7 +5,7 @@
 //!   `GET`/`DELETE /v1/responses/{id}` must reach that account, whatever a tree's weights say.
 //! - **Conversations** of targets that only speak chat (llmux translates their Responses): the
 //!   items of every turn so far, so `previous_response_id` chains and retrieval work there too,
-//!   and the response object itself. `store: false` keeps nothing but the affinity.
+//!   and the response object itself. `store: false` keeps nothing.
 //!
 //! Memory is the first tier (`moka`, bounded by bytes, entries expire after [`TTL`]); with
 //! `[cluster]` every record is also written to Redis with the same expiry, and a memory miss
@@ -34,7 +34,7 @@ const KIND: &str = "responses";
 pub struct Record {
     /// The virtual key that produced it.
     pub target: String,
-    /// For translated targets, unless the request said `store: false`.
+    /// For translated targets (nothing is remembered for `store: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Stored>,
 }

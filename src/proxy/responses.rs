@@ -177,7 +177,7 @@ pub fn remember_native(conversations: &Conversations, target: &str, body: &[u8])
     }
 }
 
-/// Remembers a translated response (and its conversation unless `store: false`).
+/// Remembers a translated response and its conversation.
 pub fn remember_translated(
     conversations: &Conversations,
     target: &str,
@@ -192,7 +192,7 @@ pub fn remember_translated(
     else {
         return;
     };
-    let stored = turn.store.then(|| {
+    let stored = Some({
         let mut items: Vec<Value> = turn.history.as_deref().cloned().unwrap_or_default();
         items.extend(input.iter().cloned());
         if let Some(Value::Array(out)) = response.get("output") {
@@ -259,6 +259,10 @@ pub fn remember(
     reply: &super::Reply,
 ) -> Option<StreamDone> {
     let turn = req.turn.clone().unwrap_or_default();
+    // `store: false` keeps nothing, not even the affinity: there is nothing to follow up.
+    if !turn.store {
+        return None;
+    }
     let input = || {
         req.body
             .map()
