@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -324,31 +323,11 @@ async fn failures_are_never_stored_and_each_leaf_caches_its_own() {
     assert_eq!(m.stats("openai-main").requests, calls);
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
-        return p.into();
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
-}
-
 #[test]
 fn streamed_hits_replay_and_streamed_misses_are_stored_through_the_openai_sdk() {
     let m = mock();
     let llmux = Llmux::start(&config(&m, ""));
-    let py = python();
-    assert!(py.exists(), "{} missing: run `make test`", py.display());
-    let out = Command::new(&py)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cache_sdk.py"))
-        .arg(llmux.url("/v1"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("passed, 0 failed"),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        llmux.logs()
-    );
+    run_client(&python(), "python/cache_sdk.py", &llmux, &[]);
     // Two misses reached Anthropic (one unstreamed, one streamed, translated and recorded);
     // the hits did not.
     assert_eq!(m.stats("anthropic-main").requests, 2);

@@ -5,39 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
-        return p.into();
-    }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
-}
-
-fn run(program: &Path, script: &str, llmux: &Llmux, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests")
-                .join(script),
-        )
-        .arg(llmux.url("/v1"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains("passed, 0 failed"),
-        "{script} failed:\n{stdout}\n{}\nllmux log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        llmux.logs()
-    );
-    stdout
-}
 
 fn config(m: &MockServer) -> String {
     format!(
@@ -78,7 +49,7 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "openai-b" }} ]
 fn python_sdk_through_a_chat_only_target() {
     let m = mock();
     let llmux = Llmux::start_with(&config(&m), "default_config = \"translated\"", &[]);
-    run(
+    run_client(
         &python(),
         "python/responses_sdk.py",
         &llmux,
@@ -199,7 +170,7 @@ async fn a_chain_on_a_translated_target_replays_the_conversation() {
 fn python_sdk_through_native_accounts() {
     let m = mock();
     let llmux = Llmux::start_with(&config(&m), "default_config = \"native\"", &[]);
-    run(&python(), "python/responses_sdk.py", &llmux, &["native"]);
+    run_client(&python(), "python/responses_sdk.py", &llmux, &["native"]);
     let stats = m.stats("openai-main");
     assert!(
         stats.by_endpoint["responses"] >= 8,

@@ -4,22 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"));
-    assert!(
-        venv.exists(),
-        "{} missing: run `make test` (it creates the venv with the openai SDK) or set LLMUX_PYTHON",
-        venv.display()
-    );
-    venv
-}
 
 fn config(m: &MockServer) -> String {
     format!(
@@ -39,28 +25,6 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main"
         m.url("openai-main"),
         m.url("anthropic-main")
     )
-}
-
-/// Runs a client script (`tests/<script>`) against llmux; it must print "N passed, 0 failed".
-fn run_client(program: &Path, script: &str, llmux: &Llmux, args: &[&str]) {
-    let out = Command::new(program)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests")
-                .join(script),
-        )
-        .arg(llmux.url("/v1"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{stderr}\nllmux log:\n{}",
-        llmux.logs()
-    );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
 }
 
 fn run_sdk_script(llmux: &Llmux, mode: &str) {

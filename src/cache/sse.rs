@@ -127,26 +127,7 @@ impl Recorder {
     /// None: the frame is not something this recorder can faithfully record.
     fn absorb_frame(&mut self, frame: &[u8]) -> Option<()> {
         let text = std::str::from_utf8(frame).ok()?;
-        let mut data = String::new();
-        let mut pending = false;
-        for line in text.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.is_empty() {
-                if pending {
-                    self.absorb_event(&data)?;
-                    data.clear();
-                    pending = false;
-                }
-            } else if let Some(value) = line.strip_prefix("data:") {
-                if pending {
-                    data.push('\n');
-                }
-                data.push_str(value.strip_prefix(' ').unwrap_or(value));
-                pending = true;
-            }
-            // Comments and other fields carry nothing to record.
-        }
-        if pending {
+        for data in crate::providers::stream::data_events(text) {
             self.absorb_event(&data)?;
         }
         Some(())

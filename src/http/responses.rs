@@ -76,22 +76,38 @@ fn not_found(id: &str) -> HttpResponse {
         "type": "invalid_request_error", "param": null, "code": "response_not_found"}}))
 }
 
-/// The record of `id`, after authentication; `Err` is the response to send.
+/// The record of `id`, after authentication, and whether llmux answers for it itself (a
+/// translated response: only llmux knows it); `Err` is the response to send.
 async fn record(
     req: &HttpRequest,
     state: &AppState,
     id: &str,
-) -> Result<std::sync::Arc<Record>, HttpResponse> {
+) -> Result<(std::sync::Arc<Record>, bool), HttpResponse> {
     let runtime = current(&state.current);
     super::api::authenticate(&runtime, req.headers()).map_err(|e| e.error_response())?;
     if !valid_id(id) {
         return Err(not_found(id));
     }
-    state
+    let record = state
         .conversations
         .get(id)
         .await
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| not_found(id))?;
+    let ours = record.stored.is_some() || is_translated(state, &record);
+    Ok((record, ours))
+}
+
+/// A 502 for a retrieval the owning account could not answer.
+fn owner_failed(message: String) -> HttpResponse {
+    Error::Upstream {
+        status: 502,
+        message,
+        kind: "server_error".into(),
+        code: Some("upstream_error".into()),
+        param: None,
+        retry_after: None,
+    }
+    .error_response()
 }
 
 /// Forwards a retrieval to the account that made the response (its own answer, status and
@@ -139,44 +155,28 @@ async fn upstream(
                 Ok(body) => HttpResponse::build(status)
                     .content_type("application/json")
                     .body(body),
-                Err(e) => Error::Upstream {
-                    status: 502,
-                    message: format!(
-                        "reading the owning account's answer failed: {}",
-                        providers::root_cause(&e)
-                    ),
-                    kind: "server_error".into(),
-                    code: Some("upstream_error".into()),
-                    param: None,
-                    retry_after: None,
-                }
-                .error_response(),
+                Err(e) => owner_failed(format!(
+                    "reading the owning account's answer failed: {}",
+                    providers::root_cause(&e)
+                )),
             }
         }
-        Err(e) => Error::Upstream {
-            status: 502,
-            message: format!(
-                "the owning account `{}` could not be reached: {}",
-                record.target,
-                providers::root_cause(&e)
-            ),
-            kind: "server_error".into(),
-            code: Some("upstream_error".into()),
-            param: None,
-            retry_after: None,
-        }
-        .error_response(),
+        Err(e) => owner_failed(format!(
+            "the owning account `{}` could not be reached: {}",
+            record.target,
+            providers::root_cause(&e)
+        )),
     }
 }
 
 async fn get(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    let record = match record(&req, &state, &id).await {
+    let (record, ours) = match record(&req, &state, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     match &record.stored {
         Some(s) => HttpResponse::Ok().json(&s.response),
-        None if is_translated(&state, &record) => not_found(&id),
+        None if ours => not_found(&id),
         None => {
             upstream(
                 &state,
@@ -195,11 +195,11 @@ async fn delete(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let record = match record(&req, &state, &id).await {
+    let (record, ours) = match record(&req, &state, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if record.stored.is_some() || is_translated(&state, &record) {
+    if ours {
         state.conversations.delete(&id).await;
         return HttpResponse::Ok()
             .json(json!({"id": *id, "object": "response.deleted", "deleted": true}));
@@ -224,12 +224,12 @@ async fn input_items(
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let record = match record(&req, &state, &id).await {
+    let (record, ours) = match record(&req, &state, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     let Some(stored) = &record.stored else {
-        if is_translated(&state, &record) {
+        if ours {
             return not_found(&id);
         }
         let suffix = format!("{id}/input_items");
@@ -270,11 +270,11 @@ async fn cancel(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let record = match record(&req, &state, &id).await {
+    let (record, ours) = match record(&req, &state, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    if record.stored.is_some() || is_translated(&state, &record) {
+    if ours {
         return Error::invalid(
             "Only responses created with background=true can be cancelled; llmux answers translated responses in the foreground.",
             None,

@@ -153,6 +153,33 @@ pub enum Frame {
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// The `data` of each SSE event in `frames` (whole events, as llmux relays them: `data:` lines
+/// joined by newlines; comments and other fields skipped), in order.
+pub fn data_events(frames: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut data = String::new();
+    let mut pending = false;
+    for line in frames.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            if pending {
+                out.push(std::mem::take(&mut data));
+                pending = false;
+            }
+        } else if let Some(value) = line.strip_prefix("data:") {
+            if pending {
+                data.push('\n');
+            }
+            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            pending = true;
+        }
+    }
+    if pending {
+        out.push(data);
+    }
+    out
+}
+
 /// A typed SSE frame, as the Responses API sends them.
 fn typed_frame(event: &str, data: &str) -> Bytes {
     let mut b = Vec::with_capacity(event.len() + data.len() + 16);

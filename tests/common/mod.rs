@@ -210,6 +210,43 @@ api_key = "anthropic-test-key-000000"
     )
 }
 
+/// The Python with the SDKs the tests drive (`.venv`, made by `make test`; or `LLMUX_PYTHON`).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("LLMUX_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"));
+    assert!(
+        venv.exists(),
+        "{} missing: run `make test` (it creates the venv with the openai SDK) or set LLMUX_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs a client script (`tests/<script>`) against llmux with `program` (python or node); it
+/// must exit 0 and print "N passed, 0 failed". Returns its stdout.
+pub fn run_client(program: &std::path::Path, script: &str, llmux: &Llmux, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .arg(llmux.url("/v1"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{} cannot run: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("passed, 0 failed"),
+        "{script} failed:\n{stdout}\n{}\nllmux log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        llmux.logs()
+    );
+    stdout
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -140,26 +140,7 @@ impl EventStream {
             ));
             return out;
         };
-        let mut data = String::new();
-        let mut pending = false;
-        for line in text.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.is_empty() {
-                if pending {
-                    self.chat_event(&data, &mut out);
-                    data.clear();
-                    pending = false;
-                }
-            } else if let Some(value) = line.strip_prefix("data:") {
-                if pending {
-                    data.push('\n');
-                }
-                data.push_str(value.strip_prefix(' ').unwrap_or(value));
-                pending = true;
-            }
-            // Comments and other fields carry nothing.
-        }
-        if pending {
+        for data in super::super::stream::data_events(text) {
             self.chat_event(&data, &mut out);
         }
         out
