@@ -36,7 +36,21 @@ pub enum Lookup {
 pub type Embedded = Option<(String, Option<Vec<f32>>)>;
 
 /// Looks `req` up for `leaf`.
-pub async fn lookup(
+///
+/// Boxed: the lookup (a Redis call, an embedding) must not grow the routing future that every
+/// request carries, cached or not (measured: +1–2 µs of CPU per request when it did).
+pub fn lookup<'a>(
+    cache: &'a Arc<Cache>,
+    runtime: &'a Arc<Runtime>,
+    req: &'a Prepared,
+    leaf: &'a Leaf,
+    policy: CachePolicy,
+    embedded: &'a mut Embedded,
+) -> futures_util::future::LocalBoxFuture<'a, Result<Lookup, Error>> {
+    Box::pin(lookup_inner(cache, runtime, req, leaf, policy, embedded))
+}
+
+async fn lookup_inner(
     cache: &Arc<Cache>,
     runtime: &Arc<Runtime>,
     req: &Prepared,

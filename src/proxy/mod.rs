@@ -229,15 +229,8 @@ pub async fn route(
                     .collect();
                 for leaf in busy {
                     let Some(policy) = leaf.cache else { continue };
-                    let looked = Box::pin(cache::lookup(
-                        cache,
-                        &runtime,
-                        req,
-                        &leaf,
-                        policy,
-                        &mut embedded,
-                    ))
-                    .await;
+                    let looked =
+                        cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
                     if let Ok(cache::Lookup::Hit(stored, status)) = looked {
                         return Ok(Served::cached(&route, leaf, stored, status, attempts));
                     }
@@ -267,16 +260,7 @@ pub async fn route(
         // The cache is asked before the permit: a hit spends no budget.
         let mut pending = None;
         if let (Some(cache), Some(policy)) = (cache, leaf.cache) {
-            // Boxed: the lookup (Redis, an embedding) must not grow every request's future.
-            let looked = Box::pin(cache::lookup(
-                cache,
-                &runtime,
-                req,
-                &leaf,
-                policy,
-                &mut embedded,
-            ))
-            .await;
+            let looked = cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
             match looked {
                 Ok(cache::Lookup::Hit(stored, status)) => {
                     return Ok(Served::cached(&route, leaf, stored, status, attempts))
@@ -621,7 +605,8 @@ async fn attempt(
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
     if req.endpoint == Endpoint::Responses && !responses::native(spec) {
-        return attempt_translated(spec, leaf, req, timeout, max_body).await;
+        // Boxed, so the translated path does not grow every attempt's future.
+        return Box::pin(attempt_translated(spec, leaf, req, timeout, max_body)).await;
     }
     let adjusted;
     let overrides = if req.endpoint == Endpoint::Responses {
