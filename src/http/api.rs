@@ -351,7 +351,8 @@ async fn serve(
     let estimate = Estimate::of(parsed.completion, raw.len());
     let body = Body::new(raw.freeze());
     let (turn, pinned) = if endpoint == Endpoint::Responses {
-        let (turn, pinned) = super::responses::resolve(state, &body).await?;
+        // Boxed: the lookup (maybe Redis) must not grow every request's handler future.
+        let (turn, pinned) = Box::pin(super::responses::resolve(state, &body)).await?;
         if let Some(t) = pinned {
             // The account that made the earlier response serves, inside this tree when it is
             // one of its leaves (keeping that leaf's params), else on its own.
