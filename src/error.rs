@@ -43,6 +43,9 @@ pub enum Error {
     ClientTimeout(Duration),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The gateway key may not reach what the request names (its `[auth]` scope).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request names state only an account that cannot serve it any more knows (a
     /// `previous_response_id` of a removed virtual key).
     #[error("{0}")]

@@ -192,6 +192,8 @@ provider = "openai"
         ("[virtual_keys.c]\nprovider = \"openai\"\napi_key_env = \"LLMUX_TEST_MISSING\"", "virtual_keys.c.api_key_env"),
         ("[virtual_keys.c]\nprovider = \"azure-openai\"\nbase_url = \"https://x.openai.azure.com\"", "virtual_keys.c.deployment"),
         ("[virtual_keys.c]\nprovider = \"martian\"", "virtual_keys.c.provider"),
+        ("[auth]\nkeys = [ { name = \"k\", sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\", configs = [\"nope\"] } ]", "auth.keys[0].configs"),
+        ("[auth]\nkeys = [ { name = \"k\", sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\", virtual_keys = [\"nope\"] } ]", "auth.keys[0].virtual_keys"),
         // Passes the config's own checks; the provider's URL building refuses it.
         ("[virtual_keys.c]\nprovider = \"openai\"\nbase_url = \"http://exa mple.com/v1\"", "virtual_keys.c.base_url"),
     ];

@@ -316,6 +316,15 @@ base_url = "{az}"
 deployment = "gpt-4o-dep"
 api_key = "azure-test-key-000001"
 
+[virtual_keys.compat-native]
+provider = "openai-compatible"
+base_url = "{cn}/v1"
+responses_api = "native"
+
+[configs.compat-native]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "compat-native" }} ]
+
 [configs.builtin]
 strategy = {{ mode = "fallback" }}
 targets = [ {{ virtual_key = "anthropic-main" }}, {{ virtual_key = "openai-main", override_params = {{ max_tokens = 3 }} }} ]
@@ -330,6 +339,7 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main"
 "#,
         config(&m),
         az = m.url("azure-r"),
+        cn = m.url("compat-native"),
     );
     let llmux = Llmux::start(&cfg);
     let c = client();
@@ -377,6 +387,24 @@ targets = [ {{ virtual_key = "openai-main" }}, {{ virtual_key = "anthropic-main"
         s.last_headers.get("api-key").map(String::as_str),
         Some("azure-test-key-000001")
     );
+
+    // An OpenAI-compatible server declared `responses_api = "native"` gets Responses as is.
+    let r = c
+        .post(&url)
+        .header("x-portkey-config", "compat-native")
+        .json(&json!({"model": "m", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = m.stats("compat-native");
+    assert_eq!(
+        s.by_endpoint.get("responses"),
+        Some(&1),
+        "{:?}",
+        s.by_endpoint
+    );
+    assert_eq!(s.by_endpoint.get("chat_completions"), None);
 
     // The native stream breaks before any content: the fallback's Anthropic target streams it
     // (translated). After content, a break ends the stream with an error event.

@@ -125,6 +125,35 @@ pub struct AuthKey {
     /// SHA-256 of the key; the key itself is not kept.
     #[serde(skip)]
     pub sha256: [u8; 32],
+    /// What the key may reach.
+    pub scope: Scope,
+    /// Recorded with every request of this key (over the client's own metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Arc<std::collections::BTreeMap<String, String>>>,
+}
+
+/// What one gateway key may reach. `None` lists mean everything, as without a scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Scope {
+    /// Stored config ids.
+    pub configs: Option<Vec<String>>,
+    /// Virtual key names (for `x-portkey-virtual-key` and the leaves of inline configs).
+    pub virtual_keys: Option<Vec<String>>,
+    pub inline_configs: bool,
+}
+
+impl Scope {
+    pub fn config(&self, id: &str) -> bool {
+        self.configs
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|x| x == id))
+    }
+
+    pub fn virtual_key(&self, name: &str) -> bool {
+        self.virtual_keys
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|x| x == name))
+    }
 }
 
 /// One provider account (`[virtual_keys.NAME]`), owned at run time by one target actor.
@@ -330,6 +359,12 @@ impl Config {
                 auth.push(AuthKey {
                     name: k.name.clone(),
                     sha256,
+                    scope: Scope {
+                        configs: k.configs.clone(),
+                        virtual_keys: k.virtual_keys.clone(),
+                        inline_configs: k.allow_inline_configs.unwrap_or(true),
+                    },
+                    metadata: k.metadata.clone().map(Arc::new),
                 });
             }
         }
@@ -352,6 +387,25 @@ impl Config {
             let tree = tree::compile(id, node, &format!("configs.{id}"), &by_name, Limits::NONE)
                 .map_err(|e| invalid(&e.path, e.message))?;
             configs.insert(id.clone(), Arc::new(tree));
+        }
+        // Scopes name only what exists (checked once everything is compiled).
+        for (i, k) in auth.iter().enumerate() {
+            for c in k.scope.configs.iter().flatten() {
+                if !configs.contains_key(c) {
+                    return Err(invalid(
+                        &format!("auth.keys[{i}].configs"),
+                        format!("`{c}` names no [configs.{c}] table"),
+                    ));
+                }
+            }
+            for v in k.scope.virtual_keys.iter().flatten() {
+                if !target_index.contains_key(v) {
+                    return Err(invalid(
+                        &format!("auth.keys[{i}].virtual_keys"),
+                        format!("`{v}` names no [virtual_keys.{v}] table"),
+                    ));
+                }
+            }
         }
         if let Some(d) = &server.default_config {
             if !configs.contains_key(d) {
@@ -534,6 +588,7 @@ impl Config {
         let limits = Limits {
             max_leaves: self.server.max_inline_config_leaves,
             max_bytes: self.server.max_inline_config_bytes,
+            list_names: false,
         };
         let tree = tree::compile("inline", &raw, HEADER, &by_name, limits)?;
         if let (Some(at), None) = (&tree.semantic_at, &self.cache.embeddings_virtual_key) {

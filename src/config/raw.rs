@@ -110,6 +110,15 @@ pub struct RawAuthKey {
     pub key_file: Option<PathBuf>,
     /// Hex SHA-256 of the key, so the config file never holds the key itself.
     pub sha256: Option<String>,
+    /// Stored configs this key may use (`x-portkey-config` ids and the default); all if absent.
+    pub configs: Option<Vec<String>>,
+    /// Virtual keys this key may reach through `x-portkey-virtual-key` and inline configs;
+    /// all if absent.
+    pub virtual_keys: Option<Vec<String>>,
+    /// Whether this key may send inline configs (default true).
+    pub allow_inline_configs: Option<bool>,
+    /// Recorded with every request of this key (over the client's own metadata).
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]

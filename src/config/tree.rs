@@ -68,12 +68,16 @@ pub struct Limits {
     /// Estimated heap bytes of the compiled tree: nodes, leaves and every merged
     /// `override_params` map (one per node that has its own).
     pub max_bytes: usize,
+    /// Whether errors may list the virtual keys that exist (not to clients: an inline config's
+    /// errors must not tell a client which accounts the gateway has).
+    pub list_names: bool,
 }
 
 impl Limits {
     pub const NONE: Limits = Limits {
         max_leaves: usize::MAX,
         max_bytes: usize::MAX,
+        list_names: true,
     };
 }
 
@@ -490,6 +494,13 @@ fn compile_node(
             budget.leaf(err_path)?;
             budget.spend(LEAF_BYTES + route_path.len() + vk.len(), err_path)?;
             let &target = targets.get(vk.as_str()).ok_or_else(|| {
+                if !budget.limits.list_names {
+                    return TreeError::at(
+                        err_path,
+                        "virtual_key",
+                        format!("unknown virtual key `{vk}`"),
+                    );
+                }
                 let mut known: Vec<&str> = targets.keys().copied().collect();
                 known.sort_unstable();
                 TreeError::at(
@@ -922,6 +933,7 @@ mod tests {
         let limits = Limits {
             max_leaves: 3,
             max_bytes: 64 * 1024,
+            list_names: false,
         };
         let leaves = |n: usize| {
             (0..n)
@@ -950,6 +962,7 @@ mod tests {
         let limits = Limits {
             max_leaves: 256,
             max_bytes: 200 * 1024,
+            list_names: false,
         };
         let big: Map<String, Value> = (0..1000).map(|i| (format!("k{i}"), json!(i))).collect();
         let e = compile_json(
@@ -967,6 +980,19 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn client_facing_errors_do_not_list_the_virtual_keys() {
+        let raw = json!({"strategy": {"mode": "single"}, "targets": [{"virtual_key": "zz"}]});
+        let inline = Limits {
+            list_names: false,
+            ..Limits::NONE
+        };
+        let e = compile_json(raw.clone(), inline).unwrap_err();
+        assert_eq!(e.message, "unknown virtual key `zz`");
+        let e = compile_json(raw, Limits::NONE).unwrap_err();
+        assert!(e.message.contains("use one of: a, b"), "{}", e.message);
     }
 
     #[test]

@@ -39,6 +39,8 @@ fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
     let key = [AuthKey {
         name: "admin".into(),
         sha256: crate::config::sha256(token.expose().as_bytes()),
+        scope: Default::default(),
+        metadata: None,
     }];
     match auth::authenticate(&key, h) {
         Ok(_) => Ok(()),

@@ -22,7 +22,7 @@ use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
 use crate::cache::Status as CacheStatus;
 use crate::clock::unix_ms;
-use crate::config::{Leaf, Tree};
+use crate::config::{AuthKey, Leaf, Scope, Tree};
 use crate::error::Error;
 use crate::http::auth::Refused;
 use crate::observability::requestlog::Entry;
@@ -106,9 +106,13 @@ fn trace_id(h: &HeaderMap) -> String {
         .unwrap_or_else(|| format!("{:032x}", rand::thread_rng().gen::<u128>()))
 }
 
-pub(crate) fn authenticate(runtime: &Runtime, h: &HeaderMap) -> Result<(), Error> {
+/// The gateway key the request presents (`None` without `[auth]`).
+pub(crate) fn authenticate<'a>(
+    runtime: &'a Runtime,
+    h: &HeaderMap,
+) -> Result<Option<&'a AuthKey>, Error> {
     match crate::http::auth::authenticate(&runtime.config.auth, h) {
-        Ok(_) => Ok(()),
+        Ok(key) => Ok(key),
         Err(Refused::Missing) => Err(Error::Unauthorized(
             "missing API key: send `Authorization: Bearer <key>` or `x-portkey-api-key`",
         )),
@@ -145,10 +149,21 @@ async fn read_body(
 }
 
 /// Resolves the strategy tree: `x-portkey-virtual-key`, else `x-portkey-config` (id or inline
-/// JSON), else `server.default_config`.
-fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<Tree>, Error> {
+/// JSON), else `server.default_config` — within the gateway key's scope. What a key may not
+/// reach is a 403 whether it exists or not, so a scoped key learns nothing of other accounts.
+fn pick_tree(
+    state: &AppState,
+    runtime: &Runtime,
+    h: &HeaderMap,
+    scope: &Scope,
+) -> Result<Arc<Tree>, Error> {
     let config = &runtime.config;
     if let Some(vk) = header(h, "x-portkey-virtual-key") {
+        if !scope.virtual_key(vk) {
+            return Err(Error::Forbidden(format!(
+                "this gateway key may not use virtual key `{vk}`"
+            )));
+        }
         return config
             .direct_tree(vk)
             .cloned()
@@ -156,35 +171,77 @@ fn pick_tree(state: &AppState, runtime: &Runtime, h: &HeaderMap) -> Result<Arc<T
     }
     match header(h, "x-portkey-config") {
         Some(c) if c.starts_with('{') => {
-            // Portkey SDKs resend the same JSON on every request: a hit skips parse + compile.
-            // An entry from an older generation (compiled against the old config) is a miss.
-            if let Some((generation, tree)) = state.inline.get(c) {
-                if generation == runtime.generation {
-                    return Ok(tree);
+            if !scope.inline_configs {
+                return Err(Error::Forbidden(
+                    "this gateway key may not send inline configs; name a stored config in x-portkey-config".into(),
+                ));
+            }
+            let tree = inline_tree(state, runtime, c)?;
+            if scope.virtual_keys.is_some() {
+                if let Some(leaf) = tree
+                    .root
+                    .leaves
+                    .iter()
+                    .find(|l| !scope.virtual_key(&l.virtual_key))
+                {
+                    return Err(Error::Forbidden(format!(
+                        "this gateway key may not use virtual key `{}` (at {})",
+                        leaf.virtual_key, leaf.path
+                    )));
                 }
             }
-            let tree = Arc::new(config.inline_tree(c).map_err(|e| Error::InvalidConfig {
-                path: e.path,
-                message: e.message,
-            })?);
-            state
-                .inline
-                .insert(c.to_owned(), (runtime.generation, tree.clone()));
             Ok(tree)
         }
-        Some(id) => config
-            .configs
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::UnknownConfig(id.to_owned())),
-        None => config
-            .server
-            .default_config
-            .as_ref()
-            .and_then(|d| config.configs.get(d))
-            .cloned()
-            .ok_or(Error::NoConfig),
+        Some(id) => {
+            if !scope.config(id) {
+                return Err(Error::Forbidden(format!(
+                    "this gateway key may not use config `{id}`"
+                )));
+            }
+            config
+                .configs
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::UnknownConfig(id.to_owned()))
+        }
+        None => {
+            let default = config
+                .server
+                .default_config
+                .as_ref()
+                .ok_or(Error::NoConfig)?;
+            if !scope.config(default) {
+                return Err(Error::Forbidden(format!(
+                    "this gateway key may not use the default config `{default}`; name a config it may use in x-portkey-config"
+                )));
+            }
+            config.configs.get(default).cloned().ok_or(Error::NoConfig)
+        }
     }
+}
+
+/// A compiled inline config, from the per-generation cache when the same JSON came before
+/// (Portkey SDKs resend it with every request: a hit skips parse and compile).
+fn inline_tree(state: &AppState, runtime: &Runtime, json: &str) -> Result<Arc<Tree>, Error> {
+    // An entry from an older generation (compiled against the old config) is a miss.
+    if let Some((generation, tree)) = state.inline.get(json) {
+        if generation == runtime.generation {
+            return Ok(tree);
+        }
+    }
+    let tree = Arc::new(
+        runtime
+            .config
+            .inline_tree(json)
+            .map_err(|e| Error::InvalidConfig {
+                path: e.path,
+                message: e.message,
+            })?,
+    );
+    state
+        .inline
+        .insert(json.to_owned(), (runtime.generation, tree.clone()));
+    Ok(tree)
 }
 
 async fn handle(
@@ -334,8 +391,19 @@ async fn serve(
             limit: settings.max_header_bytes,
         });
     }
-    authenticate(runtime, h)?;
+    let key = authenticate(runtime, h)?;
+    let unscoped = Scope {
+        inline_configs: true,
+        ..Scope::default()
+    };
+    let scope = key.map_or(&unscoped, |k| &k.scope);
     entry.metadata = super::metadata::parse(h)?;
+    if let Some(own) = key.and_then(|k| k.metadata.as_ref()) {
+        // The key's metadata is the operator's word: it wins over the client's same keys.
+        let mut m = entry.metadata.as_deref().cloned().unwrap_or_default();
+        m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        entry.metadata = Some(Arc::new(m));
+    }
     let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
     let parsed = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = parsed.model.clone();
@@ -347,12 +415,12 @@ async fn serve(
             Some("stream"),
         ));
     }
-    let mut tree = pick_tree(state, runtime, h)?;
+    let mut tree = pick_tree(state, runtime, h, scope)?;
     let estimate = Estimate::of(parsed.completion, raw.len());
     let body = Body::new(raw.freeze());
     let (turn, pinned) = if endpoint == Endpoint::Responses {
         // Boxed: the lookup (maybe Redis) must not grow every request's handler future.
-        let (turn, pinned) = Box::pin(super::responses::resolve(state, &body)).await?;
+        let (turn, pinned) = Box::pin(super::responses::resolve(state, &body, scope)).await?;
         if let Some(t) = pinned {
             // The account that made the earlier response serves, inside this tree when it is
             // one of its leaves (keeping that leaf's params), else on its own.

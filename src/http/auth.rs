@@ -31,11 +31,11 @@ pub enum Refused {
 }
 
 /// Checks the request's presented keys against `keys`: `Ok(None)` when no keys are configured,
-/// `Ok(Some(name))` for the matching key.
+/// `Ok(Some(key))` for the matching key.
 pub fn authenticate<'a>(
     keys: &'a [AuthKey],
     headers: &HeaderMap,
-) -> Result<Option<&'a str>, Refused> {
+) -> Result<Option<&'a AuthKey>, Refused> {
     if keys.is_empty() {
         return Ok(None);
     }
@@ -53,13 +53,13 @@ pub fn authenticate<'a>(
     })
 }
 
-/// The name of the key that matches, checking every key so timing does not reveal which.
-pub fn check<'a>(keys: &'a [AuthKey], presented: &str) -> Option<&'a str> {
+/// The key that matches, checking every key so timing does not reveal which.
+pub fn check<'a>(keys: &'a [AuthKey], presented: &str) -> Option<&'a AuthKey> {
     let digest = sha256(presented.as_bytes());
     let mut found = None;
     for k in keys {
         if bool::from(k.sha256.ct_eq(&digest)) {
-            found = Some(k.name.as_str());
+            found = Some(k);
         }
     }
     found
@@ -79,8 +79,10 @@ mod tests {
         let keys = vec![AuthKey {
             name: "a".into(),
             sha256: d,
+            scope: Default::default(),
+            metadata: None,
         }];
-        assert_eq!(check(&keys, "secret"), Some("a"));
+        assert_eq!(check(&keys, "secret").map(|k| k.name.as_str()), Some("a"));
         assert_eq!(check(&keys, "secreT"), None);
     }
 }

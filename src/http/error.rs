@@ -33,6 +33,7 @@ impl Envelope for Error {
             | Error::Conflict(_)
             | Error::ClientTimeout(_) => "invalid_request_error",
             Error::Unauthorized(_) => "authentication_error",
+            Error::Forbidden(_) => "permission_error",
             Error::NoCapacity { .. } => "rate_limit_error",
             Error::Upstream { kind, .. } => kind,
             Error::ShuttingDown | Error::Internal(_) => "server_error",
@@ -52,6 +53,7 @@ impl Envelope for Error {
             Error::Upstream { code, .. } => code.as_deref(),
             Error::NotFound(_) => Some("not_found"),
             Error::Conflict(_) => Some("conflict"),
+            Error::Forbidden(_) => Some("forbidden"),
             Error::ClientTimeout(_) => Some("body_timeout"),
             Error::ShuttingDown => Some("shutting_down"),
             Error::Internal(_) => None,
@@ -103,6 +105,7 @@ impl ResponseError for Error {
             }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -22,7 +22,13 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `previous_response_id` and `store` of a Responses request: the conversation to replay (for
 /// translated targets) and the target that must serve (the one that made that response).
-pub async fn resolve(state: &AppState, body: &Body) -> Result<(Turn, Option<u32>), Error> {
+/// A response made through an account outside the key's `scope` is treated as unknown (no
+/// other tenant's accounts are revealed or reached).
+pub async fn resolve(
+    state: &AppState,
+    body: &Body,
+    scope: &crate::config::Scope,
+) -> Result<(Turn, Option<u32>), Error> {
     let map = body.map().map_err(|e| Error::invalid(e.message, None))?;
     let store = !matches!(map.get("store"), Some(Value::Bool(false)));
     let previous = match map.get("previous_response_id") {
@@ -45,7 +51,12 @@ pub async fn resolve(state: &AppState, body: &Body) -> Result<(Turn, Option<u32>
     };
     // Unknown to llmux (made elsewhere, or expired here): routed by the tree; a translated
     // target then answers 400 `previous_response_not_found`, a native one decides itself.
-    let Some(record) = state.conversations.get(&id).await else {
+    let Some(record) = state
+        .conversations
+        .get(&id)
+        .await
+        .filter(|r| scope.virtual_key(&r.target))
+    else {
         return Ok((turn, None));
     };
     let runtime = current(&state.current);
@@ -84,14 +95,16 @@ async fn record(
     id: &str,
 ) -> Result<(std::sync::Arc<Record>, bool), HttpResponse> {
     let runtime = current(&state.current);
-    super::api::authenticate(&runtime, req.headers()).map_err(|e| e.error_response())?;
+    let key = super::api::authenticate(&runtime, req.headers()).map_err(|e| e.error_response())?;
     if !valid_id(id) {
         return Err(not_found(id));
     }
+    // Another tenant's response is as unknown as a missing one.
     let record = state
         .conversations
         .get(id)
         .await
+        .filter(|r| key.is_none_or(|k| k.scope.virtual_key(&r.target)))
         .ok_or_else(|| not_found(id))?;
     let ours = record.stored.is_some() || is_translated(state, &record);
     Ok((record, ours))
