@@ -83,6 +83,6 @@ mod tests {
             metadata: None,
         }];
         assert_eq!(check(&keys, "secret").map(|k| k.name.as_str()), Some("a"));
-        assert_eq!(check(&keys, "secreT"), None);
+        assert!(check(&keys, "secreT").is_none());
     }
 }
