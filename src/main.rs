@@ -31,6 +31,11 @@ enum Command {
         /// Config file (default: --config, i.e. ./config.toml).
         path: Option<PathBuf>,
     },
+    /// Print the prices that apply: the built-in catalog under the config's `[pricing]` rows.
+    Prices {
+        /// Config file (default: --config, i.e. ./config.toml).
+        path: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,22 @@ fn main() -> ExitCode {
                         path.display(),
                         c.targets.len(),
                         c.configs.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Prices { path }) => {
+            let path = path.unwrap_or(cli.config);
+            match llmux::actors::reload::load(&path) {
+                Ok(c) => {
+                    print!(
+                        "{}",
+                        llmux::observability::requestlog::price_table(&c.pricing)
                     );
                     ExitCode::SUCCESS
                 }

@@ -263,3 +263,38 @@ async fn cost_uses_the_models_own_price() {
     assert!(e["cost_usd"].is_null(), "{e}");
     assert_eq!(e["cached_tokens"], 0, "{e}");
 }
+
+/// `llmux prices` prints the built-in catalog under the config's rows, saying which is which.
+#[test]
+fn prices_prints_the_catalog_under_the_configs_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[pricing.\"gpt-4o\"]\ninput_per_mtok = 2.0\noutput_per_mtok = 8.0\n\n\
+         [pricing.\"my-finetune\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmux"))
+        .arg("prices")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |model: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(model))
+            .unwrap_or_else(|| panic!("no row for {model}:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("gpt-4o"), ["gpt-4o", "2", "-", "8", "config.toml"]);
+    assert_eq!(line("my-finetune")[4], "config.toml");
+    assert_eq!(
+        line("gpt-4o-mini"),
+        ["gpt-4o-mini", "0.15", "0.075", "0.6", "catalog"]
+    );
+    assert_eq!(line("claude-3-haiku")[4], "catalog");
+    assert!(text.contains("Catalog of 20"), "{text}");
+}

@@ -2,6 +2,7 @@
 //! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
 //! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
 
+pub mod catalog;
 pub mod condition;
 pub mod limit;
 pub mod raw;
@@ -420,7 +421,19 @@ impl Config {
             .enumerate()
             .map(|(i, t)| Arc::new(tree::direct(&t.name, i as u32)))
             .collect();
-        let mut pricing = HashMap::new();
+        // The built-in catalog, under the operator's rows (checked like them).
+        let mut pricing: HashMap<String, Price> = catalog::catalog()
+            .models
+            .into_iter()
+            .map(|(model, p)| {
+                let price = Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                    cached_input_per_mtok: p.cached_input_per_mtok,
+                };
+                (model, price)
+            })
+            .collect();
         for (model, p) in &raw.pricing {
             let ok = |v: f64| v.is_finite() && v >= 0.0;
             if !(ok(p.input_per_mtok)

@@ -115,6 +115,9 @@ impl Entry {
             .as_deref()
             .or(self.model_requested.as_deref());
         let Some((priced_as, p)) = model.and_then(|m| price_row(table, m)) else {
+            if let Some(m) = model {
+                warn_unpriced(m);
+            }
             self.cost_usd = None;
             self.cost = None;
             return;
@@ -136,6 +139,59 @@ impl Entry {
         self.cost_usd = Some(usd);
         self.cost = Some(cost);
     }
+}
+
+/// Warns once per model that has no price (bounded: past 1,000 distinct models, silently).
+fn warn_unpriced(model: &str) {
+    static WARNED: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if warned.len() < 1000 && warned.insert(model.to_owned()) {
+        tracing::warn!(
+            model,
+            "no price for this model (built-in catalog or [pricing]): its cost is logged as null"
+        );
+    }
+}
+
+/// The prices that apply, as `llmux prices` prints them: one line per model, with where the
+/// row comes from (the built-in catalog, or config.toml when it differs or is not in it).
+pub fn price_table(table: &HashMap<String, Price>) -> String {
+    let catalog = crate::config::catalog::catalog();
+    let mut rows: Vec<(&String, &Price)> = table.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = format!(
+        "{:<28} {:>10} {:>14} {:>10}  source\n",
+        "model", "input", "cached input", "output"
+    );
+    for (model, p) in rows {
+        let from_catalog = catalog.models.get(model.as_str()).is_some_and(|c| {
+            c.input_per_mtok == p.input_per_mtok
+                && c.output_per_mtok == p.output_per_mtok
+                && c.cached_input_per_mtok == p.cached_input_per_mtok
+        });
+        let cached = p
+            .cached_input_per_mtok
+            .map_or_else(|| "-".to_owned(), |c| format!("{c}"));
+        out.push_str(&format!(
+            "{model:<28} {:>10} {cached:>14} {:>10}  {}\n",
+            p.input_per_mtok,
+            p.output_per_mtok,
+            if from_catalog {
+                "catalog"
+            } else {
+                "config.toml"
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "USD per million tokens. Catalog of {}: {}\n",
+        catalog.meta.date, catalog.meta.source
+    ));
+    out
 }
 
 /// The price row for `model`: its own, else that of the model it is a dated snapshot of.
@@ -422,5 +478,52 @@ mod tests {
         let mut e = entry("gpt-4o", 10, 20, 0);
         e.price(&t);
         assert!(e.cost_usd.unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn the_catalog_prices_models_by_their_own_row_or_their_snapshots() {
+        let mut table: HashMap<String, Price> = crate::config::catalog::catalog()
+            .models
+            .into_iter()
+            .map(|(m, p)| {
+                let price = Price {
+                    input_per_mtok: p.input_per_mtok,
+                    output_per_mtok: p.output_per_mtok,
+                    cached_input_per_mtok: p.cached_input_per_mtok,
+                };
+                (m, price)
+            })
+            .collect();
+        let row = |t: &HashMap<String, Price>, m: &str| price_row(t, m).map(|(k, _)| k.to_owned());
+        assert_eq!(row(&table, "gpt-4o-mini").as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(row(&table, "gpt-4o-2024-08-06").as_deref(), Some("gpt-4o"));
+        assert_eq!(
+            row(&table, "gpt-4o-mini-2024-07-18").as_deref(),
+            Some("gpt-4o-mini")
+        );
+        assert_eq!(
+            row(&table, "claude-3-haiku-20240307").as_deref(),
+            Some("claude-3-haiku")
+        );
+        assert_eq!(
+            row(&table, "claude-3-5-sonnet@20241022").as_deref(),
+            Some("claude-3-5-sonnet")
+        );
+        assert_eq!(
+            row(&table, "gpt-4o-audio-preview"),
+            None,
+            "never another model's row"
+        );
+        assert_eq!(row(&table, "gpt-4"), None);
+        // An operator's row wins over the catalog's.
+        table.insert(
+            "gpt-4o".into(),
+            Price {
+                input_per_mtok: 1.0,
+                output_per_mtok: 1.0,
+                cached_input_per_mtok: None,
+            },
+        );
+        assert_eq!(price_row(&table, "gpt-4o").unwrap().1.input_per_mtok, 1.0);
     }
 }
