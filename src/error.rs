@@ -43,6 +43,15 @@ pub enum Error {
     ClientTimeout(Duration),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The gateway key's own limit (rate, concurrency or spend budget) refuses the request.
+    #[error("{message}")]
+    KeyLimit {
+        message: String,
+        /// `insufficient_quota` for a spent budget (as OpenAI says of an exhausted quota),
+        /// `rate_limit_exceeded`, or `concurrency_limit_exceeded`.
+        code: &'static str,
+        retry_after: Option<Duration>,
+    },
     /// The gateway key may not reach what the request names (its `[auth]` scope).
     #[error("{0}")]
     Forbidden(String),

@@ -12,6 +12,7 @@
 //! - [`observability`]: logging, metrics, the request log and pricing.
 //! - [`cache`]: the response cache (memory, Redis, semantic matching, SSE record/replay).
 //! - [`conversation`]: Responses API state: response id → account, translated conversations.
+//! - [`tenancy`]: per gateway key limits: rates, concurrency, spend budgets.
 //! - [`actors`]: the target actors (gate, budgets, breaker, health) and the supervisor.
 //! - [`proxy`]: the data path of one request: attempts, retries, fallback, the client stream.
 //! - [`http`]: the OpenAI front, the admin API, authentication, the HTTP error mapping.
@@ -30,3 +31,4 @@ pub mod observability;
 pub mod providers;
 pub mod proxy;
 pub mod routing;
+pub mod tenancy;

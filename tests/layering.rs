@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "observability",
     "cache",
     "conversation",
+    "tenancy",
     "actors",
     "proxy",
     "http",

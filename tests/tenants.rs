@@ -158,3 +158,147 @@ async fn scoped_keys_reach_only_their_configs_and_accounts() {
     assert_eq!(entry["trace_id"], "tenant-1", "{log}");
     assert_eq!(entry["metadata"]["user"], "ann");
 }
+
+/// Per-key limits, checked before any provider call: concurrency (held through a stream), a
+/// request rate with `Retry-After`, and a spend budget (429 `insufficient_quota` until the
+/// period ends). A key without limits is not slowed by another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_limits_refuse_before_any_provider_call() {
+    let m = mock();
+    let cfg = format!(
+        r#"{keys}
+[configs.main]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "openai-main" }} ]
+
+[pricing."gpt-4o-mini"]
+input_per_mtok = 1000.0
+output_per_mtok = 1000.0
+
+[auth]
+keys = [
+  {{ name = "free", key_env = "K_FREE" }},
+  {{ name = "narrow", key_env = "K_NARROW", max_concurrent = 2 }},
+  {{ name = "slow", key_env = "K_SLOW", rpm = 20 }},
+  {{ name = "cheap", key_env = "K_CHEAP", budget_usd = {{ daily = 0.005, monthly = 5 }} }},
+]
+"#,
+        keys = provider_keys(&m)
+    );
+    let llmux = Llmux::start_with(
+        &cfg,
+        "default_config = \"main\"",
+        &[
+            ("K_FREE", "k-free-000"),
+            ("K_NARROW", "k-narrow-000"),
+            ("K_SLOW", "k-slow-000"),
+            ("K_CHEAP", "k-cheap-000"),
+        ],
+    );
+    let c = client();
+    let send = |key: &'static str, body: Value| {
+        let c = c.clone();
+        let url = llmux.url("/v1/chat/completions");
+        async move {
+            let r = c
+                .post(&url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            (
+                status,
+                retry,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+
+    // Concurrency: two slow requests in flight, the third refused at once.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            latency_ms: 600,
+            ..Default::default()
+        },
+    );
+    let body = chat_body("gpt-4o-mini");
+    let (a, b) = (
+        send("k-narrow-000", body.clone()),
+        send("k-narrow-000", body.clone()),
+    );
+    let third = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        send("k-narrow-000", body.clone()).await
+    };
+    let free = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        send("k-free-000", body.clone()).await
+    };
+    let (a, b, third, free) = tokio::join!(a, b, third, free);
+    assert_eq!((a.0, b.0, free.0), (200, 200, 200));
+    assert_eq!(third.0, 429, "{}", third.2);
+    assert_eq!(third.2["error"]["code"], "concurrency_limit_exceeded");
+    // Slots come back when the answers end.
+    assert_eq!(send("k-narrow-000", body.clone()).await.0, 200);
+    m.set_behavior("openai-main", Behavior::default());
+    // A stream holds its slot until it ends.
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            chunk_interval_ms: 150,
+            ..Default::default()
+        },
+    );
+    let (s1, s2, refused) = tokio::join!(
+        send("k-narrow-000", s.clone()),
+        send("k-narrow-000", s.clone()),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            send("k-narrow-000", body.clone()).await
+        }
+    );
+    assert_eq!((s1.0, s2.0, refused.0), (200, 200, 429));
+    m.set_behavior("openai-main", Behavior::default());
+
+    // Rate: rpm 20 admits a burst of 2, then 429 with Retry-After.
+    let calls = m.stats("openai-main").requests;
+    assert_eq!(send("k-slow-000", body.clone()).await.0, 200);
+    assert_eq!(send("k-slow-000", body.clone()).await.0, 200);
+    let (st, retry, v) = send("k-slow-000", body.clone()).await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(
+        m.stats("openai-main").requests,
+        calls + 2,
+        "refused before any provider call"
+    );
+
+    // Budget: the first request spends past $0.005 (6 tokens at $1000/M), the next is refused
+    // until the UTC day ends.
+    assert_eq!(send("k-cheap-000", body.clone()).await.0, 200);
+    let (st, retry, v) = send("k-cheap-000", body.clone()).await;
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["error"]["code"], "insufficient_quota");
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("daily"),
+        "{v}"
+    );
+    let secs: u64 = retry.unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&secs), "{secs}");
+    // The unlimited key is unaffected, and the log names each request's key.
+    assert_eq!(send("k-free-000", body.clone()).await.0, 200);
+    let log = get_json(&c, &llmux.admin_url("/admin/requests?limit=3")).await;
+    assert_eq!(log["requests"][0]["key"], "free", "{log}");
+}

@@ -131,6 +131,17 @@ pub struct AuthKey {
     /// Recorded with every request of this key (over the client's own metadata).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Arc<std::collections::BTreeMap<String, String>>>,
+    pub limits: KeyLimits,
+}
+
+/// A gateway key's limits (none by default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KeyLimits {
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub max_concurrent: Option<u32>,
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
 }
 
 /// What one gateway key may reach. `None` lists mean everything, as without a scope.
@@ -366,7 +377,31 @@ impl Config {
                         inline_configs: k.allow_inline_configs.unwrap_or(true),
                     },
                     metadata: k.metadata.clone().map(Arc::new),
+                    limits: KeyLimits {
+                        rpm: k.rpm,
+                        tpm: k.tpm,
+                        max_concurrent: k.max_concurrent,
+                        daily_usd: k.budget_usd.as_ref().and_then(|b| b.daily),
+                        monthly_usd: k.budget_usd.as_ref().and_then(|b| b.monthly),
+                    },
                 });
+                let l = &auth.last().map(|k| k.limits.clone()).unwrap_or_default();
+                if [l.rpm, l.tpm, l.max_concurrent].contains(&Some(0)) {
+                    return Err(invalid(
+                        &p,
+                        "rpm, tpm and max_concurrent must be > 0; remove them for no limit".into(),
+                    ));
+                }
+                if [l.daily_usd, l.monthly_usd]
+                    .iter()
+                    .flatten()
+                    .any(|v| !(v.is_finite() && *v > 0.0))
+                {
+                    return Err(invalid(
+                        &format!("{p}.budget_usd"),
+                        "budgets are USD amounts > 0, e.g. budget_usd = { daily = 50, monthly = 1000 }".into(),
+                    ));
+                }
             }
         }
 

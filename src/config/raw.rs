@@ -119,6 +119,20 @@ pub struct RawAuthKey {
     pub allow_inline_configs: Option<bool>,
     /// Recorded with every request of this key (over the client's own metadata).
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Requests and (estimated) tokens per minute this key may send.
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    /// Requests (and streams) of this key in flight at once.
+    pub max_concurrent: Option<u32>,
+    /// Spend limits in USD per UTC day / calendar month.
+    pub budget_usd: Option<RawBudget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub daily: Option<f64>,
+    pub monthly: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]

@@ -41,6 +41,7 @@ fn authorized(state: &AppState, h: &HeaderMap) -> Result<(), Error> {
         sha256: crate::config::sha256(token.expose().as_bytes()),
         scope: Default::default(),
         metadata: None,
+        limits: Default::default(),
     }];
     match auth::authenticate(&key, h) {
         Ok(_) => Ok(()),

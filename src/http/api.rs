@@ -335,6 +335,36 @@ fn count(n: usize) -> HeaderValue {
     }
 }
 
+/// A gateway key's refusal as the client sees it: 429, with `Retry-After` when waiting helps.
+fn key_limit(key: &str, r: crate::tenancy::Refusal) -> Error {
+    use crate::tenancy::Refusal;
+    match r {
+        Refusal::Concurrency { limit } => Error::KeyLimit {
+            message: format!("gateway key `{key}` already has {limit} requests in flight (max_concurrent)"),
+            code: "concurrency_limit_exceeded",
+            retry_after: None,
+        },
+        Refusal::Rate { which, retry_after } => Error::KeyLimit {
+            message: format!("gateway key `{key}` is over its {which} limit"),
+            code: "rate_limit_exceeded",
+            retry_after: Some(retry_after),
+        },
+        Refusal::Budget {
+            period,
+            limit,
+            spent,
+            resets_in,
+        } => Error::KeyLimit {
+            message: format!(
+                "gateway key `{key}` has spent its {period} budget (${spent:.4} of ${limit}); it resets at the end of the UTC {}",
+                if period == "daily" { "day" } else { "month" }
+            ),
+            code: "insufficient_quota",
+            retry_after: Some(resets_in),
+        },
+    }
+}
+
 /// Longest `x-portkey-cache-namespace` accepted.
 const MAX_NAMESPACE_BYTES: usize = 256;
 
@@ -415,8 +445,20 @@ async fn serve(
             Some("stream"),
         ));
     }
-    let mut tree = pick_tree(state, runtime, h, scope)?;
     let estimate = Estimate::of(parsed.completion, raw.len());
+    // The key's own limits, before anything is routed; its slot is held until the answer (or
+    // the stream) ends.
+    let mut lease = None;
+    if let Some(k) = key {
+        entry.key = Some(k.name.clone());
+        if let Some(gate) = state.tenancy.gate(k) {
+            lease = gate
+                .admit(estimate.tokens())
+                .map_err(|r| key_limit(&k.name, r))?;
+            entry.spend = Some(gate);
+        }
+    }
+    let mut tree = pick_tree(state, runtime, h, scope)?;
     let body = Body::new(raw.freeze());
     let (turn, pinned) = if endpoint == Endpoint::Responses {
         // Boxed: the lookup (maybe Redis) must not grow every request's handler future.
@@ -548,6 +590,7 @@ async fn serve(
                 grace_end,
                 served.store,
                 served.conversation,
+                lease.take(),
             );
             resp.insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header(("cache-control", "no-cache"))

@@ -81,6 +81,7 @@ mod tests {
             sha256: d,
             scope: Default::default(),
             metadata: None,
+            limits: Default::default(),
         }];
         assert_eq!(check(&keys, "secret").map(|k| k.name.as_str()), Some("a"));
         assert!(check(&keys, "secreT").is_none());

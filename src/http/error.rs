@@ -35,6 +35,8 @@ impl Envelope for Error {
             Error::Unauthorized(_) => "authentication_error",
             Error::Forbidden(_) => "permission_error",
             Error::NoCapacity { .. } => "rate_limit_error",
+            Error::KeyLimit { code, .. } if *code == "insufficient_quota" => "insufficient_quota",
+            Error::KeyLimit { .. } => "rate_limit_error",
             Error::Upstream { kind, .. } => kind,
             Error::ShuttingDown | Error::Internal(_) => "server_error",
         }
@@ -50,6 +52,7 @@ impl Envelope for Error {
             Error::UnknownVirtualKey(_) => Some("invalid_virtual_key"),
             Error::NoConfig => Some("no_config"),
             Error::NoCapacity { .. } => Some("rate_limit_exceeded"),
+            Error::KeyLimit { code, .. } => Some(code),
             Error::Upstream { code, .. } => code.as_deref(),
             Error::NotFound(_) => Some("not_found"),
             Error::Conflict(_) => Some("conflict"),
@@ -72,6 +75,7 @@ impl Envelope for Error {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::NoCapacity { retry_after } => Some(*retry_after),
+            Error::KeyLimit { retry_after, .. } => *retry_after,
             Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
@@ -99,7 +103,7 @@ impl ResponseError for Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::NoCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::NoCapacity { .. } | Error::KeyLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Upstream { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }

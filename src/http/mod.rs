@@ -31,6 +31,8 @@ pub struct AppState {
     pub cache: Arc<crate::cache::Cache>,
     /// Responses API state: response id → account, translated conversations.
     pub conversations: Arc<crate::conversation::Conversations>,
+    /// Per gateway key limits (kept across reloads).
+    pub tenancy: Arc<crate::tenancy::Tenancy>,
     /// Fires when the shutdown grace period ends: open streams and requests still routing end.
     pub grace_end: crate::proxy::Grace,
 }

@@ -19,6 +19,11 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// Where a request's cost is added up (a gateway key's spend), once it is known.
+pub trait Spend: Send + Sync + std::fmt::Debug {
+    fn record(&self, usd: f64);
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     /// Unix milliseconds when the request arrived.
@@ -57,6 +62,12 @@ pub struct Entry {
     /// For a cache hit: what the answer would have cost (its `cost_usd` is 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub saved_usd: Option<f64>,
+    /// The gateway key that sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Where the cost is added up (the key's budget), when it has one.
+    #[serde(skip)]
+    pub spend: Option<Arc<dyn Spend>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -97,6 +108,8 @@ impl Entry {
             metadata: None,
             cache: None,
             saved_usd: None,
+            key: None,
+            spend: None,
         }
     }
 
@@ -238,6 +251,9 @@ impl RequestLog {
     /// Prices, logs and stores one finished request.
     pub fn finish(&self, mut entry: Entry, pricing: &HashMap<String, Price>) {
         entry.price(pricing);
+        if let (Some(spend), Some(usd)) = (entry.spend.take(), entry.cost_usd) {
+            spend.record(usd);
+        }
         super::telemetry::record_request(super::telemetry::RequestMetrics {
             config: entry.config.as_deref().unwrap_or("-"),
             status: entry.status,

@@ -44,6 +44,8 @@ pub struct ClientStream {
     recording: Option<(Recorder, super::cache::Pending)>,
     /// A Responses stream: its id (and translated conversation) remembered if it completes.
     conversation: Option<super::responses::StreamDone>,
+    /// The gateway key's concurrency slot, held until the stream ends.
+    _lease: Option<crate::tenancy::Lease>,
 }
 
 impl ClientStream {
@@ -63,6 +65,7 @@ impl ClientStream {
         grace_end: GraceEnd,
         store: Option<super::cache::Pending>,
         conversation: Option<super::responses::StreamDone>,
+        lease: Option<crate::tenancy::Lease>,
     ) -> ClientStream {
         let mut recording =
             store.map(|p| (Recorder::new(p.endpoint, p.cache.max_entry_bytes()), p));
@@ -72,6 +75,7 @@ impl ClientStream {
         ClientStream {
             recording,
             conversation,
+            _lease: lease,
             head: head.into(),
             upstream,
             permit,

@@ -31,6 +31,13 @@ impl Estimate {
         }
     }
 
+    /// The estimate before a leaf is known (a gateway key's `tpm`): the prompt plus the
+    /// client's completion budget.
+    pub fn tokens(&self) -> u32 {
+        u32::try_from((self.prompt as u64).saturating_add(self.completion.unwrap_or(0)))
+            .unwrap_or(u32::MAX)
+    }
+
     /// The estimate on one leaf: its overrides win over the client's budget, as they win in
     /// the body the provider sees.
     pub fn for_leaf(&self, leaf: &Leaf, spec: &TargetSpec) -> u32 {

@@ -1,0 +1,324 @@
+//! Per gateway key limits (`[auth] keys = [{ …, rpm, tpm, max_concurrent, budget_usd }]`),
+//! decided before any provider call:
+//!
+//! - `rpm` / `tpm`: `governor` limiters (tokens as the request's estimate, like target budgets);
+//! - `max_concurrent`: requests and streams in flight, held by a [`Lease`] until the answer (or
+//!   the stream) ends;
+//! - `budget_usd = { daily, monthly }`: spend in UTC calendar periods, added when each request
+//!   is logged with its cost. A request in flight when a budget runs out finishes; the next is
+//!   refused.
+//!
+//! These are kept per llmux process (with `[cluster]`, each replica counts its own share: see
+//! the README).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::clock::unix_ms;
+use crate::config::{AuthKey, KeyLimits};
+use crate::observability::requestlog::Spend;
+
+/// Why a key's request is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// `max_concurrent` requests are in flight.
+    Concurrency { limit: u32 },
+    /// `rpm` or `tpm` is spent; it frees up in `retry_after`.
+    Rate {
+        which: &'static str,
+        retry_after: Duration,
+    },
+    /// The `daily`/`monthly` budget is spent until the period ends (`resets_in`).
+    Budget {
+        period: &'static str,
+        limit: f64,
+        spent: f64,
+        resets_in: Duration,
+    },
+}
+
+/// Spend in the current UTC day and month.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Periods {
+    day: i64,
+    day_usd: f64,
+    month: i64,
+    month_usd: f64,
+}
+
+/// The UTC day number and month number (year × 12 + month) of `unix_ms`, and the ms until each
+/// ends.
+fn periods_of(unix_ms: u64) -> (i64, i64, u64, u64) {
+    const DAY: u64 = 86_400_000;
+    let day = (unix_ms / DAY) as i64;
+    let next_day = (unix_ms / DAY + 1) * DAY;
+    let dt = time::OffsetDateTime::from_unix_timestamp((unix_ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, month) = (dt.year(), dt.month());
+    let next_month = match month {
+        time::Month::December => time::Date::from_calendar_date(year + 1, time::Month::January, 1),
+        m => time::Date::from_calendar_date(year, m.next(), 1),
+    }
+    .map(|d| d.midnight().assume_utc().unix_timestamp() as u64 * 1000)
+    .unwrap_or(next_day);
+    (
+        day,
+        i64::from(year) * 12 + i64::from(month as u8),
+        next_day - unix_ms,
+        next_month.saturating_sub(unix_ms),
+    )
+}
+
+/// One key's counters.
+#[derive(Debug)]
+pub struct KeyGate {
+    limits: KeyLimits,
+    rpm: Option<DefaultDirectRateLimiter>,
+    tpm: Option<DefaultDirectRateLimiter>,
+    in_flight: AtomicU32,
+    spend: Mutex<Periods>,
+}
+
+/// One admitted request of a key with `max_concurrent`: the slot frees when it drops.
+#[derive(Debug)]
+pub struct Lease(Arc<KeyGate>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn limiter(per_minute: u32) -> Option<DefaultDirectRateLimiter> {
+    let n = NonZeroU32::new(per_minute)?;
+    // A tenth of the minute at once, like target budgets (README › Health, budgets).
+    let burst = NonZeroU32::new(per_minute.div_ceil(10)).unwrap_or(NonZeroU32::MIN);
+    Some(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)))
+}
+
+impl KeyGate {
+    fn new(limits: KeyLimits) -> KeyGate {
+        KeyGate {
+            rpm: limits.rpm.and_then(limiter),
+            tpm: limits.tpm.and_then(limiter),
+            limits,
+            in_flight: AtomicU32::new(0),
+            spend: Mutex::new(Periods::default()),
+        }
+    }
+
+    fn periods(&self, now: u64) -> std::sync::MutexGuard<'_, Periods> {
+        let mut p = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        let (day, month, _, _) = periods_of(now);
+        if p.day != day {
+            p.day = day;
+            p.day_usd = 0.0;
+        }
+        if p.month != month {
+            p.month = month;
+            p.month_usd = 0.0;
+        }
+        p
+    }
+
+    /// Admits one request estimated at `tokens`, or says why not. Checks spend nothing when
+    /// they refuse (budgets, concurrency first; rates last).
+    pub fn admit(self: &Arc<Self>, tokens: u32) -> Result<Option<Lease>, Refusal> {
+        let now = unix_ms();
+        {
+            let p = self.periods(now);
+            let (_, _, day_left, month_left) = periods_of(now);
+            let b = &self.limits;
+            for (period, limit, spent, left) in [
+                ("daily", b.daily_usd, p.day_usd, day_left),
+                ("monthly", b.monthly_usd, p.month_usd, month_left),
+            ] {
+                if let Some(limit) = limit.filter(|l| spent >= *l) {
+                    return Err(Refusal::Budget {
+                        period,
+                        limit,
+                        spent,
+                        resets_in: Duration::from_millis(left),
+                    });
+                }
+            }
+        }
+        let lease = match self.limits.max_concurrent {
+            Some(limit) => {
+                let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+                let lease = Lease(self.clone());
+                if prev >= limit {
+                    return Err(Refusal::Concurrency { limit });
+                }
+                Some(lease)
+            }
+            None => None,
+        };
+        let clock = DefaultClock::default();
+        if let Some(tpm) = &self.tpm {
+            let n = NonZeroU32::new(tokens.max(1)).unwrap_or(NonZeroU32::MIN);
+            match tpm.check_n(n) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    return Err(Refusal::Rate {
+                        which: "tpm",
+                        retry_after: not_until.wait_time_from(clock.now()),
+                    })
+                }
+                // More tokens than the whole burst: it can never pass at once.
+                Err(_) => {
+                    return Err(Refusal::Rate {
+                        which: "tpm",
+                        retry_after: Duration::from_secs(60),
+                    })
+                }
+            }
+        }
+        if let Some(rpm) = &self.rpm {
+            if let Err(not_until) = rpm.check() {
+                return Err(Refusal::Rate {
+                    which: "rpm",
+                    retry_after: not_until.wait_time_from(clock.now()),
+                });
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Spend so far in the current day and month, for the admin API.
+    pub fn spent(&self) -> (f64, f64) {
+        let p = self.periods(unix_ms());
+        (p.day_usd, p.month_usd)
+    }
+}
+
+impl Spend for KeyGate {
+    fn record(&self, usd: f64) {
+        if usd.is_finite() && usd > 0.0 {
+            let mut p = self.periods(unix_ms());
+            p.day_usd += usd;
+            p.month_usd += usd;
+        }
+    }
+}
+
+/// Every key's gate, kept across reloads (spend survives; a key whose limits changed gets new
+/// limiters but keeps its spend).
+#[derive(Default)]
+pub struct Tenancy {
+    gates: Mutex<HashMap<String, Arc<KeyGate>>>,
+}
+
+impl Tenancy {
+    /// The gate of `key`, or `None` when the key has no limits.
+    pub fn gate(&self, key: &AuthKey) -> Option<Arc<KeyGate>> {
+        if key.limits == KeyLimits::default() {
+            return None;
+        }
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = gates.get(&key.name).filter(|g| g.limits == key.limits) {
+            return Some(g.clone());
+        }
+        let gate = KeyGate::new(key.limits.clone());
+        if let Some(old) = gates.get(&key.name) {
+            *gate.spend.lock().unwrap_or_else(|e| e.into_inner()) =
+                *old.spend.lock().unwrap_or_else(|e| e.into_inner());
+        }
+        let gate = Arc::new(gate);
+        gates.insert(key.name.clone(), gate.clone());
+        Some(gate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(limits: KeyLimits) -> Arc<KeyGate> {
+        Arc::new(KeyGate::new(limits))
+    }
+
+    #[test]
+    fn periods_are_utc_days_and_calendar_months() {
+        // 2026-01-31 23:59:59.000 UTC and one second later.
+        let before = 1_769_903_999_000;
+        let (d1, m1, day_left, month_left) = periods_of(before);
+        let (d2, m2, _, _) = periods_of(before + 1_000);
+        assert_eq!((d2 - d1, m2 - m1), (1, 1));
+        assert_eq!((day_left, month_left), (1_000, 1_000));
+        // December rolls into January of the next year.
+        let dec = 1_798_761_599_000; // 2026-12-31 23:59:59 UTC
+        let (_, m, _, left) = periods_of(dec);
+        assert_eq!(m, 2026 * 12 + 12);
+        assert_eq!(left, 1_000);
+    }
+
+    #[test]
+    fn concurrency_is_leased_and_released() {
+        let g = gate(KeyLimits {
+            max_concurrent: Some(2),
+            ..KeyLimits::default()
+        });
+        let a = g.admit(1).unwrap();
+        let b = g.admit(1).unwrap();
+        assert_eq!(g.admit(1).unwrap_err(), Refusal::Concurrency { limit: 2 });
+        drop(a);
+        let c = g.admit(1).unwrap();
+        assert!(b.is_some() && c.is_some());
+        drop((b, c));
+        assert_eq!(
+            g.in_flight.load(Ordering::Acquire),
+            0,
+            "refusals hold no slot"
+        );
+    }
+
+    #[test]
+    fn budgets_refuse_once_spent_and_rates_refuse_past_the_burst() {
+        let g = gate(KeyLimits {
+            daily_usd: Some(1.0),
+            monthly_usd: Some(10.0),
+            ..KeyLimits::default()
+        });
+        assert!(g.admit(1).is_ok());
+        g.record(0.6);
+        assert!(g.admit(1).is_ok(), "0.6 of 1.0");
+        g.record(0.6);
+        match g.admit(1).unwrap_err() {
+            Refusal::Budget { period, spent, .. } => {
+                assert_eq!(period, "daily");
+                assert!((spent - 1.2).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.spent().1, 1.2);
+        let r = gate(KeyLimits {
+            rpm: Some(20),
+            ..KeyLimits::default()
+        });
+        // A burst of a tenth of the minute (2), then refused with a wait.
+        assert!(r.admit(1).is_ok() && r.admit(1).is_ok());
+        match r.admit(1).unwrap_err() {
+            Refusal::Rate { which, retry_after } => {
+                assert_eq!(which, "rpm");
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = gate(KeyLimits {
+            tpm: Some(1000),
+            ..KeyLimits::default()
+        });
+        assert!(t.admit(100).is_ok());
+        assert!(matches!(
+            t.admit(100),
+            Err(Refusal::Rate { which: "tpm", .. })
+        ));
+    }
+}
