@@ -302,3 +302,124 @@ keys = [
     let log = get_json(&c, &llmux.admin_url("/admin/requests?limit=3")).await;
     assert_eq!(log["requests"][0]["key"], "free", "{log}");
 }
+
+/// With `[cluster]`, a key's budget and rate are shared by replicas through redis-server: three
+/// replicas together spend no more than the budget (plus what one request costs), and the rate
+/// is one rate, not one per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_budgets_and_rates_are_shared_between_replicas() {
+    let redis = Redis::start();
+    let m = mock();
+    let cfg = format!(
+        r#"[cluster]
+redis_url = "{url}"
+local_share = 0.34
+{keys}
+[configs.main]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "openai-main" }} ]
+
+[pricing."gpt-4o-mini"]
+input_per_mtok = 1000.0
+output_per_mtok = 1000.0
+
+[auth]
+keys = [
+  {{ name = "cheap", key_env = "K_CHEAP", budget_usd = {{ daily = 0.015 }} }},
+  {{ name = "slow", key_env = "K_SLOW", rpm = 30 }},
+]
+"#,
+        url = redis.url(),
+        keys = provider_keys(&m)
+    );
+    let env = [("K_CHEAP", "k-cheap-000"), ("K_SLOW", "k-slow-000")];
+    let replicas: Vec<Llmux> = (0..3)
+        .map(|_| Llmux::start_with(&cfg, "default_config = \"main\"", &env))
+        .collect();
+    let c = client();
+    for l in &replicas {
+        let mut up = false;
+        for _ in 0..100 {
+            if get_json(&c, &l.admin_url("/admin/targets")).await["cluster"]["connected"] == true {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(up, "replica never connected to Redis");
+    }
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let spent = || {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &port,
+                "--scan",
+                "--pattern",
+                "llmux:spend:key:cheap:d*",
+            ])
+            .output()
+            .unwrap();
+        let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if key.is_empty() {
+            return 0.0;
+        }
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "get", &key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(0.0)
+    };
+    // Each request costs $0.006 (6 tokens at $1000/M): round-robin over the replicas, waiting
+    // for each spend to land in Redis, until refused.
+    let mut served = 0;
+    for i in 0..9 {
+        let l = &replicas[i % 3];
+        let before = spent();
+        let r = c
+            .post(l.url("/v1/chat/completions"))
+            .bearer_auth("k-cheap-000")
+            .json(&chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {
+                served += 1;
+                for _ in 0..100 {
+                    if spent() > before {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            429 => {
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error"]["code"], "insufficient_quota", "{v}");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    // 0.015 admits requests while spend < 0.015: three (0.018 spent); each replica alone
+    // would have admitted three by itself (nine in all).
+    assert_eq!(served, 3, "spent {}", spent());
+    assert!(spent() < 0.015 + 0.0061, "{}", spent());
+
+    // One rate for all: rpm 30 gives a burst of 3 across the replicas, not 3 each.
+    let mut ok = 0;
+    for i in 0..9 {
+        let r = c
+            .post(replicas[i % 3].url("/v1/chat/completions"))
+            .bearer_auth("k-slow-000")
+            .json(&chat_body("gpt-4o-mini"))
+            .send()
+            .await
+            .unwrap();
+        ok += (r.status() == 200) as u32;
+    }
+    // 9 requests in well under the 2 s one more cell takes: the burst of 3, maybe one more.
+    assert!((3..=4).contains(&ok), "{ok} admitted");
+}

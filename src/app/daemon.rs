@@ -94,7 +94,7 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
         inline: crate::http::inline_cache(),
         cache,
         conversations: Arc::new(crate::conversation::Conversations::new(cluster.clone())),
-        tenancy: Arc::default(),
+        tenancy: Arc::new(crate::tenancy::Tenancy::new(cluster.clone())),
         cluster,
         reload: reload_status,
         grace_end,

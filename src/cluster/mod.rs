@@ -504,6 +504,67 @@ impl Cluster {
         }
     }
 
+    /// Adds `usd` to a gateway key's spend in its day and month (atomic `INCRBYFLOAT` per
+    /// period key, expiring after the period). `false` when Redis could not take it.
+    pub async fn spend_add(&self, key: &str, day: i64, month: i64, usd: f64) -> bool {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return false;
+        };
+        let (d, m) = (
+            self.spend_key(key, "d", day),
+            self.spend_key(key, "m", month),
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCRBYFLOAT")
+            .arg(&d)
+            .arg(usd)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&d)
+            .arg(2 * 86_400)
+            .ignore()
+            .cmd("INCRBYFLOAT")
+            .arg(&m)
+            .arg(usd)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&m)
+            .arg(40 * 86_400)
+            .ignore();
+        match tokio::time::timeout(CALL_TIMEOUT * 4, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A gateway key's shared spend in its day and month; `None` when Redis cannot answer.
+    pub async fn spend_get(&self, key: &str, day: i64, month: i64) -> Option<(f64, f64)> {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return None;
+        };
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(self.spend_key(key, "d", day))
+            .arg(self.spend_key(key, "m", month));
+        let call = cmd.query_async::<(Option<f64>, Option<f64>)>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok((d, m))) => Some((d.unwrap_or(0.0), m.unwrap_or(0.0))),
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn spend_key(&self, key: &str, period: &str, n: i64) -> String {
+        format!("{}:spend:{key}:{period}{n}", self.prefix)
+    }
+
     /// Deletes every value of `kind` (a glob: `cache:*` is every cache scope). Returns how
     /// many were deleted, or `None` when Redis could not be reached.
     pub async fn kv_clear(&self, kind: &str) -> Option<u64> {

@@ -452,8 +452,9 @@ async fn serve(
     if let Some(k) = key {
         entry.key = Some(k.name.clone());
         if let Some(gate) = state.tenancy.gate(k) {
-            lease = gate
-                .admit(estimate.tokens())
+            // Boxed: with `[cluster]` this asks Redis, and only keys with limits need it.
+            lease = Box::pin(gate.admit(estimate.tokens()))
+                .await
                 .map_err(|r| key_limit(&k.name, r))?;
             entry.spend = Some(gate);
         }

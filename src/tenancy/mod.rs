@@ -8,8 +8,10 @@
 //!   is logged with its cost. A request in flight when a budget runs out finishes; the next is
 //!   refused.
 //!
-//! These are kept per llmux process (with `[cluster]`, each replica counts its own share: see
-//! the README).
+//! With `[cluster]`, rates and spend are shared through Redis: rates by the same GCRA script
+//! as target budgets (key `{prefix}:rpm:key:NAME`), spend by atomic `INCRBYFLOAT` per period.
+//! While Redis is away a replica admits from its `local_share` of each rate and budget.
+//! Concurrency is counted per replica.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -21,6 +23,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::clock::unix_ms;
+use crate::cluster::{Admission, Cluster};
+use crate::config::limit::{Limit, Which};
 use crate::config::{AuthKey, KeyLimits};
 use crate::observability::requestlog::Spend;
 
@@ -76,8 +80,9 @@ fn periods_of(unix_ms: u64) -> (i64, i64, u64, u64) {
 }
 
 /// One key's counters.
-#[derive(Debug)]
 pub struct KeyGate {
+    name: String,
+    cluster: Option<Arc<Cluster>>,
     limits: KeyLimits,
     rpm: Option<DefaultDirectRateLimiter>,
     tpm: Option<DefaultDirectRateLimiter>,
@@ -95,18 +100,40 @@ impl Drop for Lease {
     }
 }
 
-fn limiter(per_minute: u32) -> Option<DefaultDirectRateLimiter> {
-    let n = NonZeroU32::new(per_minute)?;
-    // A tenth of the minute at once, like target budgets (README › Health, budgets).
-    let burst = NonZeroU32::new(per_minute.div_ceil(10)).unwrap_or(NonZeroU32::MIN);
-    Some(RateLimiter::direct(Quota::per_minute(n).allow_burst(burst)))
+impl std::fmt::Debug for KeyGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyGate")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A limit of `per_minute` with a tenth of the minute at once, like target budgets.
+fn limit(per_minute: u32) -> Limit {
+    Limit {
+        per_minute,
+        burst: per_minute.div_ceil(10).max(1),
+    }
+}
+
+/// The local limiter: the whole limit alone, or `share` of it as one of several replicas.
+fn limiter(per_minute: u32, share: f64) -> Option<DefaultDirectRateLimiter> {
+    NonZeroU32::new(per_minute)?;
+    let (rate, burst) = limit(per_minute).scaled(share);
+    let period = Duration::from_secs_f64(60.0 / rate);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period).map(|q| RateLimiter::direct(q.allow_burst(burst)))
 }
 
 impl KeyGate {
-    fn new(limits: KeyLimits) -> KeyGate {
+    fn new(name: &str, limits: KeyLimits, cluster: Option<Arc<Cluster>>) -> KeyGate {
+        let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
         KeyGate {
-            rpm: limits.rpm.and_then(limiter),
-            tpm: limits.tpm.and_then(limiter),
+            name: format!("key:{name}"),
+            rpm: limits.rpm.and_then(|l| limiter(l, share)),
+            tpm: limits.tpm.and_then(|l| limiter(l, share)),
+            cluster,
             limits,
             in_flight: AtomicU32::new(0),
             spend: Mutex::new(Periods::default()),
@@ -129,17 +156,29 @@ impl KeyGate {
 
     /// Admits one request estimated at `tokens`, or says why not. Checks spend nothing when
     /// they refuse (budgets, concurrency first; rates last).
-    pub fn admit(self: &Arc<Self>, tokens: u32) -> Result<Option<Lease>, Refusal> {
+    pub async fn admit(self: &Arc<Self>, tokens: u32) -> Result<Option<Lease>, Refusal> {
         let now = unix_ms();
-        {
-            let p = self.periods(now);
-            let (_, _, day_left, month_left) = periods_of(now);
-            let b = &self.limits;
+        let (day, month, day_left, month_left) = periods_of(now);
+        let b = &self.limits;
+        if b.daily_usd.is_some() || b.monthly_usd.is_some() {
+            let shared = match &self.cluster {
+                Some(c) => c.spend_get(&self.name, day, month).await,
+                None => None,
+            };
+            // Shared spend when Redis answers; else this replica's, against its share.
+            let (spent_day, spent_month, share) = match shared {
+                Some((d, m)) => (d, m, 1.0),
+                None => {
+                    let p = self.periods(now);
+                    let share = self.cluster.as_ref().map_or(1.0, |c| c.local_share);
+                    (p.day_usd, p.month_usd, share)
+                }
+            };
             for (period, limit, spent, left) in [
-                ("daily", b.daily_usd, p.day_usd, day_left),
-                ("monthly", b.monthly_usd, p.month_usd, month_left),
+                ("daily", b.daily_usd, spent_day, day_left),
+                ("monthly", b.monthly_usd, spent_month, month_left),
             ] {
-                if let Some(limit) = limit.filter(|l| spent >= *l) {
+                if let Some(limit) = limit.filter(|l| spent >= *l * share) {
                     return Err(Refusal::Budget {
                         period,
                         limit,
@@ -160,6 +199,24 @@ impl KeyGate {
             }
             None => None,
         };
+        if let Some(c) = &self.cluster {
+            if b.rpm.is_some() || b.tpm.is_some() {
+                match c
+                    .admit(&self.name, b.rpm.map(limit), b.tpm.map(limit), tokens)
+                    .await
+                {
+                    Admission::Admitted => return Ok(lease),
+                    Admission::Denied(which, wait) => {
+                        return Err(Refusal::Rate {
+                            which: if which == Which::Tokens { "tpm" } else { "rpm" },
+                            retry_after: wait,
+                        })
+                    }
+                    // Redis away: this replica's share, below.
+                    Admission::Unavailable => {}
+                }
+            }
+        }
         let clock = DefaultClock::default();
         if let Some(tpm) = &self.tpm {
             let n = NonZeroU32::new(tokens.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -200,10 +257,22 @@ impl KeyGate {
 
 impl Spend for KeyGate {
     fn record(&self, usd: f64) {
-        if usd.is_finite() && usd > 0.0 {
-            let mut p = self.periods(unix_ms());
+        if !(usd.is_finite() && usd > 0.0) {
+            return;
+        }
+        let now = unix_ms();
+        {
+            let mut p = self.periods(now);
             p.day_usd += usd;
             p.month_usd += usd;
+        }
+        if let Some(c) = self.cluster.clone() {
+            let (day, month, _, _) = periods_of(now);
+            let name = self.name.clone();
+            // Off the request path; a spend Redis could not take stays counted locally only.
+            actix_web::rt::spawn(async move {
+                c.spend_add(&name, day, month, usd).await;
+            });
         }
     }
 }
@@ -213,9 +282,17 @@ impl Spend for KeyGate {
 #[derive(Default)]
 pub struct Tenancy {
     gates: Mutex<HashMap<String, Arc<KeyGate>>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Tenancy {
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Tenancy {
+        Tenancy {
+            gates: Mutex::default(),
+            cluster,
+        }
+    }
+
     /// The gate of `key`, or `None` when the key has no limits.
     pub fn gate(&self, key: &AuthKey) -> Option<Arc<KeyGate>> {
         if key.limits == KeyLimits::default() {
@@ -225,7 +302,7 @@ impl Tenancy {
         if let Some(g) = gates.get(&key.name).filter(|g| g.limits == key.limits) {
             return Some(g.clone());
         }
-        let gate = KeyGate::new(key.limits.clone());
+        let gate = KeyGate::new(&key.name, key.limits.clone(), self.cluster.clone());
         if let Some(old) = gates.get(&key.name) {
             *gate.spend.lock().unwrap_or_else(|e| e.into_inner()) =
                 *old.spend.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +318,11 @@ mod tests {
     use super::*;
 
     fn gate(limits: KeyLimits) -> Arc<KeyGate> {
-        Arc::new(KeyGate::new(limits))
+        Arc::new(KeyGate::new("k", limits, None))
+    }
+
+    fn admit(g: &Arc<KeyGate>, tokens: u32) -> Result<Option<Lease>, Refusal> {
+        futures_util::FutureExt::now_or_never(g.admit(tokens)).expect("no cluster: never waits")
     }
 
     #[test]
@@ -265,11 +346,11 @@ mod tests {
             max_concurrent: Some(2),
             ..KeyLimits::default()
         });
-        let a = g.admit(1).unwrap();
-        let b = g.admit(1).unwrap();
-        assert_eq!(g.admit(1).unwrap_err(), Refusal::Concurrency { limit: 2 });
+        let a = admit(&g, 1).unwrap();
+        let b = admit(&g, 1).unwrap();
+        assert_eq!(admit(&g, 1).unwrap_err(), Refusal::Concurrency { limit: 2 });
         drop(a);
-        let c = g.admit(1).unwrap();
+        let c = admit(&g, 1).unwrap();
         assert!(b.is_some() && c.is_some());
         drop((b, c));
         assert_eq!(
@@ -286,11 +367,11 @@ mod tests {
             monthly_usd: Some(10.0),
             ..KeyLimits::default()
         });
-        assert!(g.admit(1).is_ok());
+        assert!(admit(&g, 1).is_ok());
         g.record(0.6);
-        assert!(g.admit(1).is_ok(), "0.6 of 1.0");
+        assert!(admit(&g, 1).is_ok(), "0.6 of 1.0");
         g.record(0.6);
-        match g.admit(1).unwrap_err() {
+        match admit(&g, 1).unwrap_err() {
             Refusal::Budget { period, spent, .. } => {
                 assert_eq!(period, "daily");
                 assert!((spent - 1.2).abs() < 1e-9);
@@ -303,8 +384,8 @@ mod tests {
             ..KeyLimits::default()
         });
         // A burst of a tenth of the minute (2), then refused with a wait.
-        assert!(r.admit(1).is_ok() && r.admit(1).is_ok());
-        match r.admit(1).unwrap_err() {
+        assert!(admit(&r, 1).is_ok() && admit(&r, 1).is_ok());
+        match admit(&r, 1).unwrap_err() {
             Refusal::Rate { which, retry_after } => {
                 assert_eq!(which, "rpm");
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(3));
@@ -315,9 +396,9 @@ mod tests {
             tpm: Some(1000),
             ..KeyLimits::default()
         });
-        assert!(t.admit(100).is_ok());
+        assert!(admit(&t, 100).is_ok());
         assert!(matches!(
-            t.admit(100),
+            admit(&t, 100),
             Err(Refusal::Rate { which: "tpm", .. })
         ));
     }
