@@ -327,12 +327,17 @@ output_per_mtok = 1000.0
 keys = [
   {{ name = "cheap", key_env = "K_CHEAP", budget_usd = {{ daily = 0.015 }} }},
   {{ name = "slow", key_env = "K_SLOW", rpm = 30 }},
+  {{ name = "narrow", key_env = "K_NARROW", max_concurrent = 2 }},
 ]
 "#,
         url = redis.url(),
         keys = provider_keys(&m)
     );
-    let env = [("K_CHEAP", "k-cheap-000"), ("K_SLOW", "k-slow-000")];
+    let env = [
+        ("K_CHEAP", "k-cheap-000"),
+        ("K_SLOW", "k-slow-000"),
+        ("K_NARROW", "k-narrow-000"),
+    ];
     let replicas: Vec<Llmux> = (0..3)
         .map(|_| Llmux::start_with(&cfg, "default_config = \"main\"", &env))
         .collect();
@@ -422,4 +427,42 @@ keys = [
     }
     // 9 requests in well under the 2 s one more cell takes: the burst of 3, maybe one more.
     assert!((3..=4).contains(&ok), "{ok} admitted");
+
+    // One concurrency limit for all: 2 slow requests in flight anywhere, the others refused
+    // (each replica alone would take 2); the slots come back when they end.
+    m.set_behavior(
+        "openai-main",
+        Behavior {
+            latency_ms: 800,
+            ..Default::default()
+        },
+    );
+    let fire = |i: usize, delay_ms: u64| {
+        let (c, url) = (c.clone(), replicas[i % 3].url("/v1/chat/completions"));
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            c.post(&url)
+                .bearer_auth("k-narrow-000")
+                .json(&chat_body("gpt-4o-mini"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let statuses =
+        futures_util::future::join_all((0..6).map(|i| fire(i, if i < 2 { 0 } else { 300 }))).await;
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    m.set_behavior("openai-main", Behavior::default());
+    let mut again = 0;
+    for _ in 0..50 {
+        again = fire(0, 0).await;
+        if again == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, 200, "the slots came back");
 }

@@ -83,6 +83,21 @@ end
 return 1
 "#;
 
+/// Concurrency leases: a sorted set of lease ids scored by expiry (Redis' clock). Expired
+/// leases (a replica that died) are dropped first; a lease is added only below the limit.
+/// KEYS[1] = the set; ARGV = lease id, limit, ttl ms. Returns 1 when taken, 0 when full.
+const LEASE: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+return 1
+"#;
+
 /// A state one replica published for a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteState {
@@ -128,6 +143,7 @@ pub struct Cluster {
     pending: Mutex<HashMap<String, Pending>>,
     script: redis::Script,
     correct: redis::Script,
+    lease: redis::Script,
 }
 
 /// The outcome of asking the cluster for budget.
@@ -157,6 +173,7 @@ impl Cluster {
             pending: Mutex::new(HashMap::new()),
             script: redis::Script::new(GCRA),
             correct: redis::Script::new(CORRECT),
+            lease: redis::Script::new(LEASE),
         }))
     }
 
@@ -559,6 +576,49 @@ impl Cluster {
             }
             Err(_) => None,
         }
+    }
+
+    /// Takes one of `limit` concurrency slots of `key` for `ttl` (a lease that expires if this
+    /// replica dies): `Some(true)` taken, `Some(false)` all taken, `None` Redis cannot answer.
+    pub async fn lease_take(&self, key: &str, id: &str, limit: u32, ttl: Duration) -> Option<bool> {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return None;
+        };
+        let mut invocation = self.lease.key(self.kv_key("conc", key));
+        invocation.arg(id).arg(limit).arg(ttl.as_millis() as u64);
+        let call = invocation.invoke_async::<i64>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(n)) => Some(n == 1),
+            Ok(Err(e)) => {
+                self.mark(false, &e.to_string());
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Extends a held lease (a long stream) by `ttl` from now.
+    pub async fn lease_renew(&self, key: &str, id: &str, ttl: Duration) {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return;
+        };
+        let until = unix_ms() + ttl.as_millis() as u64;
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.kv_key("conc", key))
+            .arg("XX")
+            .arg(until)
+            .arg(id);
+        let _ = tokio::time::timeout(CALL_TIMEOUT * 4, cmd.query_async::<i64>(&mut conn)).await;
+    }
+
+    /// Gives a lease back.
+    pub async fn lease_release(&self, key: &str, id: &str) {
+        let (true, Some(mut conn)) = (self.is_up(), self.conn()) else {
+            return;
+        };
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.kv_key("conc", key)).arg(id);
+        let _ = tokio::time::timeout(CALL_TIMEOUT * 4, cmd.query_async::<i64>(&mut conn)).await;
     }
 
     fn spend_key(&self, key: &str, period: &str, n: i64) -> String {

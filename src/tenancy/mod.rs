@@ -10,12 +10,13 @@
 //!
 //! With `[cluster]`, rates and spend are shared through Redis: rates by the same GCRA script
 //! as target budgets (key `{prefix}:rpm:key:NAME`), spend by atomic `INCRBYFLOAT` per period.
-//! While Redis is away a replica admits from its `local_share` of each rate and budget.
-//! Concurrency is counted per replica.
+//! Concurrency is shared through leases in Redis (a sorted set scored by expiry, renewed while
+//! held, so the slots of a replica that dies come back after [`LEASE_TTL`]). While Redis is
+//! away a replica admits from its `local_share` of each rate, budget and concurrency limit.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +84,7 @@ fn periods_of(unix_ms: u64) -> (i64, i64, u64, u64) {
 pub struct KeyGate {
     name: String,
     cluster: Option<Arc<Cluster>>,
+    leases: Option<tokio::sync::mpsc::UnboundedSender<LeaseEvent>>,
     limits: KeyLimits,
     rpm: Option<DefaultDirectRateLimiter>,
     tpm: Option<DefaultDirectRateLimiter>,
@@ -90,13 +92,64 @@ pub struct KeyGate {
     spend: Mutex<Periods>,
 }
 
+/// How long a shared concurrency lease lives without renewal (renewed every third of it).
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
 /// One admitted request of a key with `max_concurrent`: the slot frees when it drops.
 #[derive(Debug)]
-pub struct Lease(Arc<KeyGate>);
+pub struct Lease {
+    gate: Arc<KeyGate>,
+    /// The Redis lease id, when the slot is shared.
+    shared: Option<String>,
+}
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match self.shared.take() {
+            Some(id) => {
+                if let Some(tx) = &self.gate.leases {
+                    // A send never blocks nor fails loudly; the lease task releases it.
+                    let _ = tx.send(LeaseEvent::Release(self.gate.name.clone(), id));
+                }
+            }
+            None => {
+                self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// What the lease task (one per process) is told.
+enum LeaseEvent {
+    Hold(String, String),
+    Release(String, String),
+}
+
+/// Renews the shared leases this process holds and releases the ones it gives back.
+async fn keep_leases(
+    cluster: Arc<Cluster>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<LeaseEvent>,
+) {
+    let mut held: HashMap<String, String> = HashMap::new();
+    let mut tick = tokio::time::interval(LEASE_TTL / 3);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(LeaseEvent::Hold(key, id)) => {
+                    held.insert(id, key);
+                }
+                Some(LeaseEvent::Release(key, id)) => {
+                    held.remove(&id);
+                    cluster.lease_release(&key, &id).await;
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                for (id, key) in &held {
+                    cluster.lease_renew(key, id, LEASE_TTL).await;
+                }
+            }
+        }
     }
 }
 
@@ -127,10 +180,16 @@ fn limiter(per_minute: u32, share: f64) -> Option<DefaultDirectRateLimiter> {
 }
 
 impl KeyGate {
-    fn new(name: &str, limits: KeyLimits, cluster: Option<Arc<Cluster>>) -> KeyGate {
+    fn new(
+        name: &str,
+        limits: KeyLimits,
+        cluster: Option<Arc<Cluster>>,
+        leases: Option<tokio::sync::mpsc::UnboundedSender<LeaseEvent>>,
+    ) -> KeyGate {
         let share = cluster.as_ref().map_or(1.0, |c| c.local_share);
         KeyGate {
             name: format!("key:{name}"),
+            leases,
             rpm: limits.rpm.and_then(|l| limiter(l, share)),
             tpm: limits.tpm.and_then(|l| limiter(l, share)),
             cluster,
@@ -189,14 +248,7 @@ impl KeyGate {
             }
         }
         let lease = match self.limits.max_concurrent {
-            Some(limit) => {
-                let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
-                let lease = Lease(self.clone());
-                if prev >= limit {
-                    return Err(Refusal::Concurrency { limit });
-                }
-                Some(lease)
-            }
+            Some(limit) => Some(self.take_slot(limit).await?),
             None => None,
         };
         if let Some(c) = &self.cluster {
@@ -248,6 +300,39 @@ impl KeyGate {
         Ok(lease)
     }
 
+    /// One concurrency slot: a shared lease when Redis answers, else a local one (this
+    /// replica's share of the limit when it is one of several).
+    async fn take_slot(self: &Arc<Self>, limit: u32) -> Result<Lease, Refusal> {
+        if let (Some(c), Some(tx)) = (&self.cluster, &self.leases) {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let id = format!("{}-{}", c.replica, NEXT.fetch_add(1, Ordering::Relaxed));
+            match c.lease_take(&self.name, &id, limit, LEASE_TTL).await {
+                Some(true) => {
+                    let _ = tx.send(LeaseEvent::Hold(self.name.clone(), id.clone()));
+                    return Ok(Lease {
+                        gate: self.clone(),
+                        shared: Some(id),
+                    });
+                }
+                Some(false) => return Err(Refusal::Concurrency { limit }),
+                None => {}
+            }
+        }
+        let local = match &self.cluster {
+            Some(c) => ((limit as f64 * c.local_share).floor() as u32).max(1),
+            None => limit,
+        };
+        let prev = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let lease = Lease {
+            gate: self.clone(),
+            shared: None,
+        };
+        if prev >= local {
+            return Err(Refusal::Concurrency { limit });
+        }
+        Ok(lease)
+    }
+
     /// Spend so far in the current day and month, for the admin API.
     pub fn spent(&self) -> (f64, f64) {
         let p = self.periods(unix_ms());
@@ -283,13 +368,22 @@ impl Spend for KeyGate {
 pub struct Tenancy {
     gates: Mutex<HashMap<String, Arc<KeyGate>>>,
     cluster: Option<Arc<Cluster>>,
+    leases: Option<tokio::sync::mpsc::UnboundedSender<LeaseEvent>>,
 }
 
 impl Tenancy {
+    /// With a cluster, starts the task that renews and releases shared leases (on the current
+    /// arbiter).
     pub fn new(cluster: Option<Arc<Cluster>>) -> Tenancy {
+        let leases = cluster.clone().map(|c| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            actix_web::rt::spawn(keep_leases(c, rx));
+            tx
+        });
         Tenancy {
             gates: Mutex::default(),
             cluster,
+            leases,
         }
     }
 
@@ -302,7 +396,12 @@ impl Tenancy {
         if let Some(g) = gates.get(&key.name).filter(|g| g.limits == key.limits) {
             return Some(g.clone());
         }
-        let gate = KeyGate::new(&key.name, key.limits.clone(), self.cluster.clone());
+        let gate = KeyGate::new(
+            &key.name,
+            key.limits.clone(),
+            self.cluster.clone(),
+            self.leases.clone(),
+        );
         if let Some(old) = gates.get(&key.name) {
             *gate.spend.lock().unwrap_or_else(|e| e.into_inner()) =
                 *old.spend.lock().unwrap_or_else(|e| e.into_inner());
@@ -318,7 +417,7 @@ mod tests {
     use super::*;
 
     fn gate(limits: KeyLimits) -> Arc<KeyGate> {
-        Arc::new(KeyGate::new("k", limits, None))
+        Arc::new(KeyGate::new("k", limits, None, None))
     }
 
     fn admit(g: &Arc<KeyGate>, tokens: u32) -> Result<Option<Lease>, Refusal> {
