@@ -466,3 +466,95 @@ keys = [
     }
     assert_eq!(again, 200, "the slots came back");
 }
+
+/// `/admin/usage`: per-key and per-metadata aggregates with cost and latency, as JSON and CSV,
+/// persisted across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reports_group_and_survive_a_restart() {
+    let m = mock();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"{keys}
+[usage]
+path = "{path}"
+
+[configs.main]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "openai-main" }} ]
+
+[pricing."gpt-4o-mini"]
+input_per_mtok = 1000.0
+output_per_mtok = 1000.0
+
+[auth]
+keys = [
+  {{ name = "search", key_env = "K_SEARCH", metadata = {{ team = "search" }} }},
+  {{ name = "ads", key_env = "K_ADS", metadata = {{ team = "ads" }} }},
+]
+"#,
+        keys = provider_keys(&m),
+        path = dir.path().join("usage.json").display()
+    );
+    let env = [("K_SEARCH", "k-search-00"), ("K_ADS", "k-ads-00")];
+    let c = client();
+    let send = |llmux: &Llmux, key: &'static str| {
+        let (c, url) = (c.clone(), llmux.url("/v1/chat/completions"));
+        async move {
+            c.post(&url)
+                .bearer_auth(key)
+                .json(&chat_body("gpt-4o-mini"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut llmux = Llmux::start_with(&cfg, "default_config = \"main\"", &env);
+    for _ in 0..3 {
+        assert_eq!(send(&llmux, "k-search-00").await, 200);
+    }
+    assert_eq!(send(&llmux, "k-ads-00").await, 200);
+    let report = |llmux: &Llmux, q: &str| {
+        let (c, url) = (c.clone(), llmux.admin_url(&format!("/admin/usage?{q}")));
+        async move { get_json(&c, &url).await }
+    };
+    let by_key = report(&llmux, "group_by=key").await;
+    let rows = by_key["rows"].as_array().unwrap();
+    let row = |g: &str| rows.iter().find(|r| r["group"] == g).cloned().unwrap();
+    assert_eq!(row("search")["requests"], 3, "{by_key}");
+    assert_eq!(row("ads")["requests"], 1);
+    assert!(
+        (row("search")["cost_usd"].as_f64().unwrap() - 0.018).abs() < 1e-9,
+        "{by_key}"
+    );
+    assert!(row("search")["p50_ms"].as_f64().unwrap() > 0.0);
+    let by_team = report(&llmux, "group_by=metadata.team&bucket=day").await;
+    assert_eq!(by_team["rows"].as_array().unwrap().len(), 2, "{by_team}");
+    let csv = c
+        .get(llmux.admin_url("/admin/usage?group_by=model&format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("start,group,requests,"), "{csv}");
+    assert!(csv.lines().any(|l| l.contains(",gpt-4o-mini,4,")), "{csv}");
+    // Saved at shutdown, read back at start.
+    llmux.signal("TERM");
+    assert_eq!(llmux.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    let llmux = Llmux::start_with(&cfg, "default_config = \"main\"", &env);
+    let again = report(&llmux, "group_by=key").await;
+    let rows = again["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter().find(|r| r["group"] == "search").unwrap()["requests"],
+        3,
+        "{again}"
+    );
+    let r = c
+        .get(llmux.admin_url("/admin/usage?group_by=colour"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

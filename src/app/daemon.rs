@@ -86,11 +86,26 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     let cache = Arc::new(crate::cache::Cache::new(&config.cache, cluster.clone()));
     let (supervisor, cur, reload_status) =
         Supervisor::start(config, cluster.clone()).map_err(DaemonError::Targets)?;
+    // Usage aggregates: read back at start, saved every minute and when the daemon stops.
+    let usage = Arc::new(crate::observability::usage::Usage::new(
+        current(&cur).config.usage_path.clone(),
+    ));
+    let saver = usage.clone();
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            if let Err(e) = saver.save() {
+                tracing::warn!(error = %e, "could not save the usage aggregates");
+            }
+        }
+    });
     let (end_grace, grace_end) = Grace::new();
     let state = web::Data::new(AppState {
         supervisor: supervisor.clone(),
         current: cur.clone(),
-        log: Arc::new(RequestLog::new(server.request_log_size)),
+        log: Arc::new(RequestLog::new(server.request_log_size).with_usage(usage.clone())),
         inline: crate::http::inline_cache(),
         cache,
         conversations: Arc::new(crate::conversation::Conversations::new(cluster.clone())),
@@ -210,6 +225,9 @@ async fn serve(config: Config) -> Result<(), DaemonError> {
     match futures_util::future::select(Box::pin(servers), forced).await {
         futures_util::future::Either::Left((result, _)) => result?,
         futures_util::future::Either::Right(_) => {}
+    }
+    if let Err(e) = usage.save() {
+        tracing::warn!(error = %e, "could not save the usage aggregates");
     }
     tracing::info!("stopped");
     Ok(())

@@ -257,6 +257,8 @@ pub struct Config {
     pub pricing: HashMap<String, Price>,
     pub cluster: Option<ClusterSettings>,
     pub cache: CacheSettings,
+    /// `[usage] path`, resolved against the config file's folder.
+    pub usage_path: Option<PathBuf>,
 }
 
 const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
@@ -583,7 +585,13 @@ impl Config {
                 ));
             }
         }
+        let usage_path = raw
+            .usage
+            .as_ref()
+            .and_then(|u| u.path.as_ref())
+            .map(|p| base_dir.join(p));
         Ok(Config {
+            usage_path,
             cache,
             cluster,
             file: path.to_owned(),

@@ -27,6 +27,16 @@ pub struct RawFile {
     pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub cache: Option<RawCacheSettings>,
+    #[serde(default)]
+    pub usage: Option<RawUsage>,
+}
+
+/// `[usage]`: where the usage aggregates (`/admin/usage`) persist across restarts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// A JSON file, relative to the config file; memory only when absent.
+    pub path: Option<PathBuf>,
 }
 
 /// `[cache]`: the response cache's store. Whether a request is cached is the tree's `cache`.

@@ -25,6 +25,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/config", web::get().to(config))
         .route("/admin/reload", web::get().to(reload_status))
         .route("/admin/reload", web::post().to(reload))
+        .route("/admin/usage", web::get().to(usage))
         .route("/admin/cache", web::get().to(cache_stats))
         .route("/admin/cache", web::delete().to(cache_clear))
         .route("/metrics", web::get().to(metrics_text))
@@ -87,6 +88,58 @@ async fn targets(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         "cluster": state.cluster.as_ref().map(|c| c.status()),
         "cache": state.cache.stats(),
     }))
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    group_by: Option<String>,
+    /// Unix ms (default: 24 hours ago / now).
+    from: Option<u64>,
+    to: Option<u64>,
+    /// `hour` (default) or `day`.
+    bucket: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// `GET /admin/usage?group_by=key|virtual_key|model|config|metadata.KEY&from=&to=&bucket=&format=`
+async fn usage(
+    req: HttpRequest,
+    q: web::Query<UsageQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    guard!(state, req);
+    let Some(usage) = &state.log.usage else {
+        return Error::NotFound("usage reports are not enabled".into()).error_response();
+    };
+    let group =
+        match crate::observability::usage::GroupBy::parse(q.group_by.as_deref().unwrap_or("key")) {
+            Some(g) => g,
+            None => {
+                return Error::invalid(
+                    "group_by is key, virtual_key, model, config or metadata.KEY",
+                    Some("group_by"),
+                )
+                .error_response()
+            }
+        };
+    let day = match q.bucket.as_deref() {
+        None | Some("hour") => false,
+        Some("day") => true,
+        Some(_) => return Error::invalid("bucket is hour or day", Some("bucket")).error_response(),
+    };
+    let to = q.to.unwrap_or_else(|| crate::clock::unix_ms() + 1);
+    let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));
+    let lines = usage.report(&group, from, to, day);
+    if q.format.as_deref() == Some("csv") {
+        return HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .body(crate::observability::usage::csv(&lines));
+    }
+    HttpResponse::Ok().json(
+        json!({"from": from, "to": to, "group_by": q.group_by.as_deref().unwrap_or("key"),
+        "bucket": if day { "day" } else { "hour" }, "rows": lines}),
+    )
 }
 
 async fn cache_stats(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -3,3 +3,4 @@
 
 pub mod requestlog;
 pub mod telemetry;
+pub mod usage;

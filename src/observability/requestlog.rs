@@ -245,6 +245,8 @@ pub struct RequestLog {
     entries: Mutex<VecDeque<Arc<Entry>>>,
     capacity: usize,
     pub traffic: Traffic,
+    /// Hourly aggregates for `/admin/usage`.
+    pub usage: Option<Arc<super::usage::Usage>>,
 }
 
 impl RequestLog {
@@ -253,6 +255,9 @@ impl RequestLog {
         entry.price(pricing);
         if let (Some(spend), Some(usd)) = (entry.spend.take(), entry.cost_usd) {
             spend.record(usd);
+        }
+        if let Some(usage) = &self.usage {
+            usage.record(&entry);
         }
         super::telemetry::record_request(super::telemetry::RequestMetrics {
             config: entry.config.as_deref().unwrap_or("-"),
@@ -295,7 +300,14 @@ impl RequestLog {
             entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity: capacity.max(1),
             traffic: Traffic::default(),
+            usage: None,
         }
+    }
+
+    /// Also adds every finished request to `usage`.
+    pub fn with_usage(mut self, usage: Arc<super::usage::Usage>) -> RequestLog {
+        self.usage = Some(usage);
+        self
     }
 
     pub fn push(&self, e: Entry) {

@@ -1,0 +1,411 @@
+//! Usage reports: per-hour aggregates of every finished request (requests, tokens, cost,
+//! errors, a latency histogram), by gateway key, virtual key, model, config and metadata.
+//! Bounded memory: at most [`RETENTION_HOURS`] hours, and at most [`MAX_ROWS_PER_HOUR`]
+//! distinct combinations per hour (further ones are added to an `(other)` row). Persisted as a
+//! JSON snapshot (`[usage] path`), written atomically every minute and at shutdown, and read
+//! back at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::requestlog::Entry;
+
+/// Hours kept (35 days: a whole calendar month and some).
+pub const RETENTION_HOURS: u64 = 35 * 24;
+/// Distinct (key, virtual key, model, config, metadata) combinations kept per hour.
+pub const MAX_ROWS_PER_HOUR: usize = 5_000;
+/// Latency histogram buckets: upper bounds in ms, doubling from 1 ms (the last is open).
+const LATENCY_BUCKETS: usize = 24;
+
+/// What one row is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dims {
+    pub key: Option<String>,
+    pub virtual_key: Option<String>,
+    pub model: Option<String>,
+    pub config: Option<String>,
+    /// Sorted `(name, value)` pairs of the request's metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Sums of one row (or of a report's group).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sums {
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    /// Requests per latency bucket (see [`LATENCY_BUCKETS`]).
+    pub latency: Vec<u64>,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.input_tokens += other.input_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+        self.latency.resize(LATENCY_BUCKETS, 0);
+        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+            *a += b;
+        }
+    }
+
+    /// The latency at quantile `q` (the upper bound of its bucket), in ms.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(bucket_bound(i));
+            }
+        }
+        Some(bucket_bound(LATENCY_BUCKETS - 1))
+    }
+}
+
+fn bucket_bound(i: usize) -> f64 {
+    (1u64 << i) as f64
+}
+
+fn bucket_of(ms: f64) -> usize {
+    (0..LATENCY_BUCKETS)
+        .find(|&i| ms <= bucket_bound(i))
+        .unwrap_or(LATENCY_BUCKETS - 1)
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Store {
+    /// Hour number (Unix ms / 3,600,000) → rows.
+    hours: BTreeMap<u64, Vec<(Dims, Sums)>>,
+}
+
+pub struct Usage {
+    store: Mutex<(Store, HashMap<(u64, Dims), usize>)>,
+    path: Option<PathBuf>,
+}
+
+/// How a report groups rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupBy {
+    Key,
+    VirtualKey,
+    Model,
+    Config,
+    Metadata(String),
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "key" => GroupBy::Key,
+            "virtual_key" => GroupBy::VirtualKey,
+            "model" => GroupBy::Model,
+            "config" => GroupBy::Config,
+            m => GroupBy::Metadata(
+                m.strip_prefix("metadata.")
+                    .filter(|k| !k.is_empty())?
+                    .into(),
+            ),
+        })
+    }
+
+    fn of(&self, d: &Dims) -> String {
+        let v = match self {
+            GroupBy::Key => d.key.clone(),
+            GroupBy::VirtualKey => d.virtual_key.clone(),
+            GroupBy::Model => d.model.clone(),
+            GroupBy::Config => d.config.clone(),
+            GroupBy::Metadata(k) => d
+                .metadata
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone()),
+        };
+        v.unwrap_or_else(|| "(none)".into())
+    }
+}
+
+/// One line of a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    /// Unix ms where the bucket starts.
+    pub start: u64,
+    pub group: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+const HOUR: u64 = 3_600_000;
+
+impl Usage {
+    /// Usage aggregates, read back from `path` when given and present (an unreadable file is
+    /// set aside and a warning logged: usage is a report, never a reason not to start).
+    pub fn new(path: Option<PathBuf>) -> Usage {
+        let store = path
+            .as_deref()
+            .and_then(|p| match std::fs::read(p) {
+                Ok(raw) => match serde_json::from_slice::<Store>(&raw) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e,
+                            "usage file unreadable: starting empty (the file is kept as .bad)");
+                        let _ = std::fs::rename(p, p.with_extension("bad"));
+                        None
+                    }
+                },
+                Err(_) => None,
+            })
+            .unwrap_or_default();
+        let mut index = HashMap::new();
+        for (hour, rows) in &store.hours {
+            for (i, (d, _)) in rows.iter().enumerate() {
+                index.insert((*hour, d.clone()), i);
+            }
+        }
+        Usage {
+            store: Mutex::new((store, index)),
+            path,
+        }
+    }
+
+    /// Adds one finished request.
+    pub fn record(&self, e: &Entry) {
+        let hour = e.time / HOUR;
+        let model = e.model_used.clone().or_else(|| e.model_requested.clone());
+        let mut dims = Dims {
+            key: e.key.clone(),
+            virtual_key: e.virtual_key.as_deref().map(str::to_owned),
+            model,
+            config: e.config.as_deref().map(str::to_owned),
+            metadata: e
+                .metadata
+                .as_deref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        };
+        let mut sums = Sums {
+            requests: 1,
+            errors: u64::from(!(200..300).contains(&e.status) || e.error.is_some()),
+            input_tokens: e.prompt_tokens,
+            cached_tokens: e.cached_tokens,
+            output_tokens: e.completion_tokens,
+            cost_usd: e.cost_usd.unwrap_or(0.0),
+            latency: vec![0; LATENCY_BUCKETS],
+        };
+        sums.latency[bucket_of(e.latency_ms)] = 1;
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let (store, index) = &mut *guard;
+        let rows = store.hours.entry(hour).or_default();
+        if !index.contains_key(&(hour, dims.clone())) && rows.len() >= MAX_ROWS_PER_HOUR {
+            dims = Dims {
+                key: Some("(other)".into()),
+                virtual_key: None,
+                model: None,
+                config: None,
+                metadata: Vec::new(),
+            };
+        }
+        match index.get(&(hour, dims.clone())) {
+            Some(&i) => rows[i].1.add(&sums),
+            None => {
+                index.insert((hour, dims.clone()), rows.len());
+                rows.push((dims, sums));
+            }
+        }
+        // Forget hours past the retention.
+        let oldest = hour.saturating_sub(RETENTION_HOURS);
+        while store
+            .hours
+            .first_key_value()
+            .is_some_and(|(h, _)| *h < oldest)
+        {
+            if let Some((h, rows)) = store.hours.pop_first() {
+                for (d, _) in rows {
+                    index.remove(&(h, d));
+                }
+            }
+        }
+    }
+
+    /// Lines for `group` over `[from, to)` (Unix ms), one per bucket (`day` = 24 hours, from
+    /// UTC midnight) and group value, oldest first.
+    pub fn report(&self, group: &GroupBy, from: u64, to: u64, day: bool) -> Vec<Line> {
+        let span = if day { 24 * HOUR } else { HOUR };
+        let guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<(u64, String), Sums> = BTreeMap::new();
+        for (hour, rows) in guard.0.hours.range(from / HOUR..to.div_ceil(HOUR)) {
+            let start = hour * HOUR / span * span;
+            for (d, s) in rows {
+                out.entry((start, group.of(d))).or_default().add(s);
+            }
+        }
+        out.into_iter()
+            .map(|((start, group), s)| Line {
+                start,
+                group,
+                requests: s.requests,
+                errors: s.errors,
+                input_tokens: s.input_tokens,
+                cached_tokens: s.cached_tokens,
+                output_tokens: s.output_tokens,
+                cost_usd: s.cost_usd,
+                p50_ms: s.latency_ms(0.5),
+                p99_ms: s.latency_ms(0.99),
+            })
+            .collect()
+    }
+
+    /// Writes the snapshot (to a temporary file, then renamed over the old one).
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let json = {
+            let guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            serde_json::to_vec(&guard.0).map_err(std::io::Error::other)?
+        };
+        write_atomically(path, &json)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A report as CSV (a header line, then one line per [`Line`]).
+pub fn csv(lines: &[Line]) -> String {
+    let mut out = String::from(
+        "start,group,requests,errors,input_tokens,cached_tokens,output_tokens,cost_usd,p50_ms,p99_ms\n",
+    );
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for l in lines {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            l.start,
+            quote(&l.group),
+            l.requests,
+            l.errors,
+            l.input_tokens,
+            l.cached_tokens,
+            l.output_tokens,
+            l.cost_usd,
+            opt(l.p50_ms),
+            opt(l.p99_ms)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(time: u64, key: &str, model: &str, cost: f64, latency: f64, status: u16) -> Entry {
+        let mut e = Entry::new(time, "t".into(), "chat.completions");
+        e.key = Some(key.into());
+        e.model_used = Some(model.into());
+        e.cost_usd = Some(cost);
+        e.latency_ms = latency;
+        e.status = status;
+        e.prompt_tokens = 10;
+        e.completion_tokens = 5;
+        e
+    }
+
+    #[test]
+    fn groups_buckets_quantiles_persistence_and_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        let u = Usage::new(Some(path.clone()));
+        let t0 = 1_000 * HOUR;
+        for i in 0..10 {
+            u.record(&entry(t0 + i, "a", "m1", 0.5, 3.0, 200));
+        }
+        u.record(&entry(t0 + HOUR, "b", "m2", 1.0, 900.0, 500));
+        let by_key = u.report(&GroupBy::Key, t0, t0 + 2 * HOUR, false);
+        assert_eq!(by_key.len(), 2);
+        assert_eq!((by_key[0].group.as_str(), by_key[0].requests), ("a", 10));
+        assert_eq!(by_key[0].cost_usd, 5.0);
+        assert_eq!(by_key[0].p50_ms, Some(4.0));
+        assert_eq!((by_key[1].errors, by_key[1].p99_ms), (1, Some(1024.0)));
+        let daily = u.report(&GroupBy::Model, t0, t0 + 2 * HOUR, true);
+        assert_eq!(daily.iter().map(|l| l.requests).sum::<u64>(), 11);
+        assert!(daily.iter().all(|l| l.start % (24 * HOUR) == 0));
+        assert!(u
+            .report(&GroupBy::Key, t0 + 2 * HOUR, t0 + 3 * HOUR, false)
+            .is_empty());
+        // Saved and read back.
+        u.save().unwrap();
+        let back = Usage::new(Some(path.clone()));
+        assert_eq!(
+            back.report(&GroupBy::Key, t0, t0 + 2 * HOUR, false)[0].requests,
+            10
+        );
+        // CSV quotes what needs it.
+        let mut l = by_key[0].clone();
+        l.group = "x,\"y\"".into();
+        assert!(csv(&[l]).contains("\"x,\"\"y\"\"\""));
+        // Old hours are forgotten; a garbage file is set aside.
+        u.record(&entry(
+            t0 + (RETENTION_HOURS + 5) * HOUR,
+            "c",
+            "m",
+            0.0,
+            1.0,
+            200,
+        ));
+        assert!(u.report(&GroupBy::Key, t0, t0 + 2 * HOUR, false).is_empty());
+        std::fs::write(&path, b"garbage").unwrap();
+        let empty = Usage::new(Some(path.clone()));
+        assert!(empty
+            .report(&GroupBy::Key, 0, u64::MAX / 2, false)
+            .is_empty());
+        assert!(path.with_extension("bad").exists());
+    }
+
+    #[test]
+    fn rows_per_hour_are_bounded() {
+        let u = Usage::new(None);
+        for i in 0..(MAX_ROWS_PER_HOUR + 50) {
+            u.record(&entry(0, &format!("k{i}"), "m", 0.0, 1.0, 200));
+        }
+        let lines = u.report(&GroupBy::Key, 0, HOUR, false);
+        assert_eq!(lines.len(), MAX_ROWS_PER_HOUR + 1);
+        assert_eq!(
+            lines
+                .iter()
+                .find(|l| l.group == "(other)")
+                .unwrap()
+                .requests,
+            50
+        );
+    }
+}
