@@ -92,8 +92,11 @@ struct Store {
     hours: BTreeMap<u64, Vec<(Dims, Sums)>>,
 }
 
+/// Where each (hour, dims) row sits in its hour's list, for O(1) updates.
+type Index = HashMap<(u64, Dims), usize>;
+
 pub struct Usage {
-    store: Mutex<(Store, HashMap<(u64, Dims), usize>)>,
+    store: Mutex<(Store, Index)>,
     path: Option<PathBuf>,
 }
 
