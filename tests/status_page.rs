@@ -348,6 +348,7 @@ fn status_page_shows_health_canary_shares_and_attempt_paths() {
     assert_eq!(r.status(), 200);
     let expectations = json!({
         "responses_trace": "ui-responses-1",
+        "spend_model": "gpt-4o-mini",
         "cache_summary": "50 % hits of 2",
         "token": ADMIN_TOKEN,
         "targets": ["openai-stable", "openai-canary", "azure-primary", "anthropic-backup"],

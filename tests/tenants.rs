@@ -297,6 +297,24 @@ keys = [
     );
     let secs: u64 = retry.unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&secs), "{secs}");
+    // /admin/keys shows each key's limits and spend (never the key itself).
+    let keys = get_json(&c, &llmux.admin_url("/admin/keys")).await;
+    let cheap = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "cheap")
+        .unwrap()
+        .clone();
+    assert_eq!(cheap["limits"]["daily_usd"], 0.005, "{keys}");
+    assert!(
+        cheap["spent_today_usd"].as_f64().unwrap() >= 0.006,
+        "{keys}"
+    );
+    assert!(
+        !keys.to_string().contains("k-cheap-000"),
+        "a key leaked: {keys}"
+    );
     // The unlimited key is unaffected, and the log names each request's key.
     assert_eq!(send("k-free-000", body.clone()).await.0, 200);
     let log = get_json(&c, &llmux.admin_url("/admin/requests?limit=3")).await;

@@ -26,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/reload", web::get().to(reload_status))
         .route("/admin/reload", web::post().to(reload))
         .route("/admin/usage", web::get().to(usage))
+        .route("/admin/keys", web::get().to(keys))
         .route("/admin/cache", web::get().to(cache_stats))
         .route("/admin/cache", web::delete().to(cache_clear))
         .route("/metrics", web::get().to(metrics_text))
@@ -88,6 +89,24 @@ async fn targets(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         "cluster": state.cluster.as_ref().map(|c| c.status()),
         "cache": state.cache.stats(),
     }))
+}
+
+/// `GET /admin/keys`: each gateway key's scope, limits and spend this UTC day and month
+/// (names only: keys are never shown).
+async fn keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    guard!(state, req);
+    let runtime = current(&state.current);
+    let keys: Vec<_> = runtime
+        .config
+        .auth
+        .iter()
+        .map(|k| {
+            let (day, month) = state.tenancy.spent(&k.name).unwrap_or((0.0, 0.0));
+            json!({"name": k.name, "scope": k.scope, "limits": k.limits, "metadata": k.metadata,
+                "spent_today_usd": day, "spent_this_month_usd": month})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"keys": keys}))
 }
 
 #[derive(Deserialize)]

@@ -387,6 +387,12 @@ impl Tenancy {
         }
     }
 
+    /// Spend so far today and this month of the key named `name`, if it has a gate.
+    pub fn spent(&self, name: &str) -> Option<(f64, f64)> {
+        let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.get(name).map(|g| g.spent())
+    }
+
     /// The gate of `key`, or `None` when the key has no limits.
     pub fn gate(&self, key: &AuthKey) -> Option<Arc<KeyGate>> {
         if key.limits == KeyLimits::default() {

@@ -140,6 +140,15 @@ async function main() {
       return el && el.textContent.replace(/\s+/g, ' ').includes(t) && /MiB/.test(el.textContent);
     }, want.cache_summary);
   }
+  // Spend by model, and the canary comparison on the leaves.
+  if (want.spend_model) {
+    await waitFor(page, `spend for ${want.spend_model}`, (m) => {
+      const row = document.querySelector(`#spend tr[data-model="${CSS.escape(m)}"]`);
+      return row && /\$\d/.test(row.textContent);
+    }, want.spend_model);
+    const leafperf = await page.locator(`[data-config="canary"] li[data-path="config.targets[0]"] > .node-row .leafperf`).innerText();
+    check(/p50 .+ errors .+\$/.test(leafperf), `canary leaf shows no latency / errors / cost: "${leafperf}"`);
+  }
   // Conditional nodes say so, and each target shows the conditions that choose it.
   for (const c of want.conditions || []) {
     const leaf = page.locator(`[data-config="${c.config}"] li[data-path="${c.path}"]`).first();
