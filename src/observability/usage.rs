@@ -1,7 +1,9 @@
 //! Usage reports: per-hour aggregates of every finished request (requests, tokens, cost,
 //! errors, a latency histogram), by gateway key, virtual key, model, config and metadata.
-//! Bounded memory: at most [`RETENTION_HOURS`] hours, and at most [`MAX_ROWS_PER_HOUR`]
-//! distinct combinations per hour (further ones are added to an `(other)` row). Persisted as a
+//! Bounded memory: at most [`RETENTION_HOURS`] hours, at most [`MAX_ROWS_PER_HOUR`] distinct
+//! combinations per hour and [`MAX_ROWS`] in all (further ones are added to an `(other)` row),
+//! and at most [`MAX_METADATA`] metadata pairs of at most [`MAX_VALUE`] bytes per row (clients
+//! choose metadata, so a row's size is bounded here, not by them). Persisted as a
 //! JSON snapshot (`[usage] path`), written atomically every minute and at shutdown, and read
 //! back at start.
 
@@ -15,8 +17,12 @@ use super::requestlog::Entry;
 
 /// Hours kept (35 days: a whole calendar month and some).
 pub const RETENTION_HOURS: u64 = 35 * 24;
-/// Distinct (key, virtual key, model, config, metadata) combinations kept per hour.
+/// Distinct (key, virtual key, model, config, metadata) combinations kept per hour, and in all.
 pub const MAX_ROWS_PER_HOUR: usize = 5_000;
+pub const MAX_ROWS: usize = 50_000;
+/// Metadata kept per row: the first pairs by name, values cut to this many bytes.
+pub const MAX_METADATA: usize = 8;
+pub const MAX_VALUE: usize = 64;
 /// Latency histogram buckets: upper bounds in ms, doubling from 1 ms (the last is open).
 const LATENCY_BUCKETS: usize = 24;
 
@@ -202,7 +208,12 @@ impl Usage {
             metadata: e
                 .metadata
                 .as_deref()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|m| {
+                    m.iter()
+                        .take(MAX_METADATA)
+                        .map(|(k, v)| (cut(k), cut(v)))
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         let mut sums = Sums {
@@ -218,7 +229,9 @@ impl Usage {
         let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let (store, index) = &mut *guard;
         let rows = store.hours.entry(hour).or_default();
-        if !index.contains_key(&(hour, dims.clone())) && rows.len() >= MAX_ROWS_PER_HOUR {
+        if !index.contains_key(&(hour, dims.clone()))
+            && (rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS)
+        {
             dims = Dims {
                 key: Some("(other)".into()),
                 virtual_key: None,
@@ -288,6 +301,15 @@ impl Usage {
         };
         write_atomically(path, &json)
     }
+}
+
+/// `s` cut to at most [`MAX_VALUE`] bytes, on a character boundary.
+fn cut(s: &str) -> String {
+    let mut end = s.len().min(MAX_VALUE);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -392,6 +414,21 @@ mod tests {
             .report(&GroupBy::Key, 0, u64::MAX / 2, false)
             .is_empty());
         assert!(path.with_extension("bad").exists());
+    }
+
+    #[test]
+    fn client_metadata_cannot_grow_a_row() {
+        let u = Usage::new(None);
+        let mut e = entry(0, "k", "m", 0.0, 1.0, 200);
+        let meta: std::collections::BTreeMap<String, String> = (0..64)
+            .map(|i| (format!("k{i:02}"), "é".repeat(300)))
+            .collect();
+        e.metadata = Some(std::sync::Arc::new(meta));
+        u.record(&e);
+        let guard = u.store.lock().unwrap();
+        let (dims, _) = &guard.0.hours[&0][0];
+        assert_eq!(dims.metadata.len(), MAX_METADATA);
+        assert!(dims.metadata.iter().all(|(_, v)| v.len() <= MAX_VALUE));
     }
 
     #[test]
