@@ -536,3 +536,81 @@ async fn affinity_and_conversations_are_shared_between_replicas() {
     let sent = m.stats("anthropic-main").last_body.unwrap();
     assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
 }
+
+/// Hostile input to the Responses endpoints: every request gets one OpenAI-shaped answer with
+/// the right status, and nothing reaches a provider or a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_responses_input_is_refused_cleanly() {
+    let m = mock();
+    let llmux = Llmux::start_with(&config(&m), "default_config = \"translated\"", &[]);
+    let c = client();
+    let url = llmux.url("/v1/responses");
+    let long_id = "r".repeat(500);
+    for (body, status, param) in [
+        ("not json".to_owned(), 400, None),
+        ("[1,2]".to_owned(), 400, None),
+        (json!({"model": "m"}).to_string(), 400, Some("input")),
+        (
+            json!({"model": "m", "input": 7}).to_string(),
+            400,
+            Some("input"),
+        ),
+        (
+            json!({"model": "m", "input": "x", "previous_response_id": long_id}).to_string(),
+            400,
+            Some("previous_response_id"),
+        ),
+        (
+            json!({"model": "m", "input": "x", "previous_response_id": 5}).to_string(),
+            400,
+            Some("previous_response_id"),
+        ),
+        (
+            json!({"model": "m", "input": [{"type": "message", "role": "wizard", "content": "x"}]})
+                .to_string(),
+            400,
+            None,
+        ),
+        (
+            json!({"model": "m", "input": "x", "max_output_tokens": -1}).to_string(),
+            400,
+            Some("max_output_tokens"),
+        ),
+    ] {
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].is_string(), "{body}: {v}");
+        if let Some(p) = param {
+            assert_eq!(v["error"]["param"], p, "{body}: {v}");
+        }
+    }
+    assert_eq!(
+        m.stats("anthropic-main").requests,
+        0,
+        "nothing reached the provider"
+    );
+    for path in [
+        "/v1/responses/%00",
+        "/v1/responses/a%2Fb/input_items",
+        &format!("/v1/responses/{}", "x".repeat(300)),
+    ] {
+        let r = c.get(llmux.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let r = c.delete(llmux.url(path)).send().await.unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 405,
+            "{path}: {}",
+            r.status()
+        );
+    }
+    // Wrong methods on the collection get the OpenAI-shaped 405.
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
