@@ -448,16 +448,7 @@ async fn replicas_share_answers_through_redis_and_memory_stays_bounded() {
     let cached = ("x-portkey-config", "cached");
     // Wait until both replicas count Redis as connected.
     for l in [&a, &b] {
-        let mut up = false;
-        for _ in 0..100 {
-            let t = get_json(&c, &l.admin_url("/admin/targets")).await;
-            if t["cluster"]["connected"] == true {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "replica never connected to Redis");
+        wait_cluster_connected(&c, l).await;
     }
     let first = ask(&c, &a, &[cached], &chat("Shared")).await;
     assert_eq!(first.cache, "MISS");

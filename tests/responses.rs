@@ -464,15 +464,7 @@ async fn affinity_and_conversations_are_shared_between_replicas() {
     let b = Llmux::start_with(&cfg, "default_config = \"split\"", &[]);
     let c = client();
     for l in [&a, &b] {
-        let mut up = false;
-        for _ in 0..100 {
-            if get_json(&c, &l.admin_url("/admin/targets")).await["cluster"]["connected"] == true {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(up, "replica never connected to Redis");
+        wait_cluster_connected(&c, l).await;
     }
     let post = |l: &Llmux, body: Value| {
         let (c, url) = (c.clone(), l.url("/v1/responses"));

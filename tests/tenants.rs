@@ -361,15 +361,7 @@ keys = [
         .collect();
     let c = client();
     for l in &replicas {
-        let mut up = false;
-        for _ in 0..100 {
-            if get_json(&c, &l.admin_url("/admin/targets")).await["cluster"]["connected"] == true {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(up, "replica never connected to Redis");
+        wait_cluster_connected(&c, l).await;
     }
     let port = redis.url().rsplit(':').next().unwrap().to_owned();
     let spent = || {

@@ -247,6 +247,17 @@ pub fn run_client(program: &std::path::Path, script: &str, llmux: &Llmux, args: 
     stdout
 }
 
+/// Waits (up to 5 s) until `llmux` reports its cluster connected to Redis.
+pub async fn wait_cluster_connected(c: &reqwest::Client, llmux: &Llmux) {
+    for _ in 0..100 {
+        if get_json(c, &llmux.admin_url("/admin/targets")).await["cluster"]["connected"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica never connected to Redis");
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
