@@ -76,16 +76,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => {
-            llmux::observability::telemetry::init();
-            match llmux::app::daemon::run(cli.config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "llmux failed");
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+        None => match llmux::app::daemon::run(cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "llmux failed");
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }

@@ -47,6 +47,9 @@ async fn reload(state: &AppState) {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let config = crate::actors::reload::load(&config_path)?;
+    // After the load (`[telemetry]` says where traces go), before any runtime exists (the
+    // exporter's blocking client builds its own). Dropped last: flushes pending spans.
+    let _telemetry = crate::observability::telemetry::init(config.telemetry.as_ref());
     let system = actix::System::new();
     system.block_on(serve(config))
 }

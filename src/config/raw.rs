@@ -29,6 +29,28 @@ pub struct RawFile {
     pub cache: Option<RawCacheSettings>,
     #[serde(default)]
     pub usage: Option<RawUsage>,
+    #[serde(default)]
+    pub telemetry: Option<RawTelemetry>,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export (OTLP over HTTP/protobuf).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL (`http://host:4318`); `/v1/traces` is appended
+    /// unless the path already ends with it.
+    pub otlp_endpoint: String,
+    pub service_name: Option<String>,
+    /// Export prompts and completions as span attributes (off: they may hold personal data).
+    pub capture_content: Option<bool>,
+    /// Share of new traces kept (a client's sampled `traceparent` flag is followed).
+    pub sample_ratio: Option<f64>,
+    /// How long spans wait to be batched before export.
+    pub batch_delay_ms: Option<u64>,
+    /// The export call's timeout.
+    pub export_timeout_ms: Option<u64>,
+    /// Spans held while the collector is slow or away; beyond it new spans are dropped.
+    pub max_queue: Option<usize>,
 }
 
 /// `[usage]`: where the usage aggregates (`/admin/usage`) persist across restarts.

@@ -25,6 +25,7 @@ use crate::clock::unix_ms;
 use crate::config::{AuthKey, Leaf, Scope, Tree};
 use crate::error::Error;
 use crate::http::auth::Refused;
+use crate::observability::otel;
 use crate::observability::requestlog::Entry;
 use crate::observability::telemetry::InFlight;
 use crate::providers::{Body, Endpoint};
@@ -260,6 +261,11 @@ async fn handle(
         trace_id.clone(),
         endpoint_name(endpoint),
     ));
+    if otel::enabled() {
+        if let Some(e) = &mut entry {
+            e.otel = Some(otel::request_span(endpoint, h, &trace_id));
+        }
+    }
     let mut in_flight = Some(in_flight);
     // Each API worker has its own (see `Grace::for_this_worker`); a server without one
     // (embedded use) never ends a grace period.
@@ -437,6 +443,12 @@ async fn serve(
     let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
     let parsed = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = parsed.model.clone();
+    if let Some(span) = &entry.otel {
+        otel::request_model(span, endpoint, parsed.model.as_deref());
+        if otel::capture_content() {
+            span.record("gen_ai.input.messages", otel::content(&raw).as_str());
+        }
+    }
     let stream = parsed.stream;
     entry.stream = stream;
     if stream && endpoint == Endpoint::Embeddings {
@@ -491,6 +503,7 @@ async fn serve(
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
         turn,
         pinned,
+        otel: entry.otel.clone(),
     };
     let services = proxy::Services {
         // Responses are not cached (their ids and stored state are per response).
@@ -540,6 +553,17 @@ async fn serve(
     let attempts = entry.attempts.len();
     let mut out = match served.reply {
         Reply::Full(answer) => {
+            if let Some(span) = &entry.otel {
+                if let Some(r) = otel::finish_reasons(&answer.body) {
+                    span.record("gen_ai.response.finish_reasons", r.as_str());
+                }
+                if otel::capture_content() {
+                    span.record(
+                        "gen_ai.output.messages",
+                        otel::content(&answer.body).as_str(),
+                    );
+                }
+            }
             entry.model_used = answer.model;
             let u = answer.usage;
             entry.prompt_tokens = u.prompt_tokens;

@@ -68,6 +68,9 @@ pub struct Entry {
     /// Where the cost is added up (the key's budget), when it has one.
     #[serde(skip)]
     pub spend: Option<Arc<dyn Spend>>,
+    /// The request's OpenTelemetry span (with `[telemetry]`): ends when the entry is written.
+    #[serde(skip)]
+    pub otel: Option<tracing::Span>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -110,6 +113,7 @@ impl Entry {
             saved_usd: None,
             key: None,
             spend: None,
+            otel: None,
         }
     }
 
@@ -258,6 +262,9 @@ impl RequestLog {
         }
         if let Some(usage) = &self.usage {
             usage.record(&entry);
+        }
+        if let Some(span) = entry.otel.take() {
+            super::otel::finish_request(&span, &entry);
         }
         super::telemetry::record_request(super::telemetry::RequestMetrics {
             config: entry.config.as_deref().unwrap_or("-"),

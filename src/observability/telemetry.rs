@@ -5,23 +5,36 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// Installs the log output and, with `[telemetry]`, the OpenTelemetry exporter; the guard
+/// flushes the exporter when dropped. Call outside any async runtime.
+pub fn init(telemetry: Option<&crate::config::TelemetrySettings>) -> Option<super::otel::Guard> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
-        builder.try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if std::io::stderr().is_terminal() {
+        fmt.boxed()
     } else {
-        builder
-            .json()
+        fmt.json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init()
+            .boxed()
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    let (otel, guard) = match telemetry.map(super::otel::start) {
+        Some(Ok((layer, guard))) => (Some(layer), Some(guard)),
+        Some(Err(e)) => {
+            // Traces are an aid, not a reason to refuse traffic.
+            eprintln!("warning: OpenTelemetry export is off: {e}");
+            (None, None)
+        }
+        None => (None, None),
     };
     // Already initialised (tests start several servers in one process): keep the first.
-    let _ = result;
+    let _ = registry.with(otel).try_init();
+    guard
 }
 
 use std::cell::RefCell;

@@ -184,6 +184,19 @@ pub enum FailureClass {
     Connection,
 }
 
+impl FailureClass {
+    /// The class's name in metrics and traces (`error.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Client => "client_error",
+            FailureClass::RateLimited => "rate_limited",
+            FailureClass::Server => "server_error",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Connection => "connection_error",
+        }
+    }
+}
+
 /// A failed attempt, already in OpenAI error terms and scrubbed of credentials.
 #[derive(Debug, Clone)]
 pub struct AttemptError {

@@ -146,6 +146,7 @@ async fn embed(runtime: &Arc<Runtime>, text: &str, req: &Prepared) -> Option<Vec
         cache_force_refresh: false,
         turn: None,
         pinned: None,
+        otel: req.otel.clone(),
     };
     // Boxed: routing the embedding is a nested route (never cached itself: a direct tree has
     // no `cache`).

@@ -24,6 +24,7 @@ use crate::clock::now_ms;
 use crate::config::condition::Request;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
+use crate::observability::otel;
 use crate::observability::requestlog::AttemptRecord;
 use crate::providers::stream::UpstreamStream;
 use crate::providers::{
@@ -61,6 +62,8 @@ pub struct Prepared {
     /// Only this target may serve (a `previous_response_id` follow-up: the account that
     /// produced the earlier response).
     pub pinned: Option<u32>,
+    /// The request's OpenTelemetry span, parent of each attempt's (with `[telemetry]`).
+    pub otel: Option<tracing::Span>,
 }
 
 impl Prepared {
@@ -484,10 +487,28 @@ async fn run_leaf(
     loop {
         let t0 = Instant::now();
         let max_body = route.runtime.config.server.max_upstream_body_bytes;
-        let result = attempt(&permit.spec, leaf, req, deadline, max_body).await;
+        let span = match &req.otel {
+            Some(parent) => otel::attempt_span(
+                parent,
+                req.endpoint,
+                permit.spec.provider,
+                &leaf.virtual_key,
+                &leaf.path,
+                retries,
+            ),
+            None => tracing::Span::none(),
+        };
+        let result = attempt(&permit.spec, leaf, req, deadline, max_body, &span).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let err = match result {
             Ok(reply) => {
+                if !span.is_none() {
+                    let (model, usage) = match &reply {
+                        Reply::Full(a) => (a.model.as_deref(), Some(a.usage)),
+                        _ => (None, None),
+                    };
+                    otel::attempt_finished(&span, 200, None, model, usage);
+                }
                 permit.record_attempt(200, latency_ms / 1000.0);
                 attempts.push(AttemptRecord {
                     path: leaf.path.clone(),
@@ -510,6 +531,10 @@ async fn run_leaf(
             Err(Attempt::Refused(e)) | Err(Attempt::Failed(e)) => e,
         };
         permit.record_attempt(err.status, latency_ms / 1000.0);
+        if !span.is_none() {
+            otel::attempt_finished(&span, err.status, Some(err.class.as_str()), None, None);
+        }
+        drop(span);
         tracing::info!(
             trace_id = %req.trace_id,
             virtual_key = %leaf.virtual_key,
@@ -601,12 +626,13 @@ async fn attempt(
     req: &Prepared,
     deadline: Instant,
     max_body: usize,
+    span: &tracing::Span,
 ) -> Result<Reply, Attempt> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let timeout = leaf.request_timeout.map_or(remaining, |t| t.min(remaining));
     if req.endpoint == Endpoint::Responses && !responses::native(spec) {
         // Boxed, so the translated path does not grow every attempt's future.
-        return Box::pin(attempt_translated(spec, leaf, req, timeout, max_body)).await;
+        return Box::pin(attempt_translated(spec, leaf, req, timeout, max_body, span)).await;
     }
     let adjusted;
     let overrides = if req.endpoint == Endpoint::Responses {
@@ -639,7 +665,20 @@ async fn attempt(
         body: &req.body,
         overrides,
     };
-    let upstream = providers::build(spec, req.endpoint, &body).map_err(Attempt::Refused)?;
+    let mut upstream = providers::build(spec, req.endpoint, &body).map_err(Attempt::Refused)?;
+    if !span.is_none() {
+        let model = overrides
+            .get("model")
+            .and_then(Value::as_str)
+            .or(req.model.as_deref());
+        upstream = otel::attempt_started(
+            span,
+            req.endpoint,
+            model,
+            spec.urls.endpoint(req.endpoint),
+            upstream,
+        );
+    }
     let call = async {
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
@@ -677,6 +716,7 @@ async fn attempt_translated(
     req: &Prepared,
     timeout: Duration,
     max_body: usize,
+    span: &tracing::Span,
 ) -> Result<Reply, Attempt> {
     let no_turn = responses::Turn::default();
     let turn = req.turn.as_deref().unwrap_or(&no_turn);
@@ -688,8 +728,17 @@ async fn attempt_translated(
         overrides: &none,
     };
     // The chat translation names chat fields; the client sent Responses ones.
-    let upstream = providers::build(spec, Endpoint::Chat, &chat)
+    let mut upstream = providers::build(spec, Endpoint::Chat, &chat)
         .map_err(|e| Attempt::Refused(responses::responses_param(e)))?;
+    if !span.is_none() {
+        upstream = otel::attempt_started(
+            span,
+            Endpoint::Chat,
+            Some(&t.echo.model),
+            spec.urls.endpoint(Endpoint::Chat),
+            upstream,
+        );
+    }
     let call = async {
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
