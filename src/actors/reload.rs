@@ -26,6 +26,7 @@ pub struct Fixed {
     server: ServerSettings,
     admin_listen: Option<SocketAddr>,
     cluster: Option<ClusterSettings>,
+    telemetry: Option<crate::config::TelemetrySettings>,
 }
 
 /// A setting the config file changed that only takes effect on restart.
@@ -116,6 +117,29 @@ pub fn not_applied(fixed: &Fixed, new: &Config) -> Vec<NotApplied> {
             changed(&mut out, "cluster", show(old), show(c));
         }
     }
+    // The exporter is installed with the process's log output, once.
+    let url = |t: &Option<crate::config::TelemetrySettings>| {
+        t.as_ref().map_or_else(
+            || "none".to_owned(),
+            |t| crate::config::redact_userinfo(&t.traces_url).into_owned(),
+        )
+    };
+    if fixed.telemetry != new.telemetry {
+        changed(
+            &mut out,
+            "telemetry",
+            url(&fixed.telemetry),
+            url(&new.telemetry),
+        );
+        if url(&fixed.telemetry) == url(&new.telemetry) {
+            changed(
+                &mut out,
+                "telemetry",
+                "running settings",
+                "changed settings",
+            );
+        }
+    }
     out
 }
 
@@ -151,6 +175,7 @@ impl ReloadStatus {
                 server: config.server.clone(),
                 admin_listen: config.admin.as_ref().map(|a| a.listen),
                 cluster: config.cluster.clone(),
+                telemetry: config.telemetry.clone(),
             },
         }
     }

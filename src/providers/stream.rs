@@ -132,6 +132,8 @@ pub struct UpstreamStream {
     model: Option<String>,
     /// The wait a rate-limit error inside the stream carries (it has no headers to hint one).
     rate_limit_wait: Option<Duration>,
+    /// The last finish reason a chunk carried (OpenAI's terms), for traces.
+    finish_reason: Option<Box<str>>,
     /// Responses API streams: the response's id (for affinity) and the last sequence number.
     response_id: Option<String>,
     last_sequence: Option<u64>,
@@ -302,6 +304,7 @@ impl UpstreamStream {
             usage: Usage::default(),
             model: None,
             rate_limit_wait: None,
+            finish_reason: None,
             response_id: None,
             last_sequence: None,
             translate: None,
@@ -355,6 +358,11 @@ impl UpstreamStream {
 
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    /// The finish reason the stream ended with, once a chunk has carried one.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.finish_reason.as_deref()
     }
 
     /// Reads the next upstream event within the idle timeout and interprets it (translated
@@ -442,6 +450,9 @@ impl UpstreamStream {
                 if self.model.is_none() {
                     self.model = probe.model.clone().filter(|m| !m.is_empty());
                 }
+                if let Some(r) = probe.choices.iter().find_map(|c| c.finish_reason) {
+                    self.finish_reason = Some(r.into());
+                }
                 if let Some(u) = &probe.usage {
                     self.usage = u.usage();
                     if *drop_usage_chunk && probe.choices.is_empty() {
@@ -456,6 +467,9 @@ impl UpstreamStream {
                 let mut out = Vec::with_capacity(2);
                 t.on_event(&event.event, &event.data, &mut out);
                 self.usage = t.usage();
+                if self.finish_reason.is_none() {
+                    self.finish_reason = t.finish_reason().map(Into::into);
+                }
                 let mut frames = Vec::with_capacity(out.len());
                 for o in out {
                     match o {

@@ -163,6 +163,9 @@ impl ClientStream {
             if let Some(last) = entry.attempts.last_mut() {
                 last.status = status;
             }
+            if let (Some(span), Some(r)) = (&entry.otel, self.upstream.finish_reason()) {
+                span.record("gen_ai.response.finish_reasons", r);
+            }
             self.log.finish(entry, &self.runtime.config.pricing);
         }
     }
