@@ -419,6 +419,37 @@ def main():
         L += table(["", "warn", "info", "difference"], rows)
         L.append("")
 
+    # Feature cost --------------------------------------------------------------------------
+    fc, fr = runs.get("featcost-c64", {}), runs.get("featcost-rate5000", {})
+    if "llmux" in fc and ("llmux-keys" in fc or "llmux-otel" in fc):
+        L.append("## Cost of per-key limits and of OpenTelemetry export")
+        L.append("")
+        L.append("`llmux-keys`: every request authenticated with a gateway key that has `rpm`, `tpm`, "
+                 "`max_concurrent` and daily and monthly `budget_usd` (set high, so none refuses). "
+                 "`llmux-otel`: `[telemetry]` exporting a request span and an attempt span per request "
+                 "over OTLP/HTTP to the mock's sink. The per-request figure is the difference of "
+                 "1/RPS at saturation (2 llmux workers), i.e. the extra time per request on the busy cores.")
+        L.append("")
+        base = fc["llmux"]
+        rows = []
+        for n in ("llmux-keys", "llmux-otel"):
+            if n not in fc:
+                continue
+            d = fc[n]
+            extra_us = (2e6 / d["rps"] - 2e6 / base["rps"]) if d["rps"] and base["rps"] else 0.0
+            row = [n, f"{base['rps']:,.0f}", f"{d['rps']:,.0f}", f"{(d['rps'] / base['rps'] - 1) * 100:+.1f} %",
+                   f"{extra_us:+.1f} µs"]
+            if "llmux" in fr and n in fr:
+                for p in ("p50", "p99"):
+                    a, b = pct(fr["llmux"], "latency_us", p), pct(fr[n], "latency_us", p)
+                    row.append(signed_us(b - a))
+            else:
+                row += ["-", "-"]
+            rows.append(row)
+        L += table(["", "llmux RPS (wrk -c64)", "with it", "difference", "CPU per request",
+                    "5k RPS p50 Δ", "5k RPS p99 Δ"], rows)
+        L.append("")
+
     # Targets ---------------------------------------------------------------------------------
     if targets and not smoke:
         L.append("## Targets")

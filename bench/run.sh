@@ -303,6 +303,8 @@ alloc_port FLOOR_PORT
 alloc_port FLOOR_HYPER_PORT
 alloc_port LLMUX_BEFORE_PORT
 alloc_port LLMUX_FRESH_PORT
+alloc_port LLMUX_KEYS_PORT
+alloc_port LLMUX_OTEL_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
 PADDING=900
 
@@ -626,7 +628,35 @@ check_errors() { # check_errors FILE...: count failed requests (smoke)
   done
 }
 
+# The same llmux with a gateway key that has every per-key limit (set high, so none refuses)
+# (llmux-keys), and with [telemetry] exporting every span to the mock's OTLP/HTTP sink
+# (llmux-otel). Registers both as contenders; fails if either does not start.
+start_feature_llmuxes() {
+  local key=sk-llmux-bench-key-0123456789 sha
+  sha=$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)
+  write_llmux_config "$LLMUX_KEYS_PORT" "$WORK/llmux-keys.toml"
+  cat >>"$WORK/llmux-keys.toml" <<EOF
+
+[auth]
+keys = [{ name = "bench", sha256 = "$sha", rpm = 100000000, tpm = 4000000000, max_concurrent = 100000, budget_usd = { daily = 1000000000, monthly = 1000000000 } }]
+EOF
+  write_llmux_config "$LLMUX_OTEL_PORT" "$WORK/llmux-otel.toml"
+  cat >>"$WORK/llmux-otel.toml" <<EOF
+
+[telemetry]
+otlp_endpoint = "$MOCK/_mock/v1/traces"
+EOF
+  cp "$WORK/llmux-keys.toml" "$WORK/llmux-otel.toml" "$RAW/"
+  RUST_LOG=warn start_bg llmux-keys "$BIN/llmux" --config "$WORK/llmux-keys.toml"
+  RUST_LOG=warn start_bg llmux-otel "$BIN/llmux" --config "$WORK/llmux-otel.toml"
+  wait_ok llmux-keys "http://127.0.0.1:$LLMUX_KEYS_PORT/v1/models" 100 -H "authorization: Bearer $key" &&
+    wait_ok llmux-otel "http://127.0.0.1:$LLMUX_OTEL_PORT/v1/models" 100 || return 1
+  add llmux-keys "http://127.0.0.1:$LLMUX_KEYS_PORT/v1/chat/completions" "authorization: Bearer $key"
+  add llmux-otel "http://127.0.0.1:$LLMUX_OTEL_PORT/v1/chat/completions"
+}
+
 if [ "$MODE" = smoke ]; then
+  start_feature_llmuxes || FAILED=$((FAILED + 1))
   say "smoke: ${NAMES[*]}"
   for n in "${NAMES[@]}"; do
     lg "$RAW/rate-200__$n.json" "$n" 30 rate --rps 200 --duration-s 1.5 --conns 8 \
@@ -663,7 +693,8 @@ fi
 K=${#NAMES[@]}
 CORE=0
 for n in "${NAMES[@]}"; do case $n in direct | nginx | floor* | llmux*) CORE=$((CORE + 1)) ;; esac; done
-RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 4 * ROUNDS))
+# + logging cost (4 runs a round) + feature cost (6 runs a round).
+RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 10 * ROUNDS))
 FIXED=$((160 + 2 * K))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
 if [ "$FIT" -lt "$DUR" ]; then
@@ -789,6 +820,26 @@ if [ "$(left)" -gt 120 ]; then
   thread_snap "logging-cost runs"
 else
   note logcost "not run: time budget"
+fi
+
+# Feature cost: llmux vs the same llmux with per-key limits (llmux-keys) and with OpenTelemetry
+# export (llmux-otel); both started by start_feature_llmuxes.
+if [ "$(left)" -gt 150 ] && start_feature_llmuxes; then
+  say "feature cost: llmux vs llmux with per-key limits vs llmux with OpenTelemetry export, wrk -c64 and 5000 RPS"
+  for round in $(seq 1 "$ROUNDS"); do
+    for n in llmux llmux-keys llmux-otel; do
+      wrk_run "$RAW/featcost-c64__${n}__r$round.json" "$n" 64
+    done
+    for n in llmux llmux-keys llmux-otel; do
+      lg "$RAW/featcost-rate5000__${n}__r$round.json" "$n" $((DUR + 20)) rate --rps 5000 \
+        --duration-s "$DUR" --conns 50 --body-file "$WORK/body.json" || true
+    done
+  done
+  stop_bg llmux-keys
+  stop_bg llmux-otel
+  thread_snap "feature-cost runs"
+else
+  note featcost "not run: time budget, or llmux-keys / llmux-otel did not start (see logs/)"
 fi
 
 # perf: where llmux spends its CPU under wrk -c64.

@@ -31,6 +31,9 @@ pub enum Control {
     Stats,
     Behavior,
     Reset,
+    /// An OTLP/HTTP trace sink (`POST /_mock/v1/traces`): what llmux's `[telemetry]` exports
+    /// to in the benchmark.
+    Traces,
 }
 
 pub fn control(path: &str) -> Option<Control> {
@@ -38,6 +41,7 @@ pub fn control(path: &str) -> Option<Control> {
         "/_mock/stats" => Some(Control::Stats),
         "/_mock/behavior" => Some(Control::Behavior),
         "/_mock/reset" => Some(Control::Reset),
+        "/_mock/v1/traces" => Some(Control::Traces),
         _ => None,
     }
 }

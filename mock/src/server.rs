@@ -339,6 +339,13 @@ fn control(c: Control, req: &HttpRequest, body: &Bytes, shared: &Shared) -> Http
             shared.reset();
             json(StatusCode::OK, &serde_json::json!({"ok": true}))
         }
+        // An empty protobuf message is a valid ExportTraceServiceResponse: all accepted.
+        (Control::Traces, &Method::POST) => HttpResponse::Ok()
+            .insert_header((
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            ))
+            .finish(),
         _ => control_error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} not allowed on {}", req.path()),
