@@ -152,6 +152,7 @@ pub enum ProviderKind {
     AzureOpenai,
     Anthropic,
     OpenaiCompatible,
+    Gemini,
 }
 
 impl ProviderKind {
@@ -161,6 +162,7 @@ impl ProviderKind {
             ProviderKind::AzureOpenai => "azure-openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }
