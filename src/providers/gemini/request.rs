@@ -763,7 +763,7 @@ pub(super) mod tests {
         );
         assert!(out.get("toolConfig").is_none());
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["contents", "systemInstruction", "generationConfig"]);
+        assert_eq!(keys, ["contents", "generationConfig", "systemInstruction"]);
     }
 
     #[test]
