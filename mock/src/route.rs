@@ -302,10 +302,10 @@ mod tests {
     #[test]
     fn gemini_routes() {
         use Endpoint::*;
-        let g = |m: Method, p: &str| {
+        fn g(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {
             let r = route(&m, p);
             (r.endpoint, r.provider, r.account, r.id)
-        };
+        }
         assert_eq!(
             g(
                 Method::POST,
