@@ -98,3 +98,150 @@ targets = [
     assert!((5_000..=7_000).contains(&wait), "cooldown {wait} ms: {t}");
     assert_eq!(t["by_status"]["429"], 1, "{t}");
 }
+
+fn single(m: &MockServer, extra: &str) -> String {
+    format!(
+        r#"
+[virtual_keys.gemini-main]
+provider = "gemini"
+base_url = "{}"
+api_key = "{KEY}"
+{extra}
+
+[configs.main]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "gemini-main" }} ]
+"#,
+        m.url("gemini-main")
+    )
+}
+
+async fn stream_text(llmux: &Llmux) -> String {
+    let r = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(
+            &serde_json::json!({"model": "gemini-2.5-flash", "stream": true,
+            "messages": [{"role": "user", "content": "count"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_ends_with_an_openai_error_frame() {
+    let m = mock();
+    let llmux = Llmux::start_with(&single(&m, ""), "default_config = \"main\"", &[]);
+    // Google's bare-JSON error after some content.
+    m.set_behavior(
+        "gemini-main",
+        Behavior {
+            stream_chunks: 4,
+            stream_fail_after: Some(2),
+            stream_fail_mode: StreamFailMode::ErrorEvent,
+            ..Default::default()
+        },
+    );
+    let text = stream_text(&llmux).await;
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["type"], "server_error", "{text}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("internal error"),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"), "{text}");
+    // A body that ends without the last finishReason is a broken stream too.
+    m.set_behavior(
+        "gemini-main",
+        Behavior {
+            stream_chunks: 4,
+            stream_fail_after: Some(2),
+            stream_fail_mode: StreamFailMode::NoTerminator,
+            ..Default::default()
+        },
+    );
+    let text = stream_text(&llmux).await;
+    assert!(text.contains("ended before its finishReason"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_health_checks_and_bad_models() {
+    let m = mock();
+    let llmux = Llmux::start_with(
+        &single(&m, "health_check_interval_ms = 100"),
+        "default_config = \"main\"",
+        &[],
+    );
+    let c = client();
+    // The Responses API, translated to chat and then to generateContent.
+    let r = c
+        .post(llmux.url("/v1/responses"))
+        .json(&serde_json::json!({"model": "gemini-2.5-flash", "input": "Say hi", "store": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response", "{v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(
+        v["output"][0]["content"][0]["text"], "Hello from mock gemini-main",
+        "{v}"
+    );
+    // A model that would change the URL is the client's 400, and never sent.
+    let before = m
+        .stats("gemini-main")
+        .by_endpoint
+        .get("gemini_generate")
+        .copied();
+    for model in ["../files/x", "a/b", "gemini:generateContent?key=x"] {
+        let r = c
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["param"], "model", "{v}");
+    }
+    assert_eq!(
+        m.stats("gemini-main")
+            .by_endpoint
+            .get("gemini_generate")
+            .copied(),
+        before
+    );
+    // /v1/completions is refused without going upstream.
+    let r = c
+        .post(llmux.url("/v1/completions"))
+        .json(&serde_json::json!({"model": "gemini-2.5-flash", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    // The health check lists models with the key in its header.
+    let t0 = std::time::Instant::now();
+    while m
+        .stats("gemini-main")
+        .by_endpoint
+        .get("gemini_models")
+        .is_none()
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "no health check"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let s = m.stats("gemini-main");
+    assert_eq!(s.statuses.get(&403), None, "{s:?}");
+    assert!(!llmux.logs().contains(KEY), "the key was logged");
+}
