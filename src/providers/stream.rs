@@ -468,6 +468,9 @@ impl UpstreamStream {
                 let mut out = Vec::with_capacity(2);
                 t.on_data(&event.data, &mut out);
                 self.usage = t.usage();
+                if self.model.is_none() {
+                    self.model = t.model().map(str::to_owned);
+                }
                 gemini_step(out, !had && t.has_content())
             }
             Framing::Anthropic(t) => {

@@ -229,6 +229,114 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every prefix of real documents plus wrong-typed fields: translation never panics.
+    #[test]
+    fn nothing_panics_on_hostile_input() {
+        let docs = [
+            r#"{"responseId":"r","modelVersion":"m","candidates":[{"content":{"role":"model","parts":[{"text":"a"},{"functionCall":{"name":"f","args":{"x":[1]}},"thoughtSignature":"c2ln"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":18446744073709551615,"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":18446744073709551615}}"#,
+            r#"{"error":{"code":429,"message":"m","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#,
+            r#"{"embeddings":[{"values":[1,2]}]}"#,
+            r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#,
+        ];
+        for doc in docs {
+            for n in 0..=doc.len() {
+                let b = &doc.as_bytes()[..n];
+                let _ = translate_response(b, u64::MAX);
+                let _ = translate_embeddings_response(b);
+                for status in [0, 200, 400, 429, 503, u16::MAX] {
+                    let e = translate_error(status, b);
+                    assert!(!e.message.is_empty());
+                }
+                let mut t = StreamTranslator::new(true, 0, "m");
+                let mut out = Vec::new();
+                t.on_data(&String::from_utf8_lossy(b), &mut out);
+                t.on_data(&String::from_utf8_lossy(b), &mut out);
+                t.end(&mut out);
+            }
+        }
+        // Huge counters saturate.
+        let (v, u) = translate_response(docs[0].as_bytes(), 0).unwrap();
+        assert_eq!(u.completion_tokens, u64::MAX);
+        assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+
+        let weird = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(1.5e300),
+            json!(""),
+            json!("data:"),
+            json!([]),
+            json!([null, 1, "x", {}]),
+            json!({}),
+            json!({"type": "function", "function": {"name": 5}}),
+            json!([{"role": "assistant", "tool_calls": [{"id": "x__ts__", "function": {"name": "f", "arguments": "\u{0}"}}]}]),
+            json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:;base64,"}}]}]),
+        ];
+        let valid = json!({"model": "m", "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "r"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]});
+        let keys = [
+            "messages",
+            "tools",
+            "tool_choice",
+            "stop",
+            "n",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "seed",
+            "response_format",
+            "reasoning_effort",
+            "logprobs",
+            "modalities",
+            "stream",
+            "input",
+            "dimensions",
+            "presence_penalty",
+        ];
+        for key in keys {
+            for w in &weird {
+                let mut body = request::tests::obj(valid.clone());
+                body.insert(key.to_owned(), w.clone());
+                let _ = translate_request(&body, "gemini-3-pro");
+                let _ = translate_embeddings(&body, "e");
+            }
+        }
+    }
+
+    #[test]
+    fn reasoning_effort_maps_per_generation() {
+        let body = |effort: &str| {
+            request::tests::obj(
+                json!({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": effort}),
+            )
+        };
+        let cfg = |model: &str, effort: &str| {
+            translate_request(&body(effort), model)
+                .map(|v| v["generationConfig"]["thinkingConfig"].clone())
+        };
+        assert_eq!(
+            cfg("gemini-2.5-flash", "low").unwrap(),
+            json!({"thinkingBudget": 1024})
+        );
+        assert_eq!(
+            cfg("gemini-2.5-flash", "none").unwrap(),
+            json!({"thinkingBudget": 0})
+        );
+        assert_eq!(
+            cfg("gemini-3-pro-preview", "high").unwrap(),
+            json!({"thinkingLevel": "high"})
+        );
+        assert!(cfg("gemini-3-pro-preview", "none").is_err());
+        assert!(cfg("gemini-2.5-flash", "bogus").is_err());
+    }
+
     #[test]
     fn model_ids_are_one_plain_segment() {
         assert_eq!(

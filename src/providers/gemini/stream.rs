@@ -39,6 +39,8 @@ pub struct StreamTranslator {
     include_usage: bool,
     created: u64,
     model: String,
+    /// Whether `model` is the stream's own `modelVersion` (not the requested model).
+    reported: bool,
     id: Option<String>,
     choices: BTreeMap<u32, Choice>,
     usage: WireUsage,
@@ -53,6 +55,7 @@ impl StreamTranslator {
             include_usage,
             created,
             model: model.to_owned(),
+            reported: false,
             id: None,
             choices: BTreeMap::new(),
             usage: WireUsage::default(),
@@ -63,6 +66,11 @@ impl StreamTranslator {
 
     pub fn usage(&self) -> Usage {
         self.usage.usage()
+    }
+
+    /// The model the stream says served it (`modelVersion`), for logs and cost.
+    pub fn model(&self) -> Option<&str> {
+        self.reported.then_some(self.model.as_str())
     }
 
     /// Whether any text, tool call or finish reason has been produced.
@@ -124,6 +132,7 @@ impl StreamTranslator {
             if m != self.model {
                 self.model = m.to_owned();
             }
+            self.reported = true;
         }
         if let Some(u) = frame.usage_metadata {
             self.usage = u;
