@@ -5,7 +5,8 @@
 //!   order; `assistant` → role `model`; consecutive `tool` messages become one `user` turn of
 //!   `functionResponse{name, id, response:{content}}` parts (Gemini pairs a turn of calls with
 //!   one turn of responses); the name comes from the earlier assistant `tool_calls` entry with
-//!   that id.
+//!   that id, else the message's `name`, else the call at the same position in the last
+//!   assistant turn (for clients that rewrite ids).
 //! - Images: data URLs → `inlineData`; http(s) URLs → `fileData{mimeType, fileUri}` when the
 //!   type can be guessed from the extension (png, jpeg, webp, gif, heic, heif) or the URL is a
 //!   Gemini Files API URI; any other URL is a 400 asking for a data URL (Gemini needs a type).
@@ -69,7 +70,7 @@ fn base64url_to_std(s: &str) -> String {
             c => c,
         })
         .collect();
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push('=');
     }
     out
@@ -197,10 +198,9 @@ fn generation_config(
         Some(Value::String(s)) => {
             c.insert("stopSequences".into(), json!([s]));
         }
+        Some(Value::Array(a)) if a.is_empty() => {}
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                c.insert("stopSequences".into(), Value::Array(a.clone()));
-            }
+            c.insert("stopSequences".into(), Value::Array(a.clone()));
         }
         Some(_) => {
             return Err(invalid(
@@ -402,8 +402,11 @@ fn translate_messages(
     };
     let mut system = Vec::new();
     let mut contents: Vec<Value> = Vec::with_capacity(messages.len());
-    // tool_call_id → function name, from the assistant turns seen so far.
+    // tool_call_id → function name, from the assistant turns seen so far; and the names of
+    // the last assistant turn's calls in order, for clients that rewrite ids.
     let mut calls: HashMap<String, String> = HashMap::new();
+    let mut last_calls: Vec<String> = Vec::new();
+    let mut response_pos = 0;
     // Whether the last content is a turn of function responses (to merge consecutive ones).
     let mut in_responses = false;
     for (i, m) in messages.iter().enumerate() {
@@ -443,6 +446,7 @@ fn translate_messages(
                 };
                 let mut signed = false;
                 let first_call = parts.len();
+                last_calls.clear();
                 for (j, call) in tool_calls.iter().enumerate() {
                     let cparam = format!("{param}.tool_calls[{j}]");
                     let id = call
@@ -477,6 +481,7 @@ fn translate_messages(
                     };
                     let (base, signature) = split_call_id(id);
                     calls.insert(id.to_owned(), name.to_owned());
+                    last_calls.push(name.to_owned());
                     let mut part =
                         json!({"functionCall": {"name": name, "args": args, "id": base}});
                     if let Some(sig) = signature {
@@ -495,16 +500,27 @@ fn translate_messages(
             }
             "tool" | "function" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str);
+                response_pos = if was_responses { response_pos + 1 } else { 0 };
+                // By id; else the message's own `name`; else the call at the same position
+                // in the last assistant turn (clients that rewrite ids keep the order).
+                let fallback = || {
+                    m.get("name")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .or_else(|| last_calls.get(response_pos).cloned())
+                };
                 let name = match (role, id) {
-                    ("tool", Some(id)) => calls.get(id).cloned().ok_or_else(|| {
-                        invalid(
-                            format!(
-                                "`tool_call_id` `{}` matches no earlier assistant tool call",
-                                super::truncate_utf8(id, 64)
-                            ),
-                            format!("{param}.tool_call_id"),
-                        )
-                    })?,
+                    ("tool", Some(id)) => {
+                        calls.get(id).cloned().or_else(fallback).ok_or_else(|| {
+                            invalid(
+                                format!(
+                                    "`tool_call_id` `{}` matches no earlier assistant tool call",
+                                    super::truncate_utf8(id, 64)
+                                ),
+                                format!("{param}.tool_call_id"),
+                            )
+                        })?
+                    }
                     ("function", _) => m
                         .get("name")
                         .and_then(Value::as_str)
@@ -811,6 +827,21 @@ pub(super) mod tests {
                 {"role": "user", "parts": [{"text": "Thanks"}]},
             ])
         );
+    }
+
+    #[test]
+    fn rewritten_ids_fall_back_to_the_call_order() {
+        let out = tr(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "zz1", "content": "1"},
+            {"role": "tool", "tool_call_id": "zz2", "content": "2"},
+        ]}));
+        let parts = &out["contents"][2]["parts"];
+        assert_eq!(parts[0]["functionResponse"]["name"], "f");
+        assert_eq!(parts[1]["functionResponse"]["name"], "g");
     }
 
     #[test]
