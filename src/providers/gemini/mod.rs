@@ -310,6 +310,80 @@ mod tests {
         }
     }
 
+    /// JSON shaped like what the translators read: Gemini and OpenAI keys among the noise.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z_:/. ]{0,10}".prop_map(Value::String),
+        ];
+        let key = prop_oneof![
+            Just("candidates"),
+            Just("content"),
+            Just("parts"),
+            Just("text"),
+            Just("functionCall"),
+            Just("name"),
+            Just("args"),
+            Just("finishReason"),
+            Just("index"),
+            Just("usageMetadata"),
+            Just("error"),
+            Just("code"),
+            Just("details"),
+            Just("retryDelay"),
+            Just("@type"),
+            Just("role"),
+            Just("messages"),
+            Just("tool_calls"),
+            Just("function"),
+            Just("arguments"),
+            Just("tools"),
+            Just("tool_choice"),
+            Just("embeddings"),
+            Just("values"),
+            Just("id"),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn translations_never_panic(v in json_value(), status in 0u16..1000) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let _ = translate_response(&bytes, 0);
+            let _ = translate_embeddings_response(&bytes);
+            let e = translate_error(status, &bytes);
+            proptest::prop_assert!((400..600).contains(&e.status) && !e.message.is_empty());
+            let mut t = StreamTranslator::new(true, 0, "m");
+            let mut out = Vec::new();
+            t.on_data(&v.to_string(), &mut out);
+            t.end(&mut out);
+            for o in out {
+                if let StreamOutput::Chunk(c) = o {
+                    serde_json::from_str::<Value>(&c).expect("every chunk is JSON");
+                }
+            }
+            if let Value::Object(m) = v {
+                if let Err(e) = translate_request(&m, "gemini-3-pro") {
+                    proptest::prop_assert_eq!(e.status, 400);
+                }
+                let _ = translate_embeddings(&m, "e");
+            }
+        }
+    }
+
     #[test]
     fn reasoning_effort_maps_per_generation() {
         let body = |effort: &str| {
