@@ -16,11 +16,15 @@
 //!   the Responses API is served by llmux's translation to chat (`responses_api = "chat"`).
 //! - `logprobs`, audio output (`modalities`/`audio`), non-function tools (web search, custom
 //!   tools) and token-array embedding inputs: refused with a 400.
-//! - Dropped silently (no Gemini equivalent, and OpenAI SDKs send several of them by default):
-//!   `user`, `safety_identifier`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
-//!   `parallel_tool_calls`, `logit_bias`, `prediction`, `verbosity`, `web_search_options`,
-//!   zero penalties, `encoding_format` (embeddings come back as float arrays; the OpenAI SDKs
-//!   accept them even when they asked for base64).
+//! - Dropped silently: every parameter not translated (the body is rebuilt from the known
+//!   ones), e.g. `user`, `safety_identifier`, `metadata`, `store`, `service_tier`,
+//!   `prompt_cache_key`, `parallel_tool_calls`, `logit_bias`, `prediction`, `verbosity`,
+//!   `web_search_options`, zero penalties (Gemini refuses penalties on models without them),
+//!   `encoding_format` (embeddings come back as float arrays, which the OpenAI SDKs accept
+//!   even when they asked for base64). Embeddings report no token usage (Gemini gives none).
+//! - Translated beyond the basics: `reasoning_effort` → `thinkingConfig` (a budget for 2.5, a
+//!   level for 3), `top_k`, `seed`, non-zero penalties, `input_audio` (wav/mp3) and data-URL
+//!   `file` parts → `inlineData`.
 //! - Tool-call ids: Gemini often sends none, so llmux mints `call_<responseId>_<choice>_<n>`;
 //!   a Gemini 3 `thoughtSignature` travels inside the id (`…__ts__<base64url>`), so a client
 //!   that replays the id replays the signature. Ids go upstream as `functionCall.id` /
