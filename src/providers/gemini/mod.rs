@@ -28,7 +28,9 @@
 //! - Tool-call ids: Gemini often sends none, so llmux mints `call_<responseId>_<choice>_<n>`;
 //!   a Gemini 3 `thoughtSignature` travels inside the id (`…__ts__<base64url>`), so a client
 //!   that replays the id replays the signature. Ids go upstream as `functionCall.id` /
-//!   `functionResponse.id` without the signature suffix.
+//!   `functionResponse.id` without the signature suffix. Such ids are longer than OpenAI's own
+//!   (a fallback of that history to an OpenAI target may meet its id length limit).
+//!   Signatures on text parts are not carried (Google makes returning those optional).
 
 mod error;
 mod request;
