@@ -27,6 +27,7 @@ enum Kind {
     OpenAiCompatible,
     Azure,
     Anthropic,
+    Gemini,
 }
 
 const ACCOUNT: &str = "acct";
@@ -48,6 +49,7 @@ impl Kind {
                 "deployment = \"gpt-4o\"\napi_version = \"2024-02-01\"\n",
             ),
             Kind::Anthropic => ("anthropic", root.to_owned(), ""),
+            Kind::Gemini => ("gemini", root.to_owned(), ""),
         };
         format!(
             "[virtual_keys.vk]\nprovider = \"{provider}\"\nbase_url = \"{base}\"\napi_key = \"sk-conformance-key\"\n\
@@ -512,5 +514,8 @@ conformance_tests! {
     anthropic => Kind::Anthropic, except {
         embeddings: "Anthropic has no embeddings API",
         completions: "Anthropic retired its text completions API; llmux translates chat only",
+    };
+    gemini => Kind::Gemini, except {
+        completions: "Gemini has no text completions API; llmux translates chat and embeddings",
     };
 }

@@ -1,5 +1,5 @@
 //! `llmux` mock LLM provider: one HTTP server that speaks the OpenAI, Azure
-//! OpenAI and Anthropic wire formats, poses as many provider accounts (the
+//! OpenAI, Anthropic and Gemini wire formats, poses as many provider accounts (the
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
@@ -11,7 +11,7 @@
 //! [`AccountStats`]). Submodules:
 //! - `route`: path → endpoint / provider / account;
 //! - `server`: actix server, catch-all handler, fault injection, control API;
-//! - `openai`, `anthropic`: the endpoint bodies of each wire format;
+//! - `openai`, `anthropic`, `gemini`: the endpoint bodies of each wire format;
 //! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
 //!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
@@ -25,6 +25,7 @@
 //! `POST /_mock/reset`.
 
 mod anthropic;
+mod gemini;
 mod openai;
 mod responses;
 mod route;
@@ -57,7 +58,8 @@ pub struct Behavior {
     pub fail_status: u16,
     /// If non-empty, failing requests pick uniformly among these.
     pub fail_statuses: Vec<u16>,
-    /// Sent as `retry-after` and `retry-after-ms` on 429s.
+    /// Sent as `retry-after` and `retry-after-ms` on 429s (Gemini: as the body's
+    /// `RetryInfo.retryDelay`).
     pub retry_after_s: Option<u64>,
     /// How a failing request fails.
     pub fail_mode: FailMode,
@@ -109,7 +111,8 @@ pub struct AccountStats {
     pub requests: u64,
     /// Keys: `chat_completions`, `azure_chat_completions`, `messages`,
     /// `embeddings`, `azure_embeddings`, `completions`, `azure_completions`,
-    /// `models`, `not_found`, and for the Responses API (`azure_` prefixed
+    /// `models`, `not_found`, `gemini_generate`, `gemini_stream`, `gemini_embed`,
+    /// `gemini_models`, and for the Responses API (`azure_` prefixed
     /// on Azure's `…/openai/v1/responses…` paths): `responses` (create),
     /// `responses_get`, `responses_delete`, `responses_input_items`,
     /// `responses_cancel`, `azure_responses`, `azure_responses_get`,

@@ -11,6 +11,7 @@ pub enum Provider {
     OpenAi,
     Azure,
     Anthropic,
+    Gemini,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub struct Route<'a> {
     pub account: &'a str,
     /// Azure deployment name.
     pub deployment: Option<&'a str>,
-    /// Response id of `…/responses/{id}[/…]`.
+    /// Response id of `…/responses/{id}[/…]`; the model of Gemini's `…/models/{m}:verb`.
     pub id: Option<&'a str>,
 }
 
@@ -124,6 +125,37 @@ fn responses_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
     })
 }
 
+const GEMINI_MODELS: &str = "/v1beta/models";
+
+/// Gemini: `<account>/v1beta/models` (GET) and `<account>/v1beta/models/{m}:{verb}` (POST).
+fn gemini_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
+    let at = path.find(GEMINI_MODELS)?;
+    let account = account_of(&path[..at]);
+    let rest = &path[at + GEMINI_MODELS.len()..];
+    let (endpoint, model) = if rest.is_empty() {
+        (method == Method::GET).then_some((Endpoint::GeminiModels, None))?
+    } else {
+        let (model, verb) = rest.strip_prefix('/')?.split_once(':')?;
+        if method != Method::POST || model.is_empty() || model.contains('/') {
+            return None;
+        }
+        let endpoint = match verb {
+            "generateContent" => Endpoint::GeminiGenerate,
+            "streamGenerateContent" => Endpoint::GeminiStream,
+            "batchEmbedContents" => Endpoint::GeminiEmbed,
+            _ => return None,
+        };
+        (endpoint, Some(model))
+    };
+    Some(Route {
+        endpoint,
+        provider: Provider::Gemini,
+        account,
+        deployment: None,
+        id: model,
+    })
+}
+
 pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     let not_found = Route {
         endpoint: Endpoint::NotFound,
@@ -164,6 +196,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
     if let Some(r) = responses_route(method, path) {
         return r;
+    }
+    if path.contains(GEMINI_MODELS) {
+        return gemini_route(method, path).unwrap_or(not_found);
     }
 
     let openai = |endpoint, account| Route {
@@ -266,6 +301,48 @@ mod tests {
         assert_eq!(r(Method::POST, "/a/v1/foo").0, NotFound);
         assert_eq!(r(Method::POST, "/a/v1/xcompletions").0, NotFound);
         assert_eq!(r(Method::POST, "/").0, NotFound);
+    }
+
+    #[test]
+    fn gemini_routes() {
+        use Endpoint::*;
+        fn g(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {
+            let r = route(&m, p);
+            (r.endpoint, r.provider, r.account, r.id)
+        }
+        assert_eq!(
+            g(
+                Method::POST,
+                "/acct/v1beta/models/gemini-2.5-flash:generateContent"
+            ),
+            (
+                GeminiGenerate,
+                Provider::Gemini,
+                "acct",
+                Some("gemini-2.5-flash")
+            )
+        );
+        assert_eq!(
+            g(Method::POST, "/v1beta/models/m:streamGenerateContent").0,
+            GeminiStream
+        );
+        assert_eq!(
+            g(Method::POST, "/a/v1beta/models/e:batchEmbedContents").0,
+            GeminiEmbed
+        );
+        assert_eq!(
+            g(Method::GET, "/a/v1beta/models"),
+            (GeminiModels, Provider::Gemini, "a", None)
+        );
+        assert_eq!(g(Method::POST, "/a/v1beta/models/m:nope").0, NotFound);
+        assert_eq!(
+            g(Method::GET, "/a/v1beta/models/m:generateContent").0,
+            NotFound
+        );
+        assert_eq!(
+            g(Method::POST, "/a/v1beta/models/x/y:generateContent").0,
+            NotFound
+        );
     }
 
     fn rr(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {

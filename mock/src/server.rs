@@ -34,7 +34,7 @@ use super::route::{self, Control, Provider, Route};
 use super::state::{DisconnectGuard, Endpoint, Shared, DEFAULT_ACCOUNT};
 use super::stream;
 use super::wire::{self, Answer, ApiError, Ctx};
-use super::{anthropic, Behavior, FailMode};
+use super::{anthropic, gemini, Behavior, FailMode};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 << 20;
@@ -207,6 +207,13 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
             .render(&ctx);
     }
 
+    if provider == Provider::Gemini {
+        if let Err(e) = gemini_auth(&req) {
+            counters.record_status(e.status);
+            return e.render(&ctx);
+        }
+    }
+
     let mut guard = DisconnectGuard::new(counters.clone());
     if behavior.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behavior.latency_ms)).await;
@@ -264,6 +271,15 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
             &body,
             &shared.responses(account),
         ),
+        Endpoint::GeminiGenerate => gemini::generate(&ctx, id.unwrap_or(""), &body, false),
+        Endpoint::GeminiStream if wire::query_param(req.query_string(), "alt") != Some("sse") => {
+            Err(ApiError::invalid(
+                "llmux-mock serves streamGenerateContent only as SSE (?alt=sse)",
+            ))
+        }
+        Endpoint::GeminiStream => gemini::generate(&ctx, id.unwrap_or(""), &body, true),
+        Endpoint::GeminiEmbed => gemini::batch_embed(id.unwrap_or(""), &body),
+        Endpoint::GeminiModels => Ok(Answer::Json(gemini::models())),
         Endpoint::NotFound => Err(ApiError::status(404)),
     };
     match answer {
@@ -282,6 +298,22 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
             counters.record_status(e.status);
             e.render(&ctx)
         }
+    }
+}
+
+/// What Google checks before anything else: the key is in `x-goog-api-key`. A key in the
+/// query string works at Google but leaks into logs, so the mock refuses it outright.
+fn gemini_auth(req: &HttpRequest) -> Result<(), ApiError> {
+    if wire::query_param(req.query_string(), "key").is_some() {
+        return Err(ApiError::invalid(
+            "llmux-mock: the API key must not be sent in the URL (use x-goog-api-key)",
+        ));
+    }
+    match req.headers().get("x-goog-api-key") {
+        Some(k) if !k.is_empty() => Ok(()),
+        _ => Err(ApiError::status(403).message(
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        )),
     }
 }
 

@@ -42,11 +42,17 @@ pub enum Endpoint {
     /// `POST …/responses/{id}/cancel`.
     ResponsesCancel,
     AzureResponsesCancel,
+    /// Gemini `…/models/{m}:generateContent`, `:streamGenerateContent`,
+    /// `:batchEmbedContents`, and `GET …/v1beta/models`.
+    GeminiGenerate,
+    GeminiStream,
+    GeminiEmbed,
+    GeminiModels,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 23] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -65,6 +71,10 @@ impl Endpoint {
         Endpoint::AzureResponsesInputItems,
         Endpoint::ResponsesCancel,
         Endpoint::AzureResponsesCancel,
+        Endpoint::GeminiGenerate,
+        Endpoint::GeminiStream,
+        Endpoint::GeminiEmbed,
+        Endpoint::GeminiModels,
         Endpoint::NotFound,
     ];
 
@@ -88,6 +98,10 @@ impl Endpoint {
             Endpoint::AzureResponsesInputItems => "azure_responses_input_items",
             Endpoint::ResponsesCancel => "responses_cancel",
             Endpoint::AzureResponsesCancel => "azure_responses_cancel",
+            Endpoint::GeminiGenerate => "gemini_generate",
+            Endpoint::GeminiStream => "gemini_stream",
+            Endpoint::GeminiEmbed => "gemini_embed",
+            Endpoint::GeminiModels => "gemini_models",
             Endpoint::NotFound => "not_found",
         }
     }

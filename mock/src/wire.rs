@@ -95,6 +95,8 @@ impl Ctx<'_> {
     fn request_id_header(&self, b: &mut HttpResponseBuilder) {
         let name = match self.provider {
             Provider::Anthropic => "request-id",
+            // Google sends no request id header.
+            Provider::Gemini => return,
             _ => "x-request-id",
         };
         if let Ok(v) = HeaderValue::from_str(&self.request_id()) {
@@ -116,6 +118,7 @@ impl Ctx<'_> {
                 }
             }
             Provider::Anthropic => anthropic_ratelimit(b, 1, false),
+            Provider::Gemini => {}
         }
     }
 }
@@ -253,7 +256,8 @@ impl ApiError {
         b.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
         ctx.request_id_header(&mut b);
         let retry_after = ctx.behavior.retry_after_s;
-        if self.status == 429 {
+        // Google hints the wait in the body (`RetryInfo`), never in a header.
+        if self.status == 429 && ctx.provider != Provider::Gemini {
             if let Some(s) = retry_after {
                 b.insert_header((HeaderName::from_static("retry-after"), s))
                     .insert_header((
@@ -282,6 +286,7 @@ impl ApiError {
                     }
                 }
                 Provider::Anthropic => anthropic_ratelimit(&mut b, retry_after.unwrap_or(1), true),
+                Provider::Gemini => {}
             }
         }
         b.body(self.body(ctx))
@@ -293,6 +298,11 @@ impl ApiError {
             Provider::OpenAi => openai_error_body(self, ctx),
             Provider::Azure => azure_error_body(self, ctx),
             Provider::Anthropic => anthropic_error_body(self, ctx),
+            Provider::Gemini => {
+                super::gemini::error_value(ctx, self.status, self.message.as_deref())
+                    .to_string()
+                    .into_bytes()
+            }
         }
     }
 }

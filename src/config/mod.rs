@@ -877,6 +877,7 @@ fn compile_target(
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
+        (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com".to_owned(),
         (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
             return Err(invalid(
                 &field("base_url"),
@@ -933,7 +934,7 @@ fn compile_target(
         ));
     }
     // OpenAI and Azure speak the Responses API; most OpenAI-compatible servers speak only
-    // chat; Anthropic never does.
+    // chat; Anthropic and Gemini never do.
     let responses_api = match (provider, vk.responses_api) {
         (ProviderKind::Anthropic, Some(ResponsesApi::Native)) => {
             return Err(invalid(
@@ -941,9 +942,18 @@ fn compile_target(
                 "Anthropic has no Responses API: llmux translates /v1/responses to its Messages API; remove responses_api".into(),
             ))
         }
+        (ProviderKind::Gemini, Some(ResponsesApi::Native)) => {
+            return Err(invalid(
+                &field("responses_api"),
+                "Gemini has no Responses API: llmux translates /v1/responses to its generateContent API; remove responses_api".into(),
+            ))
+        }
         (_, Some(r)) => r,
         (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => ResponsesApi::Native,
-        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic, None) => ResponsesApi::Chat,
+        (
+            ProviderKind::OpenaiCompatible | ProviderKind::Anthropic | ProviderKind::Gemini,
+            None,
+        ) => ResponsesApi::Chat,
     };
     let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
     let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);

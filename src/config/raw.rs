@@ -174,6 +174,7 @@ pub enum ProviderKind {
     AzureOpenai,
     Anthropic,
     OpenaiCompatible,
+    Gemini,
 }
 
 impl ProviderKind {
@@ -183,6 +184,7 @@ impl ProviderKind {
             ProviderKind::AzureOpenai => "azure-openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod headers;
 pub mod openai;
 mod provider;
@@ -109,7 +110,7 @@ pub fn check(config: &crate::config::Config) -> Result<(), crate::config::Config
                 path: "cache.embeddings_virtual_key".into(),
                 message: format!(
                     "`{vk}` is a {} account, which serves no embeddings; name an openai, \
-                     azure-openai or openai-compatible one",
+                     azure-openai, openai-compatible or gemini one",
                     kind.as_str()
                 ),
             });
@@ -470,6 +471,8 @@ pub async fn send(
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
     let mut err = provider(spec.provider).error(status, &body);
     err.message = scrub(&err.message, spec.api_key.as_ref());
+    // A header hint wins; else the body's (see `Provider::error`), capped the same way.
+    let hint = hint.or(err.retry_after.take());
     err.retry_after = retry_after_for(spec, err.class, hint);
     Err(err)
 }

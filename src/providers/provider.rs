@@ -50,7 +50,9 @@ pub trait Provider: Sync {
     fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
 
     /// A 4xx/5xx answer in OpenAI terms; the class comes from [`AttemptError::class_of`] on the
-    /// status the client will see. Unscrubbed: the caller scrubs and adds `retry_after`.
+    /// status the client will see. Unscrubbed: the caller scrubs and sets `retry_after`. A
+    /// provider whose wait hint is in the body (Gemini's `RetryInfo`) leaves it, uncapped, in
+    /// `retry_after`: the caller uses it when no header hints one, and caps it.
     fn error(&self, status: u16, body: &[u8]) -> AttemptError;
 
     /// A whole 2xx non-streamed answer, in OpenAI shape; a body that is not an answer for
@@ -69,5 +71,6 @@ pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::OpenaiCompatible => &super::openai::OpenAi { compatible: true },
         ProviderKind::AzureOpenai => &super::azure::Azure,
         ProviderKind::Anthropic => &super::anthropic::Anthropic,
+        ProviderKind::Gemini => &super::gemini::Gemini,
     }
 }

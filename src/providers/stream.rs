@@ -121,6 +121,8 @@ pub enum Framing {
     /// A native Responses API stream (`event: <type>` frames, no `[DONE]`): frames pass
     /// through; the stream ends with `response.completed` / `response.incomplete`.
     Responses,
+    /// Gemini's `data:` frames (no terminator: the body's end completes the stream).
+    Gemini(Box<super::gemini::StreamTranslator>),
 }
 
 pub struct UpstreamStream {
@@ -296,8 +298,13 @@ enum Step {
 impl UpstreamStream {
     /// `idle` bounds the wait for each event.
     pub fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
+        let body = bounded(resp.bytes_stream(), MAX_EVENT_BYTES);
+        let events: Events = match framing {
+            Framing::Gemini(_) => Box::pin(super::gemini::sse_data_lines(body).eventsource()),
+            _ => Box::pin(body.eventsource()),
+        };
         UpstreamStream {
-            events: Box::pin(bounded(resp.bytes_stream(), MAX_EVENT_BYTES).eventsource()),
+            events,
             framing,
             idle,
             finished: false,
@@ -410,7 +417,12 @@ impl UpstreamStream {
                 ))
             }
             Ok(None) => {
-                return Step::Error(broken("upstream stream ended before its terminator".into()))
+                if let Framing::Gemini(t) = &mut self.framing {
+                    let mut out = Vec::with_capacity(2);
+                    t.end(&mut out);
+                    return gemini_step(out, false);
+                }
+                return Step::Error(broken("upstream stream ended before its terminator".into()));
             }
             Ok(Some(Err(EventStreamError::Transport(ReadError::EventTooLarge)))) => {
                 return Step::Error(AttemptError::bad_upstream(
@@ -462,6 +474,16 @@ impl UpstreamStream {
                 Step::Frames(vec![frame(data)], probe.has_content())
             }
             Framing::Responses => self.responses_event(&event.event, &event.data),
+            Framing::Gemini(t) => {
+                let had = t.has_content();
+                let mut out = Vec::with_capacity(2);
+                t.on_data(&event.data, &mut out);
+                self.usage = t.usage();
+                if self.model.is_none() {
+                    self.model = t.model().map(str::to_owned);
+                }
+                gemini_step(out, !had && t.has_content())
+            }
             Framing::Anthropic(t) => {
                 let had = t.has_content();
                 let mut out = Vec::with_capacity(2);
@@ -603,6 +625,23 @@ impl UpstreamStream {
             }
         }
     }
+}
+
+/// A Gemini translator's outputs as one step.
+fn gemini_step(out: Vec<super::gemini::StreamOutput>, content: bool) -> Step {
+    use super::gemini::StreamOutput;
+    let mut frames = Vec::with_capacity(out.len());
+    for o in out {
+        match o {
+            StreamOutput::Chunk(c) => frames.push(frame(&c)),
+            StreamOutput::Done => {
+                frames.push(Bytes::from_static(DONE));
+                return Step::Done(frames);
+            }
+            StreamOutput::Error(e) => return Step::Error(e),
+        }
+    }
+    Step::Frames(frames, content)
 }
 
 #[cfg(test)]

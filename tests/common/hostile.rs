@@ -211,7 +211,8 @@ async fn read_request(c: &mut TcpStream) -> Option<(String, String, Vec<(String,
 
 fn fault_of(path: &str) -> String {
     let path = path.split('?').next().unwrap_or("");
-    match path.find("/v1/") {
+    // `/v1beta/`: Gemini's API root.
+    match path.find("/v1/").or_else(|| path.find("/v1beta/")) {
         Some(i) => path[1.min(i)..i].to_owned(),
         None => String::new(),
     }

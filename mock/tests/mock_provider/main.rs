@@ -6,5 +6,6 @@ mod anthropic;
 mod behavior;
 mod common;
 mod control;
+mod gemini;
 mod openai;
 mod responses;
