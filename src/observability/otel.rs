@@ -131,6 +131,7 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => "openai",
         ProviderKind::AzureOpenai => "azure.ai.openai",
         ProviderKind::Anthropic => "anthropic",
+        ProviderKind::Gemini => "gcp.gemini",
     }
 }
 

@@ -482,6 +482,9 @@ impl UpstreamStream {
                 if self.model.is_none() {
                     self.model = t.model().map(str::to_owned);
                 }
+                if let Some(r) = t.finish_reason() {
+                    self.finish_reason = Some(r.into());
+                }
                 gemini_step(out, !had && t.has_content())
             }
             Framing::Anthropic(t) => {

@@ -46,6 +46,8 @@ pub struct StreamTranslator {
     usage: WireUsage,
     content: bool,
     done: bool,
+    /// The last finish reason sent (OpenAI's terms), for traces.
+    finish: Option<&'static str>,
 }
 
 impl StreamTranslator {
@@ -61,7 +63,13 @@ impl StreamTranslator {
             usage: WireUsage::default(),
             content: false,
             done: false,
+            finish: None,
         }
+    }
+
+    /// The last finish reason the stream sent, once one has been.
+    pub fn finish_reason(&self) -> Option<&'static str> {
+        self.finish
     }
 
     pub fn usage(&self) -> Usage {
@@ -185,6 +193,7 @@ impl StreamTranslator {
                 if !choice.finished {
                     choice.finished = true;
                     self.content = true;
+                    self.finish = Some(reason);
                     let c = json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}]);
                     out.push(StreamOutput::Chunk(self.chunk(c, None)));
                 }
@@ -199,6 +208,7 @@ impl StreamTranslator {
                 },
             );
             self.content = true;
+            self.finish = Some("content_filter");
             let c = json!([{"index": 0, "delta": {"role": "assistant"}, "logprobs": null, "finish_reason": "content_filter"}]);
             out.push(StreamOutput::Chunk(self.chunk(c, None)));
         }
