@@ -371,6 +371,19 @@ cache = { mode = "simple", max_age = 3600 }
 strategy = { mode = "single" }
 targets = [{ virtual_key = "bench-a" }]
 EOF
+# A translated provider (Gemini's wire format, spoken by the mock), so its translation cost
+# shows next to OpenAI's pass-through: llmux-gemini.
+cat >>"$WORK/llmux.toml" <<EOF
+
+[virtual_keys.bench-gemini]
+provider = "gemini"
+base_url = "$MOCK/bench-g"
+api_key = "bench-gemini-key"
+
+[configs.gemini]
+strategy = { mode = "single" }
+targets = [{ virtual_key = "bench-gemini", override_params = { model = "gemini-2.5-flash" } }]
+EOF
 cp "$WORK/llmux.toml" "$RAW/llmux.toml"
 say "starting llmux on :$LLMUX_PORT (RUST_LOG=warn)"
 RUST_LOG=warn start_bg llmux "$BIN/llmux" --config "$WORK/llmux.toml"
@@ -401,6 +414,7 @@ add llmux-tree "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-con
 add llmux-cache-hit "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: cached"
 add llmux-cache-miss "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" \
   "x-portkey-config: cached"$'\n'"x-portkey-cache-force-refresh: true"
+add llmux-gemini "http://127.0.0.1:$LLMUX_PORT/v1/chat/completions" "x-portkey-config: gemini"
 if [ -n "${LLMUX_BEFORE_BIN:-}" ] && [ -x "$LLMUX_BEFORE_BIN" ]; then
   write_llmux_config "$LLMUX_BEFORE_PORT" "$WORK/llmux-before.toml"
   say "starting llmux-before ($LLMUX_BEFORE_BIN) on :$LLMUX_BEFORE_PORT (RUST_LOG=warn)"
@@ -664,7 +678,7 @@ if [ "$MODE" = smoke ]; then
     check_errors "$RAW/rate-200__$n.json"
   done
   set_behavior '"stream_chunks":20,"chunk_interval_ms":2,"response_padding":100'
-  for n in direct llmux llmux-tree; do
+  for n in direct llmux llmux-tree llmux-gemini; do
     lg "$RAW/stream-c10__$n.json" "$n" 30 stream --concurrency 10 --count 30 --expect-chunks 20 \
       --body-file "$WORK/body-stream.json" --timeout-ms 10000 --threads 1 || true
     check_errors "$RAW/stream-c10__$n.json"
@@ -776,7 +790,7 @@ for spec in "1 10 30000" "500 500 20000"; do
     continue
   fi
   say "streams, llmux-mock upstream: 50 chunks x ${SSE_INTERVAL} ms, concurrency $conc, $count streams"
-  for n in direct llmux llmux-tree portkey portkey-tree litellm; do
+  for n in direct llmux llmux-tree llmux-gemini portkey portkey-tree litellm; do
     [ -n "${URL[$n]:-}" ] || continue
     lg "$RAW/stream-c${conc}__$n.json" "$n" 90 stream --concurrency "$conc" --count "$count" \
       --expect-chunks 50 --body-file "${SBODY[$n]}" --timeout-ms "$stream_timeout" || true
