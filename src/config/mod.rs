@@ -2,6 +2,7 @@
 //! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
 //! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
 
+mod bedrock;
 pub mod catalog;
 pub mod condition;
 pub mod limit;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use bedrock::{AwsKeys, BedrockAccount};
 pub use raw::{ProviderKind, ResponsesApi};
 use raw::{RawFile, RawNode, RawVirtualKey};
 pub use tree::{
@@ -201,6 +203,8 @@ pub struct TargetSpec {
     pub health_check_interval: Option<Duration>,
     /// How `/v1/responses` reaches this account.
     pub responses_api: ResponsesApi,
+    /// `provider = "bedrock"` only: region and SigV4 credentials.
+    pub bedrock: Option<BedrockAccount>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -793,11 +797,14 @@ fn compile_target(
         }
     };
     let provider = vk.provider;
-    let base_url = match (&vk.base_url, provider) {
+    let mut api_key = api_key;
+    let bedrock = bedrock::compile(&p, vk, &mut api_key, env, invalid)?;
+    let base_url = match (&vk.base_url, &bedrock) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
-        (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
-        (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
-        (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
+        (None, Some(b)) => b.default_base_url(),
+        (None, _) if provider == ProviderKind::Openai => "https://api.openai.com/v1".to_owned(),
+        (None, _) if provider == ProviderKind::Anthropic => "https://api.anthropic.com".to_owned(),
+        (None, _) => {
             return Err(invalid(
                 &field("base_url"),
                 format!("provider `{}` needs a base_url", provider.as_str()),
@@ -863,7 +870,9 @@ fn compile_target(
         }
         (_, Some(r)) => r,
         (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => ResponsesApi::Native,
-        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic, None) => ResponsesApi::Chat,
+        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic | ProviderKind::Bedrock, None) => {
+            ResponsesApi::Chat
+        }
     };
     let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
     let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);
@@ -895,6 +904,7 @@ fn compile_target(
             .filter(|&v| v > 0)
             .map(Duration::from_millis),
         responses_api,
+        bedrock,
     })
 }
 
