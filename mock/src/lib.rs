@@ -1,5 +1,5 @@
 //! `llmux` mock LLM provider: one HTTP server that speaks the OpenAI, Azure
-//! OpenAI and Anthropic wire formats, poses as many provider accounts (the
+//! OpenAI, Anthropic and Bedrock Converse wire formats, poses as many provider accounts (the
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
@@ -12,6 +12,9 @@
 //! - `route`: path → endpoint / provider / account;
 //! - `server`: actix server, catch-all handler, fault injection, control API;
 //! - `openai`, `anthropic`: the endpoint bodies of each wire format;
+//! - `bedrock`: Converse / ConverseStream, SigV4-checked by `sigv4` (an
+//!   implementation independent of llmux's), streamed as binary frames by
+//!   `eventstream`;
 //! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
 //!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
@@ -25,10 +28,13 @@
 //! `POST /_mock/reset`.
 
 mod anthropic;
+mod bedrock;
+mod eventstream;
 mod openai;
 mod responses;
 mod route;
 mod server;
+mod sigv4;
 mod state;
 mod stream;
 mod util;
@@ -44,6 +50,9 @@ use actix_web::dev::ServerHandle;
 use serde::{Deserialize, Serialize};
 
 use state::Shared;
+
+/// The credentials the mock's Bedrock accounts accept (SigV4 keys, a session, an API key).
+pub use bedrock::keys as bedrock_keys;
 
 /// How an account's requests are answered. Unset fields mean "normal".
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -42,11 +42,14 @@ pub enum Endpoint {
     /// `POST …/responses/{id}/cancel`.
     ResponsesCancel,
     AzureResponsesCancel,
+    /// Bedrock `POST …/model/{id}/converse` and `…/converse-stream`.
+    Converse,
+    ConverseStream,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 21] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -65,6 +68,8 @@ impl Endpoint {
         Endpoint::AzureResponsesInputItems,
         Endpoint::ResponsesCancel,
         Endpoint::AzureResponsesCancel,
+        Endpoint::Converse,
+        Endpoint::ConverseStream,
         Endpoint::NotFound,
     ];
 
@@ -88,6 +93,8 @@ impl Endpoint {
             Endpoint::AzureResponsesInputItems => "azure_responses_input_items",
             Endpoint::ResponsesCancel => "responses_cancel",
             Endpoint::AzureResponsesCancel => "azure_responses_cancel",
+            Endpoint::Converse => "converse",
+            Endpoint::ConverseStream => "converse_stream",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -83,7 +83,11 @@ impl Ctx<'_> {
     /// A `text/event-stream` 200 builder with this provider's headers.
     pub fn sse_ok(&self) -> HttpResponseBuilder {
         let mut b = HttpResponse::Ok();
-        b.insert_header((CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+        let kind = match self.provider {
+            Provider::Bedrock => "application/vnd.amazon.eventstream",
+            _ => "text/event-stream",
+        };
+        b.insert_header((CONTENT_TYPE, HeaderValue::from_static(kind)))
             .insert_header((
                 HeaderName::from_static("cache-control"),
                 HeaderValue::from_static("no-cache"),
@@ -95,6 +99,7 @@ impl Ctx<'_> {
     fn request_id_header(&self, b: &mut HttpResponseBuilder) {
         let name = match self.provider {
             Provider::Anthropic => "request-id",
+            Provider::Bedrock => "x-amzn-requestid",
             _ => "x-request-id",
         };
         if let Ok(v) = HeaderValue::from_str(&self.request_id()) {
@@ -116,6 +121,7 @@ impl Ctx<'_> {
                 }
             }
             Provider::Anthropic => anthropic_ratelimit(b, 1, false),
+            Provider::Bedrock => {}
         }
     }
 }
@@ -248,6 +254,9 @@ impl ApiError {
     }
 
     pub fn render(&self, ctx: &Ctx) -> HttpResponse {
+        if ctx.provider == Provider::Bedrock {
+            return super::bedrock::render_error(self, ctx);
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut b = HttpResponse::build(status);
         b.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
@@ -282,6 +291,7 @@ impl ApiError {
                     }
                 }
                 Provider::Anthropic => anthropic_ratelimit(&mut b, retry_after.unwrap_or(1), true),
+                Provider::Bedrock => {}
             }
         }
         b.body(self.body(ctx))
@@ -293,6 +303,7 @@ impl ApiError {
             Provider::OpenAi => openai_error_body(self, ctx),
             Provider::Azure => azure_error_body(self, ctx),
             Provider::Anthropic => anthropic_error_body(self, ctx),
+            Provider::Bedrock => super::bedrock::error_body(self),
         }
     }
 }
