@@ -254,7 +254,7 @@ fn validate(req: &Value) -> Result<Option<String>, ApiError> {
                 )));
             }
             if let Some(t) = b.get("text") {
-                if !t.as_str().is_some_and(|t| !t.trim().is_empty()) {
+                if t.as_str().is_none_or(|t| t.trim().is_empty()) {
                     return Err(invalid(format!("The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again.")));
                 }
             }
