@@ -34,7 +34,7 @@ mod openai;
 mod responses;
 mod route;
 mod server;
-mod sigv4;
+pub mod sigv4;
 mod state;
 mod stream;
 mod util;

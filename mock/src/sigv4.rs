@@ -110,6 +110,31 @@ impl Signed<'_> {
     }
 }
 
+/// An `Authorization` header for `signed` (for tests that sign requests to the mock by hand).
+pub fn authorization(
+    signed: &Signed<'_>,
+    access_key_id: &str,
+    secret: &str,
+    amz_date: &str,
+    region: &str,
+) -> String {
+    let names: Vec<&str> = signed.headers.iter().map(|(n, _)| n.as_str()).collect();
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key_id}/{}/{region}/bedrock/aws4_request, \
+         SignedHeaders={}, Signature={}",
+        &amz_date[..amz_date.len().min(8)],
+        names.join(";"),
+        signed.signature(secret, amz_date, region, "bedrock")
+    )
+}
+
+/// The `x-amz-date` of a unix time.
+pub fn amz_date(unix: u64) -> String {
+    let t = super::util::rfc3339(unix);
+    // 2025-01-01T00:00:00Z -> 20250101T000000Z
+    t.chars().filter(|c| *c != '-' && *c != ':').collect()
+}
+
 /// The parts of an `Authorization: AWS4-HMAC-SHA256 …` header.
 #[derive(Debug, PartialEq)]
 pub struct Authorization<'a> {
@@ -212,5 +237,6 @@ mod tests {
         assert_eq!(amz_date_secs("20250101T000000Z"), Some(1_735_689_600));
         assert_eq!(amz_date_secs("19700101T000001Z"), Some(1));
         assert_eq!(amz_date_secs("2025-01-01"), None);
+        assert_eq!(amz_date(1_735_689_600), "20250101T000000Z");
     }
 }
