@@ -239,3 +239,46 @@ fn check_config_names_the_missing_variable_and_its_path() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_is_translated_to_converse() {
+    let m = mock();
+    let llmux = start(
+        &m,
+        LONG_TERM,
+        &[
+            ("BR_ID", keys::ACCESS_KEY_ID),
+            ("BR_SECRET", keys::SECRET_ACCESS_KEY),
+        ],
+    );
+    let post = |stream: bool| {
+        client()
+            .post(llmux.url("/v1/responses"))
+            .json(&json!({"model": "x", "input": "Say hi", "instructions": "Be brief.", "stream": stream}))
+            .send()
+    };
+    let r = post(false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response", "{v}");
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(
+        v["output"][0]["content"][0]["text"], "Hello from mock br",
+        "{v}"
+    );
+    assert!(m
+        .stats("br")
+        .last_body
+        .unwrap()
+        .to_string()
+        .contains("Be brief."));
+    let r = post(true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: response.output_text.delta"), "{text}");
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert_eq!(
+        m.stats("br").by_endpoint.get("converse_stream").copied(),
+        Some(1)
+    );
+}

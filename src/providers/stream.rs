@@ -502,6 +502,10 @@ impl UpstreamStream {
                 let mut out = Vec::with_capacity(2);
                 t.on_event(&event.id, &event.event, &event.data, &mut out);
                 self.usage = t.usage();
+                // Converse streams never name the model: it is the one in the URL.
+                if self.model.is_none() {
+                    self.model = Some(t.model().to_owned());
+                }
                 let mut frames = Vec::with_capacity(out.len());
                 for o in out {
                     match o {

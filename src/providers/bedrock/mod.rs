@@ -293,6 +293,7 @@ fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn model_ids_are_one_path_segment() {
@@ -312,5 +313,111 @@ mod tests {
             "{url}"
         );
         assert_eq!(model_of(&url).as_deref(), Some(arn));
+    }
+
+    /// xorshift64*: deterministic garbage without a dependency.
+    fn garbage(seed: u64, n: usize) -> Vec<Vec<u8>> {
+        let mut x = seed;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        (0..n)
+            .map(|_| {
+                let len = (next() % 200) as usize;
+                (0..len).map(|_| (next() >> 56) as u8).collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nothing_panics_on_garbage() {
+        let valid = br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"},{"toolUse":{"toolUseId":"t","name":"n","input":{"a":[1]}}}]}},"stopReason":"tool_use","usage":{"inputTokens":1}}"#;
+        let mut samples = garbage(0x9E37_79B9_7F4A_7C15, 300);
+        samples.extend((0..valid.len()).map(|n| valid[..n].to_vec()));
+        let names = [
+            "messageStart",
+            "contentBlockStart",
+            "contentBlockDelta",
+            "contentBlockStop",
+            "messageStop",
+            "metadata",
+            "throttlingException",
+            "",
+        ];
+        for sample in &samples {
+            let _ = translate_response(sample, u64::MAX, "m");
+            for status in [0, 200, 400, 403, 429, 500, u16::MAX] {
+                let e = translate_error(status, Some("ValidationException:x"), sample);
+                assert!((400..600).contains(&e.status));
+                let _ = translate_error(status, None, sample);
+            }
+            let text = String::from_utf8_lossy(sample);
+            for kind in ["event", "exception", "error", stream::END] {
+                for name in names {
+                    let mut t = StreamTranslator::new(true, 0, "m");
+                    let mut out = Vec::new();
+                    t.on_event(kind, name, &text, &mut out);
+                    let _ = (t.usage(), t.has_content());
+                }
+            }
+            // Garbage as a binary body, in one piece and split.
+            for split in [1, 7, sample.len().max(1)] {
+                let chunks: Vec<Result<Bytes, reqwest::Error>> = sample
+                    .chunks(split)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                let events: Vec<_> = futures_util::StreamExt::collect(stream::events(
+                    futures_util::stream::iter(chunks),
+                    1 << 20,
+                ))
+                .await;
+                assert!(events.len() <= sample.len() / 16 + 1);
+            }
+        }
+        let weird = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(1.5e300),
+            json!(""),
+            json!("data:"),
+            json!([null, 1, "x", {}]),
+            json!({}),
+        ];
+        let base = json!({"model": "m", "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "r"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]});
+        for key in [
+            "messages",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "temperature",
+            "top_p",
+            "top_k",
+            "tools",
+            "tool_choice",
+            "n",
+            "response_format",
+        ] {
+            for w in &weird {
+                let mut b = base.as_object().unwrap().clone();
+                b.insert(key.into(), w.clone());
+                let _ = translate_request(&b);
+                for i in 0..4 {
+                    for field in ["content", "role", "tool_calls", "tool_call_id"] {
+                        let mut b = base.as_object().unwrap().clone();
+                        b["messages"][i][field] = w.clone();
+                        let _ = translate_request(&b);
+                    }
+                }
+            }
+        }
     }
 }

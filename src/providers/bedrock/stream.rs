@@ -286,6 +286,11 @@ impl StreamTranslator {
         self.usage.unwrap_or_default()
     }
 
+    /// The model id the request named (the stream never does).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// Feeds one event (`kind` = message type, `name` = event/exception type, `data` = payload).
     pub fn on_event(&mut self, kind: &str, name: &str, data: &str, out: &mut Vec<StreamOutput>) {
         if self.finished {
