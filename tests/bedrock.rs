@@ -141,6 +141,8 @@ async fn api_key_and_long_term_keys_are_accepted() {
             vec![
                 ("BR_ID", keys::ACCESS_KEY_ID),
                 ("BR_SECRET", keys::SECRET_ACCESS_KEY),
+                // Even at trace level, no key reaches the logs.
+                ("RUST_LOG", "trace"),
             ],
         ),
     ] {
@@ -148,6 +150,10 @@ async fn api_key_and_long_term_keys_are_accepted() {
         let (status, v) = chat(&llmux, &chat_body("x")).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["model"], MODEL);
+        let logs = llmux.logs();
+        for secret in [keys::API_KEY, keys::ACCESS_KEY_ID, keys::SECRET_ACCESS_KEY] {
+            assert!(!logs.contains(secret), "{secret} logged");
+        }
     }
     let h = &m.stats("br").last_headers;
     assert!(h.get("x-amz-security-token").is_none(), "{h:?}");

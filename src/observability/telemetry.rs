@@ -7,6 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // aws-sigv4's trace events name the Bedrock access key id: never logged, whatever RUST_LOG says.
+    let filter = filter.add_directive("aws_sigv4=off".parse().expect("a static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
