@@ -3,6 +3,9 @@
 //! binary event-stream frames. The real `openai` Python SDK reads what llmux makes of them.
 
 mod common;
+#[expect(dead_code, reason = "a fixture with more knobs than these tests turn")]
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::process::Command;
 
@@ -287,4 +290,78 @@ async fn responses_api_is_translated_to_converse() {
         m.stats("br").by_endpoint.get("converse_stream").copied(),
         Some(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_cools_the_account_down_and_falls_back() {
+    let m = mock();
+    let cfg = format!(
+        "[virtual_keys.br]\nprovider = \"bedrock\"\nbase_url = \"{}\"\nregion = \"eu-west-1\"\n{LONG_TERM}\n\
+         [virtual_keys.oa]\nprovider = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"sk-test-000000\"\n\n\
+         [configs.main]\nstrategy = {{ mode = \"fallback\" }}\n\
+         targets = [ {{ virtual_key = \"br\", override_params = {{ model = \"{MODEL}\" }} }}, {{ virtual_key = \"oa\" }} ]\n",
+        m.url("br"),
+        m.url("oa")
+    );
+    let llmux = Llmux::start_with(
+        &cfg,
+        "default_config = \"main\"",
+        &[
+            ("BR_ID", keys::ACCESS_KEY_ID),
+            ("BR_SECRET", keys::SECRET_ACCESS_KEY),
+        ],
+    );
+    m.set_behavior(
+        "br",
+        Behavior {
+            always_status: Some(429),
+            ..Default::default()
+        },
+    );
+    for _ in 0..2 {
+        let (status, v) = chat(&llmux, &chat_body("gpt-4o")).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // The ThrottlingException cooled the Bedrock account down: the second request skipped it.
+    assert_eq!(m.stats("br").requests, 1);
+    assert_eq!(m.stats("oa").requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_body_where_frames_belong_is_a_502_before_commit() {
+    let h = hostile::Hostile::start();
+    let cfg = format!(
+        "[virtual_keys.br]\nprovider = \"bedrock\"\nbase_url = \"{}\"\nregion = \"eu-west-1\"\n{LONG_TERM}\n\
+         [configs.main]\nstrategy = {{ mode = \"single\" }}\ntargets = [ {{ virtual_key = \"br\" }} ]\n",
+        h.base_url("sse-drop")
+    );
+    let llmux = Llmux::start_with(
+        &cfg,
+        "default_config = \"main\"",
+        &[
+            ("BR_ID", keys::ACCESS_KEY_ID),
+            ("BR_SECRET", keys::SECRET_ACCESS_KEY),
+        ],
+    );
+    let r = client()
+        .post(llmux.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    let seen = h.seen("sse-drop");
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].path.ends_with("/model/m/converse-stream"),
+        "{:?}",
+        seen[0]
+    );
+    assert!(seen[0]
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ")));
 }
