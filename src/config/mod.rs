@@ -799,12 +799,14 @@ fn compile_target(
     let provider = vk.provider;
     let mut api_key = api_key;
     let bedrock = bedrock::compile(&p, vk, &mut api_key, env, invalid)?;
-    let base_url = match (&vk.base_url, &bedrock) {
+    let base_url = match (&vk.base_url, provider) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
-        (None, Some(b)) => b.default_base_url(),
-        (None, _) if provider == ProviderKind::Openai => "https://api.openai.com/v1".to_owned(),
-        (None, _) if provider == ProviderKind::Anthropic => "https://api.anthropic.com".to_owned(),
-        (None, _) => {
+        (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
+        (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
+        (None, ProviderKind::Bedrock) => bedrock
+            .as_ref()
+            .map_or_else(String::new, BedrockAccount::default_base_url),
+        (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
             return Err(invalid(
                 &field("base_url"),
                 format!("provider `{}` needs a base_url", provider.as_str()),
@@ -870,9 +872,8 @@ fn compile_target(
         }
         (_, Some(r)) => r,
         (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => ResponsesApi::Native,
-        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic | ProviderKind::Bedrock, None) => {
-            ResponsesApi::Chat
-        }
+        (ProviderKind::OpenaiCompatible | ProviderKind::Anthropic, None) => ResponsesApi::Chat,
+        (ProviderKind::Bedrock, None) => ResponsesApi::Chat,
     };
     let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
     let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);
