@@ -123,7 +123,7 @@ pub struct AccountStats {
     /// `responses_get`, `responses_delete`, `responses_input_items`,
     /// `responses_cancel`, `azure_responses`, `azure_responses_get`,
     /// `azure_responses_delete`, `azure_responses_input_items`,
-    /// `azure_responses_cancel`.
+    /// `azure_responses_cancel`; Bedrock's `converse`, `converse_stream`.
     pub by_endpoint: BTreeMap<String, u64>,
     /// Response statuses sent (resets and hangs send none).
     pub statuses: BTreeMap<u16, u64>,
