@@ -127,13 +127,15 @@ impl Provider for Bedrock {
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
         let (Some(prefix), true) = (spec.urls.endpoint(Endpoint::Chat), self.supports(endpoint))
         else {
-            return Err(invalid(
+            return Err(AttemptError::new(
+                400,
+                FailureClass::Client,
+                "invalid_request_error",
                 format!(
                     "the {} endpoint is not supported by provider bedrock (target {})",
                     endpoint.openai_path(),
                     spec.name
                 ),
-                "model",
             ));
         };
         let map = body.to_map()?;
