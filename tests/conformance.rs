@@ -28,6 +28,7 @@ enum Kind {
     Azure,
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
 const ACCOUNT: &str = "acct";
@@ -50,20 +51,57 @@ impl Kind {
             ),
             Kind::Anthropic => ("anthropic", root.to_owned(), ""),
             Kind::Gemini => ("gemini", root.to_owned(), ""),
+            Kind::Bedrock => (
+                "bedrock",
+                root.to_owned(),
+                "region = \"us-east-1\"\naccess_key_id_env = \"CONFORMANCE_AWS_ID\"\n\
+                 secret_access_key_env = \"CONFORMANCE_AWS_SECRET\"\n",
+            ),
+        };
+        // Bedrock signs with SigV4 keys from the environment (`Kind::env`) instead.
+        let key = match self {
+            Kind::Bedrock => "",
+            _ => "api_key = \"sk-conformance-key\"\n",
         };
         format!(
-            "[virtual_keys.vk]\nprovider = \"{provider}\"\nbase_url = \"{base}\"\napi_key = \"sk-conformance-key\"\n\
+            "[virtual_keys.vk]\nprovider = \"{provider}\"\nbase_url = \"{base}\"\n{key}\
              max_retry_after_ms = {MAX_RETRY_AFTER_MS}\nfailure_threshold = 1000\n{extra}\n\
              [configs.main]\nstrategy = {{ mode = \"single\" }}\n\
              targets = [ {{ virtual_key = \"vk\", request_timeout = {REQUEST_TIMEOUT_MS} }} ]\n"
         )
     }
 
+    /// The environment llmux needs for this kind's virtual key.
+    fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Bedrock => &[
+                (
+                    "CONFORMANCE_AWS_ID",
+                    llmux_mock::bedrock_keys::ACCESS_KEY_ID,
+                ),
+                (
+                    "CONFORMANCE_AWS_SECRET",
+                    llmux_mock::bedrock_keys::SECRET_ACCESS_KEY,
+                ),
+            ],
+            _ => &[],
+        }
+    }
+
+    /// What names a PNG in the upstream body: a MIME type, or Bedrock's `format`.
+    fn png_marker(self) -> &'static str {
+        match self {
+            Kind::Bedrock => "\"format\":\"png\"",
+            _ => "image/png",
+        }
+    }
+
     /// The hostile upstream's URL root for `fault` (its fault is the path before `/v1/`).
     fn hostile_root(self, h: &Hostile, fault: &str) -> String {
         match self {
-            // Azure appends `/openai/deployments/…`, so the `/v1` goes into the root.
-            Kind::Azure => h.base_url(fault),
+            // Azure appends `/openai/deployments/…`, Bedrock `/model/…`, so the `/v1` goes
+            // into the root.
+            Kind::Azure | Kind::Bedrock => h.base_url(fault),
             _ => h.root_url(fault),
         }
     }
@@ -83,7 +121,7 @@ impl Setup {
         let llmux = Llmux::start_with(
             &kind.virtual_key(&mock.url(ACCOUNT)),
             "default_config = \"main\"",
-            &[],
+            kind.env(),
         );
         Setup {
             kind,
@@ -243,7 +281,7 @@ mod cases {
         .await;
         let up = s.upstream_body();
         assert!(up.contains(data), "image not sent upstream: {up}");
-        assert!(up.contains("image/png"), "{up}");
+        assert!(up.contains(s.kind.png_marker()), "{up}");
     }
 
     pub async fn stream_with_usage(s: Setup) {
@@ -364,7 +402,7 @@ mod cases {
             &s.kind
                 .virtual_key(&s.kind.hostile_root(&h, "garbage/not-json")),
             "default_config = \"main\"",
-            &[],
+            s.kind.env(),
         );
         let r = s
             .client
@@ -517,5 +555,9 @@ conformance_tests! {
     };
     gemini => Kind::Gemini, except {
         completions: "Gemini has no text completions API; llmux translates chat and embeddings",
+    };
+    bedrock => Kind::Bedrock, except {
+        embeddings: "Converse is chat only; Bedrock embeddings need per-model InvokeModel bodies",
+        completions: "Converse has no text completions; llmux translates chat only",
     };
 }

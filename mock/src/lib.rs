@@ -1,5 +1,6 @@
 //! `llmux` mock LLM provider: one HTTP server that speaks the OpenAI, Azure
-//! OpenAI, Anthropic and Gemini wire formats, poses as many provider accounts (the
+//! OpenAI, Anthropic, Gemini and Bedrock Converse wire formats, poses as many provider
+//! accounts (the
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
@@ -12,6 +13,9 @@
 //! - `route`: path → endpoint / provider / account;
 //! - `server`: actix server, catch-all handler, fault injection, control API;
 //! - `openai`, `anthropic`, `gemini`: the endpoint bodies of each wire format;
+//! - `bedrock`: Converse / ConverseStream, SigV4-checked by `sigv4` (an
+//!   implementation independent of llmux's), streamed as binary frames by
+//!   `eventstream`;
 //! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
 //!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
@@ -25,11 +29,14 @@
 //! `POST /_mock/reset`.
 
 mod anthropic;
+mod bedrock;
+mod eventstream;
 mod gemini;
 mod openai;
 mod responses;
 mod route;
 mod server;
+pub mod sigv4;
 mod state;
 mod stream;
 mod util;
@@ -45,6 +52,9 @@ use actix_web::dev::ServerHandle;
 use serde::{Deserialize, Serialize};
 
 use state::Shared;
+
+/// The credentials the mock's Bedrock accounts accept (SigV4 keys, a session, an API key).
+pub use bedrock::keys as bedrock_keys;
 
 /// How an account's requests are answered. Unset fields mean "normal".
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,7 +127,7 @@ pub struct AccountStats {
     /// `responses_get`, `responses_delete`, `responses_input_items`,
     /// `responses_cancel`, `azure_responses`, `azure_responses_get`,
     /// `azure_responses_delete`, `azure_responses_input_items`,
-    /// `azure_responses_cancel`.
+    /// `azure_responses_cancel`; Bedrock's `converse`, `converse_stream`.
     pub by_endpoint: BTreeMap<String, u64>,
     /// Response statuses sent (resets and hangs send none).
     pub statuses: BTreeMap<u16, u64>,

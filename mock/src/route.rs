@@ -12,6 +12,7 @@ pub enum Provider {
     Azure,
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +154,22 @@ fn gemini_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
         account,
         deployment: None,
         id: model,
+/// Bedrock `<account>/model/{modelId}/converse[-stream]` (the id one encoded segment).
+fn bedrock_route(path: &str) -> Option<Route<'_>> {
+    let (rest, op) = path.rsplit_once('/')?;
+    let endpoint = match op {
+        "converse" => Endpoint::Converse,
+        "converse-stream" => Endpoint::ConverseStream,
+        _ => return None,
+    };
+    let (rest, id) = rest.rsplit_once('/')?;
+    let account = rest.strip_suffix("/model")?;
+    (!id.is_empty()).then_some(Route {
+        endpoint,
+        provider: Provider::Bedrock,
+        account: account_of(account),
+        deployment: Some(id),
+        id: None,
     })
 }
 
@@ -209,6 +226,9 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         id: None,
     };
     if post {
+        if let Some(r) = bedrock_route(path) {
+            return r;
+        }
         if let Some(acct) = strip_api(path, "chat/completions") {
             return openai(Endpoint::ChatCompletions, acct);
         }
@@ -296,6 +316,15 @@ mod tests {
             (Completions, OpenAi, "a", None)
         );
         assert_eq!(r(Method::GET, "/a/v1/models"), (Models, OpenAi, "a", None));
+        assert_eq!(
+            r(Method::POST, "/br/model/anthropic.claude-v2%3A1/converse"),
+            (Converse, Bedrock, "br", Some("anthropic.claude-v2%3A1"))
+        );
+        assert_eq!(
+            r(Method::POST, "/model/m/converse-stream"),
+            (ConverseStream, Bedrock, "", Some("m"))
+        );
+        assert_eq!(r(Method::POST, "/br/model//converse").0, NotFound);
         assert_eq!(r(Method::GET, "/models"), (Models, OpenAi, "", None));
         assert_eq!(r(Method::GET, "/a/v1/chat/completions").0, NotFound);
         assert_eq!(r(Method::POST, "/a/v1/foo").0, NotFound);

@@ -34,7 +34,7 @@ use super::route::{self, Control, Provider, Route};
 use super::state::{DisconnectGuard, Endpoint, Shared, DEFAULT_ACCOUNT};
 use super::stream;
 use super::wire::{self, Answer, ApiError, Ctx};
-use super::{anthropic, gemini, Behavior, FailMode};
+use super::{anthropic, bedrock, gemini, Behavior, FailMode};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 << 20;
@@ -214,6 +214,15 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         }
     }
 
+    if provider == Provider::Bedrock {
+        // AWS authenticates before anything else happens to a request.
+        let q = req.query_string();
+        if let Err(e) = bedrock::authenticate(req.method().as_str(), path, q, req.headers(), &body)
+        {
+            counters.record_status(403);
+            return e.render(&ctx);
+        }
+    }
     let mut guard = DisconnectGuard::new(counters.clone());
     if behavior.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behavior.latency_ms)).await;
@@ -251,6 +260,8 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         Endpoint::Completions | Endpoint::AzureCompletions => openai::completions(&ctx, &body),
         Endpoint::Embeddings | Endpoint::AzureEmbeddings => openai::embeddings(&ctx, &body),
         Endpoint::Messages => anthropic::messages(&ctx, req.headers(), &body),
+        Endpoint::Converse => bedrock::converse(&ctx, &body, false),
+        Endpoint::ConverseStream => bedrock::converse(&ctx, &body, true),
         Endpoint::Models => Ok(Answer::Json(openai::models(
             provider == Provider::Anthropic,
         ))),

@@ -48,11 +48,14 @@ pub enum Endpoint {
     GeminiStream,
     GeminiEmbed,
     GeminiModels,
+    /// Bedrock `POST …/model/{id}/converse` and `…/converse-stream`.
+    Converse,
+    ConverseStream,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 23] = [
+    pub const ALL: [Endpoint; 25] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -75,6 +78,8 @@ impl Endpoint {
         Endpoint::GeminiStream,
         Endpoint::GeminiEmbed,
         Endpoint::GeminiModels,
+        Endpoint::Converse,
+        Endpoint::ConverseStream,
         Endpoint::NotFound,
     ];
 
@@ -102,6 +107,8 @@ impl Endpoint {
             Endpoint::GeminiStream => "gemini_stream",
             Endpoint::GeminiEmbed => "gemini_embed",
             Endpoint::GeminiModels => "gemini_models",
+            Endpoint::Converse => "converse",
+            Endpoint::ConverseStream => "converse_stream",
             Endpoint::NotFound => "not_found",
         }
     }

@@ -83,7 +83,11 @@ impl Ctx<'_> {
     /// A `text/event-stream` 200 builder with this provider's headers.
     pub fn sse_ok(&self) -> HttpResponseBuilder {
         let mut b = HttpResponse::Ok();
-        b.insert_header((CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+        let kind = match self.provider {
+            Provider::Bedrock => "application/vnd.amazon.eventstream",
+            _ => "text/event-stream",
+        };
+        b.insert_header((CONTENT_TYPE, HeaderValue::from_static(kind)))
             .insert_header((
                 HeaderName::from_static("cache-control"),
                 HeaderValue::from_static("no-cache"),
@@ -97,6 +101,7 @@ impl Ctx<'_> {
             Provider::Anthropic => "request-id",
             // Google sends no request id header.
             Provider::Gemini => return,
+            Provider::Bedrock => "x-amzn-requestid",
             _ => "x-request-id",
         };
         if let Ok(v) = HeaderValue::from_str(&self.request_id()) {
@@ -119,6 +124,7 @@ impl Ctx<'_> {
             }
             Provider::Anthropic => anthropic_ratelimit(b, 1, false),
             Provider::Gemini => {}
+            Provider::Bedrock => {}
         }
     }
 }
@@ -251,6 +257,9 @@ impl ApiError {
     }
 
     pub fn render(&self, ctx: &Ctx) -> HttpResponse {
+        if ctx.provider == Provider::Bedrock {
+            return super::bedrock::render_error(self, ctx);
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut b = HttpResponse::build(status);
         b.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
@@ -287,6 +296,7 @@ impl ApiError {
                 }
                 Provider::Anthropic => anthropic_ratelimit(&mut b, retry_after.unwrap_or(1), true),
                 Provider::Gemini => {}
+                Provider::Bedrock => {}
             }
         }
         b.body(self.body(ctx))
@@ -303,6 +313,7 @@ impl ApiError {
                     .to_string()
                     .into_bytes()
             }
+            Provider::Bedrock => super::bedrock::error_body(self),
         }
     }
 }

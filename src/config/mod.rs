@@ -2,6 +2,7 @@
 //! compiled once into an immutable [`Config`]. Every error names the file, the path in the tree
 //! and the fix. Reloads build a whole new `Config` and swap it in; nothing mutates one.
 
+mod bedrock;
 pub mod catalog;
 pub mod condition;
 pub mod limit;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use bedrock::{AwsKeys, BedrockAccount};
 pub use raw::{ProviderKind, ResponsesApi};
 use raw::{RawFile, RawNode, RawVirtualKey};
 pub use tree::{
@@ -201,6 +203,8 @@ pub struct TargetSpec {
     pub health_check_interval: Option<Duration>,
     /// How `/v1/responses` reaches this account.
     pub responses_api: ResponsesApi,
+    /// `provider = "bedrock"` only: region and SigV4 credentials.
+    pub bedrock: Option<BedrockAccount>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -873,11 +877,16 @@ fn compile_target(
         }
     };
     let provider = vk.provider;
+    let mut api_key = api_key;
+    let bedrock = bedrock::compile(&p, vk, &mut api_key, env, invalid)?;
     let base_url = match (&vk.base_url, provider) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
         (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com".to_owned(),
+        (None, ProviderKind::Bedrock) => bedrock
+            .as_ref()
+            .map_or_else(String::new, BedrockAccount::default_base_url),
         (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
             return Err(invalid(
                 &field("base_url"),
@@ -934,7 +943,7 @@ fn compile_target(
         ));
     }
     // OpenAI and Azure speak the Responses API; most OpenAI-compatible servers speak only
-    // chat; Anthropic and Gemini never do.
+    // chat; Anthropic, Gemini and Bedrock never do.
     let responses_api = match (provider, vk.responses_api) {
         (ProviderKind::Anthropic, Some(ResponsesApi::Native)) => {
             return Err(invalid(
@@ -948,10 +957,19 @@ fn compile_target(
                 "Gemini has no Responses API: llmux translates /v1/responses to its generateContent API; remove responses_api".into(),
             ))
         }
+        (ProviderKind::Bedrock, Some(ResponsesApi::Native)) => {
+            return Err(invalid(
+                &field("responses_api"),
+                "Bedrock has no Responses API: llmux translates /v1/responses to its Converse API; remove responses_api".into(),
+            ))
+        }
         (_, Some(r)) => r,
         (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => ResponsesApi::Native,
         (
-            ProviderKind::OpenaiCompatible | ProviderKind::Anthropic | ProviderKind::Gemini,
+            ProviderKind::OpenaiCompatible
+            | ProviderKind::Anthropic
+            | ProviderKind::Gemini
+            | ProviderKind::Bedrock,
             None,
         ) => ResponsesApi::Chat,
     };
@@ -985,6 +1003,7 @@ fn compile_target(
             .filter(|&v| v > 0)
             .map(Duration::from_millis),
         responses_api,
+        bedrock,
     })
 }
 

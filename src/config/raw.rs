@@ -175,6 +175,7 @@ pub enum ProviderKind {
     Anthropic,
     OpenaiCompatible,
     Gemini,
+    Bedrock,
 }
 
 impl ProviderKind {
@@ -185,6 +186,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Bedrock => "bedrock",
         }
     }
 }
@@ -220,6 +222,12 @@ pub struct RawVirtualKey {
     /// How `/v1/responses` reaches this account: `native` (its own Responses API) or `chat`
     /// (translated to Chat Completions by llmux).
     pub responses_api: Option<ResponsesApi>,
+    /// Bedrock: the AWS region (else `AWS_REGION`) and the environment variables holding the
+    /// SigV4 credentials (else the standard `AWS_ACCESS_KEY_ID`, … ones); see `config::bedrock`.
+    pub region: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

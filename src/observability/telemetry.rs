@@ -12,6 +12,8 @@ pub fn init(telemetry: Option<&crate::config::TelemetrySettings>) -> Option<supe
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // aws-sigv4's trace events name the Bedrock access key id: never logged, whatever RUST_LOG says.
+    let filter = filter.add_directive("aws_sigv4=off".parse().expect("a static directive"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if std::io::stderr().is_terminal() {
         fmt.boxed()

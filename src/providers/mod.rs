@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod gemini;
+pub mod bedrock;
 pub mod headers;
 pub mod openai;
 mod provider;
@@ -468,11 +469,15 @@ pub async fn send(
         ));
     }
     let hint = headers::retry_after(resp.headers(), spec.max_retry_after);
+    let resp_headers = resp.headers().clone();
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
-    let mut err = provider(spec.provider).error(status, &body);
+    let mut err = provider(spec.provider).classify(spec, status, &resp_headers, &body);
     err.message = scrub(&err.message, spec.api_key.as_ref());
     // A header hint wins; else the body's (see `Provider::error`), capped the same way.
     let hint = hint.or(err.retry_after.take());
+    for secret in spec.bedrock.iter().flat_map(|b| b.secrets()) {
+        err.message = scrub(&err.message, Some(secret));
+    }
     err.retry_after = retry_after_for(spec, err.class, hint);
     Err(err)
 }
@@ -505,8 +510,9 @@ pub async fn finish(
     max_body: usize,
 ) -> Result<Answer, AttemptError> {
     let status = resp.status().as_u16();
+    let url = resp.url().clone();
     let body = read_limited(resp, max_body, timeout).await?;
-    provider(spec.provider).answer(endpoint, status, body)
+    provider(spec.provider).answer_at(endpoint, status, &url, body)
 }
 
 /// Wraps a 2xx streamed answer for reading SSE events in OpenAI terms.

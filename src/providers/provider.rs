@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::stream::Framing;
 use super::{Answer, AttemptError, Endpoint, Merged, Upstream, Urls};
-use crate::config::ProviderKind;
+use crate::config::{ProviderKind, TargetSpec};
 
 /// Everything provider-specific about an attempt. Implementations do no I/O: the shared code in
 /// [`super`] sends, reads (with its size and time limits), scrubs and applies `Retry-After`.
@@ -55,9 +55,34 @@ pub trait Provider: Sync {
     /// `retry_after`: the caller uses it when no header hints one, and caps it.
     fn error(&self, status: u16, body: &[u8]) -> AttemptError;
 
+    /// [`Provider::error`] with the answer's headers (Bedrock names the error in
+    /// `x-amzn-errortype`) and the target (to name it); what [`super::send`] calls for every
+    /// provider.
+    fn classify(
+        &self,
+        _spec: &TargetSpec,
+        status: u16,
+        _headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> AttemptError {
+        self.error(status, body)
+    }
+
     /// A whole 2xx non-streamed answer, in OpenAI shape; a body that is not an answer for
     /// `endpoint` is a 502 [`AttemptError::bad_upstream`]-style failure.
     fn answer(&self, endpoint: Endpoint, status: u16, body: Bytes) -> Result<Answer, AttemptError>;
+
+    /// [`Provider::answer`] for providers whose answer does not name what the URL did (Bedrock
+    /// puts the model in the path only); what [`super::finish`] calls for every provider.
+    fn answer_at(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        _url: &reqwest::Url,
+        body: Bytes,
+    ) -> Result<Answer, AttemptError> {
+        self.answer(endpoint, status, body)
+    }
 
     /// How a 2xx SSE stream is read and turned into OpenAI chunks. `include_usage`: the client
     /// asked for the usage chunk; `model` is the requested model, until the stream names one.
@@ -72,5 +97,6 @@ pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::AzureOpenai => &super::azure::Azure,
         ProviderKind::Anthropic => &super::anthropic::Anthropic,
         ProviderKind::Gemini => &super::gemini::Gemini,
+        ProviderKind::Bedrock => &super::bedrock::Bedrock,
     }
 }

@@ -39,6 +39,19 @@ enum ReadError {
     Http(reqwest::Error),
     /// An event grew past [`MAX_EVENT_BYTES`] without ending.
     EventTooLarge,
+    /// A binary event-stream frame (Bedrock) did not decode.
+    Frame(String),
+}
+
+impl From<super::bedrock::stream::FrameError> for ReadError {
+    fn from(e: super::bedrock::stream::FrameError) -> ReadError {
+        use super::bedrock::stream::FrameError;
+        match e {
+            FrameError::Http(e) => ReadError::Http(e),
+            FrameError::TooLarge => ReadError::EventTooLarge,
+            FrameError::Bad(m) => ReadError::Frame(m),
+        }
+    }
 }
 
 impl std::fmt::Display for ReadError {
@@ -49,6 +62,7 @@ impl std::fmt::Display for ReadError {
             ReadError::EventTooLarge => {
                 write!(f, "an event exceeded {MAX_EVENT_BYTES} bytes")
             }
+            ReadError::Frame(m) => write!(f, "malformed event-stream frame: {m}"),
         }
     }
 }
@@ -118,6 +132,8 @@ pub enum Framing {
     OpenAi { drop_usage_chunk: bool },
     /// Anthropic's typed events, translated one by one.
     Anthropic(Box<StreamTranslator>),
+    /// Bedrock's ConverseStream: binary event-stream frames, decoded and translated.
+    Bedrock(Box<super::bedrock::StreamTranslator>),
     /// A native Responses API stream (`event: <type>` frames, no `[DONE]`): frames pass
     /// through; the stream ends with `response.completed` / `response.incomplete`.
     Responses,
@@ -298,10 +314,16 @@ enum Step {
 impl UpstreamStream {
     /// `idle` bounds the wait for each event.
     pub fn new(resp: reqwest::Response, idle: Duration, framing: Framing) -> UpstreamStream {
-        let body = bounded(resp.bytes_stream(), MAX_EVENT_BYTES);
         let events: Events = match framing {
-            Framing::Gemini(_) => Box::pin(super::gemini::sse_data_lines(body).eventsource()),
-            _ => Box::pin(body.eventsource()),
+            Framing::Bedrock(_) => Box::pin(
+                super::bedrock::stream::events(Box::pin(resp.bytes_stream()), MAX_EVENT_BYTES)
+                    .map(|r| r.map_err(|e| EventStreamError::Transport(e.into()))),
+            ),
+            Framing::Gemini(_) => Box::pin(
+                super::gemini::sse_data_lines(bounded(resp.bytes_stream(), MAX_EVENT_BYTES))
+                    .eventsource(),
+            ),
+            _ => Box::pin(bounded(resp.bytes_stream(), MAX_EVENT_BYTES).eventsource()),
         };
         UpstreamStream {
             events,
@@ -509,6 +531,32 @@ impl UpstreamStream {
                             err.class = FailureClass::Server;
                             return Step::Error(err);
                         }
+                    }
+                }
+                Step::Frames(frames, !had && t.has_content())
+            }
+            Framing::Bedrock(t) => {
+                use super::bedrock::stream::StreamOutput as Out;
+                let had = t.has_content();
+                let mut out = Vec::with_capacity(2);
+                t.on_event(&event.id, &event.event, &event.data, &mut out);
+                self.usage = t.usage();
+                // Converse streams never name the model: it is the one in the URL.
+                if self.model.is_none() {
+                    self.model = Some(t.model().to_owned());
+                }
+                if let Some(r) = t.finish_reason() {
+                    self.finish_reason = Some(r.into());
+                }
+                let mut frames = Vec::with_capacity(out.len());
+                for o in out {
+                    match o {
+                        Out::Chunk(c) => frames.push(frame(&c)),
+                        Out::Done => {
+                            frames.push(Bytes::from_static(DONE));
+                            return Step::Done(frames);
+                        }
+                        Out::Error(e) => return Step::Error(e),
                     }
                 }
                 Step::Frames(frames, !had && t.has_content())

@@ -3,6 +3,7 @@
 //! control API. The router's tests rely on all of it.
 
 mod anthropic;
+mod bedrock;
 mod behavior;
 mod common;
 mod control;
