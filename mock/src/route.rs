@@ -154,6 +154,9 @@ fn gemini_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
         account,
         deployment: None,
         id: model,
+    })
+}
+
 /// Bedrock `<account>/model/{modelId}/converse[-stream]` (the id one encoded segment).
 fn bedrock_route(path: &str) -> Option<Route<'_>> {
     let (rest, op) = path.rsplit_once('/')?;
