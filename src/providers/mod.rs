@@ -4,8 +4,8 @@
 
 pub mod anthropic;
 pub mod azure;
-pub mod gemini;
 pub mod bedrock;
+pub mod gemini;
 pub mod headers;
 pub mod openai;
 mod provider;
