@@ -465,3 +465,63 @@ async fn a_collector_outage_costs_no_request() {
         );
     }
 }
+
+/// Sampling is decided before any span exists: a client's `traceparent` flag decides for its
+/// request; without one, `sample_ratio` does (0 here: nothing unless the client asks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_the_client_then_the_ratio() {
+    let rx = Receiver::start().await;
+    let m = mock();
+    let llmux = Llmux::start_with(
+        &config(&m, &rx.endpoint(), "sample_ratio = 0.0"),
+        "default_config = \"main\"",
+        &[],
+    );
+    let c = client();
+    let send = |tp: Option<String>| {
+        let mut r = c
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&chat_body("gpt-4o"));
+        if let Some(tp) = tp {
+            r = r.header("traceparent", tp);
+        }
+        r.send()
+    };
+    for _ in 0..5 {
+        assert_eq!(send(None).await.unwrap().status(), 200);
+    }
+    let unsampled = "11111111111111111111111111111111";
+    let r = send(Some(format!("00-{unsampled}-{PARENT}-00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !m.stats("anthropic-main")
+            .last_headers
+            .contains_key("traceparent"),
+        "an unsampled request propagates nothing"
+    );
+    let r = send(Some(format!("00-{TRACE}-{PARENT}-01"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = rx
+        .wait_for("the sampled request's spans", |s| {
+            s.iter().any(|x| x.kind == SpanKind::Client as i32) && !request_spans(s).is_empty()
+        })
+        .await;
+    // One more batch period: anything else exported would have arrived by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = {
+        let all = rx.spans.lock().unwrap().clone();
+        assert!(all.len() >= spans.len());
+        all
+    };
+    assert_eq!(
+        spans.len(),
+        2,
+        "one request and one attempt span: {spans:#?}"
+    );
+    assert!(
+        spans.iter().all(|s| hex(&s.trace_id) == TRACE),
+        "{spans:#?}"
+    );
+}

@@ -263,7 +263,7 @@ async fn handle(
     ));
     if otel::enabled() {
         if let Some(e) = &mut entry {
-            e.otel = Some(otel::request_span(endpoint, h, &trace_id));
+            e.otel = otel::request_span(endpoint, h, &trace_id);
         }
     }
     let mut in_flight = Some(in_flight);

@@ -36,6 +36,8 @@ const MAX_CONTENT_BYTES: usize = 16 * 1024;
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static CAPTURE_CONTENT: AtomicBool = AtomicBool::new(false);
 static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
+/// `sample_ratio`, for requests that bring no sampling decision of their own.
+static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
 
 /// Whether spans are exported (`[telemetry]` was configured at start).
 #[inline]
@@ -94,9 +96,10 @@ where
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.sample_ratio,
-        ))))
+        // Sampled or not is decided before a span exists (`request_span`): an unsampled
+        // request then costs nothing at all, where an SDK sampler would decide only after
+        // every attribute had been recorded.
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(settings.service_name.clone())
@@ -114,6 +117,7 @@ where
             tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE),
         );
     PROPAGATOR.get_or_init(TraceContextPropagator::new);
+    SAMPLE_RATIO.get_or_init(|| settings.sample_ratio);
     CAPTURE_CONTENT.store(settings.capture_content, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok((
@@ -171,13 +175,31 @@ impl Injector for Outgoing<'_> {
     }
 }
 
-/// A request's server span, child of the client's `traceparent` when it sent a valid one.
+/// Whether to trace a request: the client's decision when its `traceparent` is valid (parent
+/// based, as the W3C flag asks), else a draw at `sample_ratio`.
+fn sampled(parent: &opentelemetry::Context) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = parent.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        return sc.is_sampled();
+    }
+    let ratio = SAMPLE_RATIO.get().copied().unwrap_or(1.0);
+    ratio >= 1.0 || rand::random::<f64>() < ratio
+}
+
+/// A request's server span, child of the client's `traceparent` when it sent a valid one;
+/// `None` when the request is not sampled (then nothing of it is traced or propagated).
 /// Fields known later are recorded by [`finish_request`].
 pub fn request_span(
     endpoint: crate::providers::Endpoint,
     headers: &actix_web::http::header::HeaderMap,
     trace_id: &str,
-) -> Span {
+) -> Option<Span> {
+    let parent = PROPAGATOR.get()?.extract(&Headers(headers));
+    if !sampled(&parent) {
+        return None;
+    }
     let op = operation(endpoint);
     let span = tracing::trace_span!(
         target: TARGET,
@@ -209,11 +231,8 @@ pub fn request_span(
         llmux.key = tracing::field::Empty,
         llmux.cost_usd = tracing::field::Empty,
     );
-    if let Some(p) = PROPAGATOR.get() {
-        let parent = p.extract(&Headers(headers));
-        let _ = span.set_parent(parent);
-    }
-    span
+    let _ = span.set_parent(parent);
+    Some(span)
 }
 
 /// Names the request span once the body says which model it asks for.
