@@ -224,6 +224,13 @@ impl AttemptError {
         }
     }
 
+    /// The 400 a request gets that a provider's translation cannot express.
+    pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> AttemptError {
+        let mut e = AttemptError::new(400, FailureClass::Client, "invalid_request_error", message);
+        e.param = Some(param.into());
+        e
+    }
+
     pub fn timeout(after: Duration) -> AttemptError {
         AttemptError::new(
             408,
@@ -286,6 +293,41 @@ pub struct Answer {
     pub body: Bytes,
     pub usage: Usage,
     pub model: Option<String>,
+}
+
+impl Answer {
+    /// A translated answer: `v` is the OpenAI-shaped body a provider's translation built.
+    pub fn translated(
+        status: u16,
+        v: &Value,
+        usage: Usage,
+        model: Option<String>,
+    ) -> Result<Answer, AttemptError> {
+        let body = serde_json::to_vec(v).map_err(|e| {
+            AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
+        })?;
+        Ok(Answer {
+            status,
+            body: body.into(),
+            usage,
+            model,
+        })
+    }
+}
+
+/// Upper bound on upstream text copied into an error message.
+pub const MAX_ECHO_BYTES: usize = 512;
+
+/// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A client's request body: the bytes as sent, and the JSON map parsed from them only when a

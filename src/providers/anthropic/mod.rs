@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::stream::Framing;
+use super::{truncate_utf8, MAX_ECHO_BYTES};
 use super::{
     Answer, AttemptError, Endpoint, FailureClass, Merged, Provider, Upstream, Urls, Usage,
 };
@@ -45,10 +46,6 @@ impl TranslateError {
     }
 }
 
-/// Upper bound on how much upstream-provided text is copied into an error message, so a huge or
-/// hostile body cannot be reflected to clients.
-const MAX_ECHO_BYTES: usize = 512;
-
 /// Builds a JSON object by moving the given values in. `json!` would serialize its operands by
 /// reference, cloning every string and subtree handed to it.
 fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
@@ -63,18 +60,6 @@ fn to_json_string<T: Serialize + ?Sized>(value: &T) -> String {
     // Serializing plain structs and `Value`s cannot fail (all map keys are strings); should it
     // ever, an empty object is a safer output than a panic on the hot path.
     serde_json::to_string(value).unwrap_or_else(|_| String::from("{}"))
-}
-
-/// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Anthropic's Messages API: chat only, every body translated both ways.
@@ -170,15 +155,7 @@ impl Provider for Anthropic {
             )
         })?;
         let model = v.get("model").and_then(Value::as_str).map(str::to_owned);
-        let body = serde_json::to_vec(&v).map_err(|e| {
-            AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
-        })?;
-        Ok(Answer {
-            status,
-            body: body.into(),
-            usage,
-            model,
-        })
+        Answer::translated(status, &v, usage, model)
     }
 
     fn framing(&self, include_usage: bool, model: &str) -> Framing {

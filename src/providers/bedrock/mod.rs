@@ -22,6 +22,12 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::stream::Framing;
+use super::{truncate_utf8, MAX_ECHO_BYTES};
+
+/// The 400 a request that cannot be translated gets.
+fn invalid(message: impl Into<String>, param: impl Into<String>) -> AttemptError {
+    AttemptError::invalid(message, param)
+}
 use super::{Answer, AttemptError, Endpoint, FailureClass, Merged, Provider, Upstream, Urls};
 
 pub use error::translate_error;
@@ -29,28 +35,6 @@ pub use request::translate_request;
 pub use response::translate_response;
 pub use sign::{sign, SIGNING_NAME};
 pub use stream::StreamTranslator;
-
-/// Upper bound on upstream text copied into an error message.
-const MAX_ECHO_BYTES: usize = 512;
-
-/// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// A client error (400 `invalid_request_error`) naming the offending parameter.
-fn invalid(message: impl Into<String>, param: &str) -> AttemptError {
-    let mut e = AttemptError::new(400, FailureClass::Client, "invalid_request_error", message);
-    e.param = Some(param.to_owned());
-    e
-}
 
 /// Percent-encodes a model id as one path segment: everything but RFC 3986 unreserved
 /// characters, so `:` → `%3A` and `/` (ARNs) → `%2F`, as the AWS SDKs send it.
@@ -266,15 +250,7 @@ impl Bedrock {
         let created = crate::clock::unix_ms() / 1000;
         let model = model.unwrap_or_else(|| "bedrock".to_owned());
         let (v, usage) = translate_response(&body, created, &model)?;
-        let body = serde_json::to_vec(&v).map_err(|e| {
-            AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
-        })?;
-        Ok(Answer {
-            status,
-            body: body.into(),
-            usage,
-            model: Some(model),
-        })
+        Answer::translated(status, &v, usage, Some(model))
     }
 }
 

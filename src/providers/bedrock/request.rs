@@ -202,7 +202,7 @@ fn messages(body: &Map<String, Value>) -> Result<(Vec<Value>, Vec<Value>, bool),
                         "role `{}` is not supported by provider bedrock",
                         other.unwrap_or("(none)")
                     ),
-                    &format!("{param}.role"),
+                    format!("{param}.role"),
                 ))
             }
         };

@@ -41,34 +41,18 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::stream::Framing;
+use super::{truncate_utf8, MAX_ECHO_BYTES};
+
+/// The 400 a request that cannot be translated gets.
+fn invalid(message: impl Into<String>, param: impl Into<String>) -> AttemptError {
+    AttemptError::invalid(message, param)
+}
 use super::{Answer, AttemptError, Endpoint, FailureClass, Merged, Provider, Upstream, Urls};
 
 pub use error::{retry_delay, translate_error};
 pub use request::{translate_embeddings, translate_request};
 pub use response::{translate_embeddings_response, translate_response};
 pub use stream::{sse_data_lines, StreamOutput, StreamTranslator};
-
-/// Upper bound on upstream text copied into an error message.
-const MAX_ECHO_BYTES: usize = 512;
-
-/// The 400 a request that cannot be translated gets.
-fn invalid(message: impl Into<String>, param: impl Into<String>) -> AttemptError {
-    let mut e = AttemptError::new(400, FailureClass::Client, "invalid_request_error", message);
-    e.param = Some(param.into());
-    e
-}
-
-/// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// The Gemini model id of a request, checked to be one plain path segment. `models/` (the
 /// resource name Google's own listings use) is accepted and stripped. Anything that could
@@ -209,15 +193,7 @@ impl Provider for Gemini {
             .and_then(Value::as_str)
             .filter(|m| !m.is_empty())
             .map(str::to_owned);
-        let body = serde_json::to_vec(&v).map_err(|e| {
-            AttemptError::new(500, FailureClass::Server, "server_error", e.to_string())
-        })?;
-        Ok(Answer {
-            status,
-            body: body.into(),
-            usage,
-            model,
-        })
+        Answer::translated(status, &v, usage, model)
     }
 
     fn framing(&self, include_usage: bool, model: &str) -> Framing {
