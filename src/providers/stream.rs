@@ -20,7 +20,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::anthropic::{StreamOutput, StreamTranslator};
+use super::anthropic::{StreamOutput as AnthropicOutput, StreamTranslator};
 use super::openai::UsageProbe;
 use super::{AttemptError, FailureClass, Usage};
 
@@ -442,7 +442,7 @@ impl UpstreamStream {
                 if let Framing::Gemini(t) = &mut self.framing {
                     let mut out = Vec::with_capacity(2);
                     t.end(&mut out);
-                    return gemini_step(out, false);
+                    return translated_step(out, false);
                 }
                 return Step::Error(broken("upstream stream ended before its terminator".into()));
             }
@@ -507,7 +507,7 @@ impl UpstreamStream {
                 if let Some(r) = t.finish_reason() {
                     self.finish_reason = Some(r.into());
                 }
-                gemini_step(out, !had && t.has_content())
+                translated_step(out, !had && t.has_content())
             }
             Framing::Anthropic(t) => {
                 let had = t.has_content();
@@ -520,12 +520,12 @@ impl UpstreamStream {
                 let mut frames = Vec::with_capacity(out.len());
                 for o in out {
                     match o {
-                        StreamOutput::Chunk(c) => frames.push(frame(&c)),
-                        StreamOutput::Done => {
+                        AnthropicOutput::Chunk(c) => frames.push(frame(&c)),
+                        AnthropicOutput::Done => {
                             frames.push(Bytes::from_static(DONE));
                             return Step::Done(frames);
                         }
-                        StreamOutput::Error(e) => {
+                        AnthropicOutput::Error(e) => {
                             let v: Value = serde_json::from_str(&e).unwrap_or(Value::Null);
                             let mut err = super::openai::error_from_value(502, &v);
                             err.class = FailureClass::Server;
@@ -536,7 +536,6 @@ impl UpstreamStream {
                 Step::Frames(frames, !had && t.has_content())
             }
             Framing::Bedrock(t) => {
-                use super::bedrock::stream::StreamOutput as Out;
                 let had = t.has_content();
                 let mut out = Vec::with_capacity(2);
                 t.on_event(&event.id, &event.event, &event.data, &mut out);
@@ -548,18 +547,7 @@ impl UpstreamStream {
                 if let Some(r) = t.finish_reason() {
                     self.finish_reason = Some(r.into());
                 }
-                let mut frames = Vec::with_capacity(out.len());
-                for o in out {
-                    match o {
-                        Out::Chunk(c) => frames.push(frame(&c)),
-                        Out::Done => {
-                            frames.push(Bytes::from_static(DONE));
-                            return Step::Done(frames);
-                        }
-                        Out::Error(e) => return Step::Error(e),
-                    }
-                }
-                Step::Frames(frames, !had && t.has_content())
+                translated_step(out, !had && t.has_content())
             }
         }
     }
@@ -679,8 +667,19 @@ impl UpstreamStream {
 }
 
 /// A Gemini translator's outputs as one step.
-fn gemini_step(out: Vec<super::gemini::StreamOutput>, content: bool) -> Step {
-    use super::gemini::StreamOutput;
+/// What a translator (Gemini, Bedrock) made of one upstream event (or of the body's end).
+#[derive(Debug)]
+pub enum StreamOutput {
+    /// A `chat.completion.chunk` JSON, to send as `data: …`.
+    Chunk(String),
+    /// The stream is complete: send `data: [DONE]`.
+    Done,
+    /// The stream failed (an error event or frame, a malformed event, an early end).
+    Error(AttemptError),
+}
+
+/// A translator's outputs as a [`Step`]; `content`: whether they carry the first content.
+fn translated_step(out: Vec<StreamOutput>, content: bool) -> Step {
     let mut frames = Vec::with_capacity(out.len());
     for o in out {
         match o {

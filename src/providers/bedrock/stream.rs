@@ -153,16 +153,7 @@ where
     })
 }
 
-/// One translated output.
-#[derive(Debug)]
-pub enum StreamOutput {
-    /// An OpenAI chunk (JSON), sent as `data: <json>`.
-    Chunk(String),
-    /// The stream finished: the caller sends `data: [DONE]`.
-    Done,
-    /// The stream failed (exception frame, malformed event, early end).
-    Error(AttemptError),
-}
+pub use crate::providers::stream::StreamOutput;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

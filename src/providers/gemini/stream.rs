@@ -17,16 +17,7 @@ use serde_json::{json, Value};
 use super::response::{call_id, finish_reason, safe_id, tool_call, WireResponse, WireUsage};
 use crate::providers::{AttemptError, FailureClass, Usage};
 
-/// What one frame (or the end of the body) produces.
-#[derive(Debug)]
-pub enum StreamOutput {
-    /// A `chat.completion.chunk` JSON, to send as `data: …`.
-    Chunk(String),
-    /// The stream is complete: send `data: [DONE]`.
-    Done,
-    /// The stream failed.
-    Error(AttemptError),
-}
+pub use crate::providers::stream::StreamOutput;
 
 #[derive(Default)]
 struct Choice {
