@@ -175,6 +175,8 @@ pub enum ProviderKind {
     Anthropic,
     OpenaiCompatible,
     Gemini,
+    /// Google Vertex AI: Gemini and Anthropic models, OAuth2 service-account credentials.
+    Vertex,
 }
 
 impl ProviderKind {
@@ -185,6 +187,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Vertex => "vertex",
         }
     }
 }
@@ -220,6 +223,13 @@ pub struct RawVirtualKey {
     /// How `/v1/responses` reaches this account: `native` (its own Responses API) or `chat`
     /// (translated to Chat Completions by llmux).
     pub responses_api: Option<ResponsesApi>,
+    /// Vertex: the Google Cloud project id.
+    pub project: Option<String>,
+    /// Vertex: the region (`us-east5`) or `global`.
+    pub location: Option<String>,
+    /// Vertex: the service-account JSON key file (relative to the config file); else the
+    /// file `GOOGLE_APPLICATION_CREDENTIALS` names.
+    pub credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
