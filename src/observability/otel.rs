@@ -132,6 +132,7 @@ pub fn provider_name(kind: ProviderKind) -> &'static str {
         ProviderKind::AzureOpenai => "azure.ai.openai",
         ProviderKind::Anthropic => "anthropic",
         ProviderKind::Gemini => "gcp.gemini",
+        ProviderKind::Vertex => "gcp.vertex_ai",
     }
 }
 

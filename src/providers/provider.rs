@@ -72,5 +72,6 @@ pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::AzureOpenai => &super::azure::Azure,
         ProviderKind::Anthropic => &super::anthropic::Anthropic,
         ProviderKind::Gemini => &super::gemini::Gemini,
+        ProviderKind::Vertex => &super::vertex::Vertex,
     }
 }
