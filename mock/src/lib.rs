@@ -33,6 +33,7 @@ mod server;
 mod state;
 mod stream;
 mod util;
+mod vertex;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,10 @@ pub struct Behavior {
     pub reply: Option<String>,
     /// Bytes of padding added to the content (a space then `x`s).
     pub response_padding: usize,
+    /// Vertex: lifetime of the access tokens the token endpoint issues (3600 when absent).
+    pub token_expires_in_s: Option<u64>,
+    /// Vertex: the token endpoint answers this status (>= 400) instead of a token.
+    pub token_status: Option<u16>,
 }
 
 /// How a failing request fails.

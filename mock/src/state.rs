@@ -48,11 +48,19 @@ pub enum Endpoint {
     GeminiStream,
     GeminiEmbed,
     GeminiModels,
+    /// Vertex AI: Gemini `…/publishers/google/models/{m}:generateContent` and
+    /// `:streamGenerateContent`, Anthropic `…/publishers/anthropic/models/{m}:rawPredict` and
+    /// `:streamRawPredict`, and the OAuth2 token endpoint `POST <account>/token`.
+    VertexGenerate,
+    VertexStream,
+    VertexRawPredict,
+    VertexStreamRawPredict,
+    VertexToken,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 23] = [
+    pub const ALL: [Endpoint; 28] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -75,6 +83,11 @@ impl Endpoint {
         Endpoint::GeminiStream,
         Endpoint::GeminiEmbed,
         Endpoint::GeminiModels,
+        Endpoint::VertexGenerate,
+        Endpoint::VertexStream,
+        Endpoint::VertexRawPredict,
+        Endpoint::VertexStreamRawPredict,
+        Endpoint::VertexToken,
         Endpoint::NotFound,
     ];
 
@@ -102,6 +115,11 @@ impl Endpoint {
             Endpoint::GeminiStream => "gemini_stream",
             Endpoint::GeminiEmbed => "gemini_embed",
             Endpoint::GeminiModels => "gemini_models",
+            Endpoint::VertexGenerate => "vertex_generate",
+            Endpoint::VertexStream => "vertex_stream",
+            Endpoint::VertexRawPredict => "vertex_raw_predict",
+            Endpoint::VertexStreamRawPredict => "vertex_stream_raw_predict",
+            Endpoint::VertexToken => "vertex_token",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -223,6 +241,8 @@ pub struct Shared {
     accounts: DashMap<String, Arc<AccountCounters>>,
     responses: DashMap<String, Arc<ResponseStore>>,
     seq: AtomicU64,
+    /// Vertex access tokens issued by the token endpoint (never reset).
+    pub vertex_tokens: super::vertex::Tokens,
 }
 
 pub const DEFAULT_ACCOUNT: &str = "*";
@@ -235,6 +255,7 @@ impl Shared {
             accounts: DashMap::new(),
             responses: DashMap::new(),
             seq: AtomicU64::new(1),
+            vertex_tokens: Default::default(),
         };
         s.behaviors.insert(
             DEFAULT_ACCOUNT.to_owned(),
