@@ -174,6 +174,67 @@ mod tests {
         );
     }
 
+    /// `[virtual_keys.vx]` with `lines`, parsed as if the config sat at the crate root.
+    fn parse(lines: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.vx]\n{lines}\n");
+        let at = Path::new(env!("CARGO_MANIFEST_DIR")).join("c.toml");
+        match super::super::Config::parse(&text, &at, env) {
+            Ok(c) => Ok(c.targets[0].base_url.clone()),
+            Err(super::super::ConfigError::Invalid { path, message, .. }) => {
+                Err(format!("{path}: {message}"))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn vertex_settings_are_checked_at_load() {
+        let none = |_: &str| None;
+        let file = "credentials_file = \"tests/fixtures/vertex-sa.json\"";
+        let ok = |rest: &str| parse(&format!("provider = \"vertex\"\n{file}\n{rest}"), &none);
+        assert_eq!(
+            ok("project = \"p\"\nlocation = \"europe-west1\"").unwrap(),
+            "https://europe-west1-aiplatform.googleapis.com"
+        );
+        assert_eq!(
+            ok("project = \"p\"\nlocation = \"global\"").unwrap(),
+            "https://aiplatform.googleapis.com"
+        );
+        let e = ok("location = \"global\"").unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.project: "), "{e}");
+        let e = ok("project = \"p\"").unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.location: "), "{e}");
+        let e = ok("project = \"p\"\nlocation = \"us/../x\"").unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.location: "), "{e}");
+        let e = ok("project = \"p\"\nlocation = \"global\"\napi_key = \"k\"").unwrap_err();
+        assert!(e.contains("not an API key"), "{e}");
+        let e = ok("project = \"p\"\nlocation = \"global\"\nhealth_check_interval_ms = 1000")
+            .unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.health_check_interval_ms: "), "{e}");
+        let e = ok("project = \"p\"\nlocation = \"global\"\nresponses_api = \"native\"")
+            .unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.responses_api: "), "{e}");
+        let e = parse("provider = \"gemini\"\nproject = \"p\"", &none).unwrap_err();
+        assert!(e.starts_with("virtual_keys.vx.project: "), "{e}");
+        // The key file from GOOGLE_APPLICATION_CREDENTIALS, else the fix is named.
+        let vk = "provider = \"vertex\"\nproject = \"p\"\nlocation = \"global\"";
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex-sa.json");
+        let adc = |name: &str| (name == "GOOGLE_APPLICATION_CREDENTIALS").then(|| fixture.into());
+        assert!(parse(vk, &adc).is_ok());
+        let e = parse(vk, &none).unwrap_err();
+        assert!(
+            e.starts_with("virtual_keys.vx.credentials_file: ")
+                && e.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+            "{e}"
+        );
+        let missing = |_: &str| Some("/nonexistent/adc.json".to_owned());
+        let e = parse(vk, &missing).unwrap_err();
+        assert!(
+            e.contains("/nonexistent/adc.json") && e.contains("from GOOGLE_APPLICATION_CREDENTIALS"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn broken_key_files_are_refused_without_echoing_them() {
         let mut v: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
