@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::raw::{ProviderKind, RawVirtualKey};
 use super::Secret;
 
 /// A Vertex AI account: where its models live and who it is.
@@ -149,6 +150,88 @@ pub fn plain_segment(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The Vertex settings of a `provider = "vertex"` account (`None` for any other provider,
+/// which may not set them). Every error names the field and how to fix it.
+pub(super) fn compile(
+    vk: &RawVirtualKey,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    field: &dyn Fn(&str) -> String,
+    invalid: &super::Invalid<'_>,
+) -> Result<Option<VertexSpec>, super::ConfigError> {
+    if vk.provider != ProviderKind::Vertex {
+        for (name, set) in [
+            ("project", vk.project.is_some()),
+            ("location", vk.location.is_some()),
+            ("credentials_file", vk.credentials_file.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    &field(name),
+                    format!("`{name}` applies only to provider = \"vertex\"; remove it"),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let segment = |name: &str, v: &Option<String>, example: &str| match v {
+        Some(v) if plain_segment(v) => Ok(v.clone()),
+        Some(_) => Err(invalid(
+            &field(name),
+            format!("`{name}` may use only letters, digits, '-', '_' and '.' (e.g. \"{example}\")"),
+        )),
+        None => Err(invalid(
+            &field(name),
+            format!("provider \"vertex\" needs `{name}` (e.g. {name} = \"{example}\")"),
+        )),
+    };
+    let project = segment("project", &vk.project, "my-project")?;
+    let location = segment("location", &vk.location, "us-east5")?;
+    if vk.api_key.is_some() || vk.api_key_env.is_some() || vk.api_key_file.is_some() {
+        return Err(invalid(
+            &field("credentials_file"),
+            "vertex authenticates with a service-account key file, not an API key: remove \
+             api_key/api_key_env/api_key_file and set credentials_file"
+                .into(),
+        ));
+    }
+    if vk.health_check_interval_ms.is_some_and(|v| v > 0) {
+        return Err(invalid(
+            &field("health_check_interval_ms"),
+            "vertex targets have no active health check (Vertex AI has no cheap call that \
+             needs no generation); their health follows real requests: remove \
+             health_check_interval_ms"
+                .into(),
+        ));
+    }
+    let file = match (&vk.credentials_file, env("GOOGLE_APPLICATION_CREDENTIALS")) {
+        (Some(f), _) => base_dir.join(f),
+        (None, Some(f)) if !f.is_empty() => PathBuf::from(f),
+        _ => {
+            return Err(invalid(
+                &field("credentials_file"),
+                "provider \"vertex\" needs a service-account key: set credentials_file (a \
+                 JSON key file, relative to this config) or the GOOGLE_APPLICATION_CREDENTIALS \
+                 environment variable"
+                    .into(),
+            ))
+        }
+    };
+    let credentials = ServiceAccount::load(&file).map_err(|m| {
+        let from = if vk.credentials_file.is_none() {
+            " (from GOOGLE_APPLICATION_CREDENTIALS)"
+        } else {
+            ""
+        };
+        invalid(&field("credentials_file"), format!("{m}{from}"))
+    })?;
+    Ok(Some(VertexSpec {
+        project,
+        location,
+        credentials,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,9 +293,12 @@ mod tests {
         assert!(e.contains("not an API key"), "{e}");
         let e = ok("project = \"p\"\nlocation = \"global\"\nhealth_check_interval_ms = 1000")
             .unwrap_err();
-        assert!(e.starts_with("virtual_keys.vx.health_check_interval_ms: "), "{e}");
-        let e = ok("project = \"p\"\nlocation = \"global\"\nresponses_api = \"native\"")
-            .unwrap_err();
+        assert!(
+            e.starts_with("virtual_keys.vx.health_check_interval_ms: "),
+            "{e}"
+        );
+        let e =
+            ok("project = \"p\"\nlocation = \"global\"\nresponses_api = \"native\"").unwrap_err();
         assert!(e.starts_with("virtual_keys.vx.responses_api: "), "{e}");
         let e = parse("provider = \"gemini\"\nproject = \"p\"", &none).unwrap_err();
         assert!(e.starts_with("virtual_keys.vx.project: "), "{e}");
@@ -230,7 +316,8 @@ mod tests {
         let missing = |_: &str| Some("/nonexistent/adc.json".to_owned());
         let e = parse(vk, &missing).unwrap_err();
         assert!(
-            e.contains("/nonexistent/adc.json") && e.contains("from GOOGLE_APPLICATION_CREDENTIALS"),
+            e.contains("/nonexistent/adc.json")
+                && e.contains("from GOOGLE_APPLICATION_CREDENTIALS"),
             "{e}"
         );
     }

@@ -877,7 +877,7 @@ fn compile_target(
     };
     let provider = vk.provider;
     // Before base_url, whose Vertex default needs a checked location.
-    let vertex = compile_vertex(vk, base_dir, env, &field, invalid)?;
+    let vertex = gcp::compile(vk, base_dir, env, &field, invalid)?;
     let base_url = match (&vk.base_url, provider) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
@@ -1008,88 +1008,6 @@ fn compile_target(
         responses_api,
         vertex,
     })
-}
-
-/// The Vertex settings of a `provider = "vertex"` account (`None` for any other provider,
-/// which may not set them). Every error names the field and how to fix it.
-fn compile_vertex(
-    vk: &RawVirtualKey,
-    base_dir: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    field: &dyn Fn(&str) -> String,
-    invalid: &Invalid<'_>,
-) -> Result<Option<gcp::VertexSpec>, ConfigError> {
-    if vk.provider != ProviderKind::Vertex {
-        for (name, set) in [
-            ("project", vk.project.is_some()),
-            ("location", vk.location.is_some()),
-            ("credentials_file", vk.credentials_file.is_some()),
-        ] {
-            if set {
-                return Err(invalid(
-                    &field(name),
-                    format!("`{name}` applies only to provider = \"vertex\"; remove it"),
-                ));
-            }
-        }
-        return Ok(None);
-    }
-    let segment = |name: &str, v: &Option<String>, example: &str| match v {
-        Some(v) if gcp::plain_segment(v) => Ok(v.clone()),
-        Some(_) => Err(invalid(
-            &field(name),
-            format!("`{name}` may use only letters, digits, '-', '_' and '.' (e.g. \"{example}\")"),
-        )),
-        None => Err(invalid(
-            &field(name),
-            format!("provider \"vertex\" needs `{name}` (e.g. {name} = \"{example}\")"),
-        )),
-    };
-    let project = segment("project", &vk.project, "my-project")?;
-    let location = segment("location", &vk.location, "us-east5")?;
-    if vk.api_key.is_some() || vk.api_key_env.is_some() || vk.api_key_file.is_some() {
-        return Err(invalid(
-            &field("credentials_file"),
-            "vertex authenticates with a service-account key file, not an API key: remove \
-             api_key/api_key_env/api_key_file and set credentials_file"
-                .into(),
-        ));
-    }
-    if vk.health_check_interval_ms.is_some_and(|v| v > 0) {
-        return Err(invalid(
-            &field("health_check_interval_ms"),
-            "vertex targets have no active health check (Vertex AI has no cheap call that \
-             needs no generation); their health follows real requests: remove \
-             health_check_interval_ms"
-                .into(),
-        ));
-    }
-    let file = match (&vk.credentials_file, env("GOOGLE_APPLICATION_CREDENTIALS")) {
-        (Some(f), _) => base_dir.join(f),
-        (None, Some(f)) if !f.is_empty() => PathBuf::from(f),
-        _ => {
-            return Err(invalid(
-                &field("credentials_file"),
-                "provider \"vertex\" needs a service-account key: set credentials_file (a \
-                 JSON key file, relative to this config) or the GOOGLE_APPLICATION_CREDENTIALS \
-                 environment variable"
-                    .into(),
-            ))
-        }
-    };
-    let credentials = gcp::ServiceAccount::load(&file).map_err(|m| {
-        let from = if vk.credentials_file.is_none() {
-            " (from GOOGLE_APPLICATION_CREDENTIALS)"
-        } else {
-            ""
-        };
-        invalid(&field("credentials_file"), format!("{m}{from}"))
-    })?;
-    Ok(Some(gcp::VertexSpec {
-        project,
-        location,
-        credentials,
-    }))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -681,9 +681,10 @@ async fn attempt(
     }
     let call = async {
         // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
-        // timeout and fails the attempt like any upstream failure.
+        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
+        // does not grow every attempt's future.
         let upstream = if spec.oauth.is_some() {
-            providers::authorize(spec, upstream).await?
+            Box::pin(providers::authorize(spec, upstream)).await?
         } else {
             upstream
         };
@@ -748,9 +749,10 @@ async fn attempt_translated(
     }
     let call = async {
         // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
-        // timeout and fails the attempt like any upstream failure.
+        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
+        // does not grow every attempt's future.
         let upstream = if spec.oauth.is_some() {
-            providers::authorize(spec, upstream).await?
+            Box::pin(providers::authorize(spec, upstream)).await?
         } else {
             upstream
         };
