@@ -108,6 +108,47 @@ fn openai_python_sdk_through_vertex_gemini_and_claude() {
     assert!(!logs.contains(&auth[7..]), "the access token was logged");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_api_and_admin_output() {
+    let m = mock();
+    let llmux = start(&m, "vertex-sa.json", "");
+    let c = client();
+    // /v1/responses is translated to chat for both publishers.
+    for model in ["gemini-2.5-flash", "claude-sonnet-4@20250514"] {
+        let r = c
+            .post(llmux.url("/v1/responses"))
+            .json(&serde_json::json!({"model": model, "input": "Say hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["object"], "response", "{v}");
+        let text = v["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.starts_with("Hello from mock"), "{v}");
+    }
+    // Embeddings are refused before anything is sent.
+    let r = c
+        .post(llmux.url("/v1/embeddings"))
+        .json(&serde_json::json!({"model": "text-embedding-005", "input": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16() / 100, 4);
+    // The admin view names the account and its key file, never the key.
+    let admin = get_text(&c, &llmux.admin_url("/admin/config")).await;
+    assert!(
+        admin.contains("llmux-test@llmux-test.iam.gserviceaccount.com"),
+        "{admin}"
+    );
+    assert!(
+        !admin.contains(&key_fragment()) && !admin.contains("PRIVATE KEY"),
+        "{admin}"
+    );
+}
+
 async fn chat_status(c: &reqwest::Client, llmux: &Llmux, model: &str) -> u16 {
     c.post(llmux.url("/v1/chat/completions"))
         .json(&chat_body(model))
