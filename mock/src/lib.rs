@@ -1,5 +1,6 @@
 //! `llmux` mock LLM provider: one HTTP server that speaks the OpenAI, Azure
-//! OpenAI, Anthropic and Gemini wire formats, poses as many provider accounts (the
+//! OpenAI, Anthropic and Gemini wire formats (Gemini and Anthropic also on Vertex
+//! AI's URLs, behind its OAuth2 token endpoint), poses as many provider accounts (the
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
@@ -12,6 +13,8 @@
 //! - `route`: path → endpoint / provider / account;
 //! - `server`: actix server, catch-all handler, fault injection, control API;
 //! - `openai`, `anthropic`, `gemini`: the endpoint bodies of each wire format;
+//! - `vertex`: Vertex AI's publisher URLs, its token endpoint (RS256 JWT-bearer
+//!   grants checked against the test key) and the bearer check;
 //! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
 //!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
