@@ -883,7 +883,7 @@ fn compile_target(
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
         (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com".to_owned(),
-        // Checked below; the host follows the location.
+        // The host follows the location, which `gcp::compile` has checked (so never `None`).
         (None, ProviderKind::Vertex) => match vk.location.as_deref() {
             Some("global") => "https://aiplatform.googleapis.com".to_owned(),
             Some(l) => format!("https://{l}-aiplatform.googleapis.com"),
@@ -975,7 +975,6 @@ fn compile_target(
             None,
         ) => ResponsesApi::Chat,
     };
-
     let cooldown = Duration::from_millis(vk.cooldown_ms.unwrap_or(5_000).max(1));
     let max_cooldown = Duration::from_millis(vk.max_cooldown_ms.unwrap_or(300_000)).max(cooldown);
     Ok(TargetSpec {
