@@ -29,6 +29,9 @@ enum Kind {
     Anthropic,
     Gemini,
     Bedrock,
+    /// Vertex AI with a Gemini model, and with a Claude model (`override_params.model`).
+    Vertex,
+    VertexClaude,
 }
 
 const ACCOUNT: &str = "acct";
@@ -39,8 +42,9 @@ const MAX_RETRY_AFTER_MS: u64 = 2_000;
 
 impl Kind {
     /// The `[virtual_keys.vk]` table for an upstream at `root` (scheme, host, port and any path
-    /// prefix; no `/v1`).
-    fn virtual_key(self, root: &str) -> String {
+    /// prefix; no `/v1`). Vertex's OAuth token endpoint is the mock's at `token_root`.
+    fn virtual_key(self, root: &str, token_root: &str) -> String {
+        let vertex;
         let (provider, base, extra) = match self {
             Kind::OpenAi => ("openai", format!("{root}/v1"), ""),
             Kind::OpenAiCompatible => ("openai-compatible", format!("{root}/v1"), ""),
@@ -57,17 +61,27 @@ impl Kind {
                 "region = \"us-east-1\"\naccess_key_id_env = \"CONFORMANCE_AWS_ID\"\n\
                  secret_access_key_env = \"CONFORMANCE_AWS_SECRET\"\n",
             ),
+            Kind::Vertex | Kind::VertexClaude => {
+                vertex = vertex_credentials(token_root);
+                ("vertex", root.to_owned(), vertex.as_str())
+            }
         };
-        // Bedrock signs with SigV4 keys from the environment (`Kind::env`) instead.
-        let key = match self {
-            Kind::Bedrock => "",
-            _ => "api_key = \"sk-conformance-key\"\n",
+        // Bedrock signs with SigV4 keys from the environment (`Kind::env`), Vertex with its
+        // service account: neither has an api_key.
+        let (key, model) = match self {
+            Kind::Bedrock => ("", ""),
+            Kind::Vertex => ("", ", override_params = { model = \"gemini-2.5-flash\" }"),
+            Kind::VertexClaude => (
+                "",
+                ", override_params = { model = \"claude-sonnet-4@20250514\" }",
+            ),
+            _ => ("api_key = \"sk-conformance-key\"\n", ""),
         };
         format!(
             "[virtual_keys.vk]\nprovider = \"{provider}\"\nbase_url = \"{base}\"\n{key}\
              max_retry_after_ms = {MAX_RETRY_AFTER_MS}\nfailure_threshold = 1000\n{extra}\n\
              [configs.main]\nstrategy = {{ mode = \"single\" }}\n\
-             targets = [ {{ virtual_key = \"vk\", request_timeout = {REQUEST_TIMEOUT_MS} }} ]\n"
+             targets = [ {{ virtual_key = \"vk\", request_timeout = {REQUEST_TIMEOUT_MS}{model} }} ]\n"
         )
     }
 
@@ -107,6 +121,24 @@ impl Kind {
     }
 }
 
+/// Vertex's settings: the test service account (`tests/fixtures/vertex-sa.json`) with its
+/// `token_uri` at the mock, written to a file per token endpoint.
+fn vertex_credentials(token_root: &str) -> String {
+    let mut sa: Value =
+        serde_json::from_str(include_str!("fixtures/vertex-sa.json")).expect("fixture");
+    sa["token_uri"] = format!("{token_root}/token").into();
+    let name: String = token_root
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let file = std::env::temp_dir().join(format!("llmux-conformance-vertex-{name}.json"));
+    std::fs::write(&file, sa.to_string()).expect("write the key file");
+    format!(
+        "project = \"proj\"\nlocation = \"us-east5\"\ncredentials_file = \"{}\"\n",
+        file.display()
+    )
+}
+
 /// One provider's llmux in front of the mock.
 struct Setup {
     kind: Kind,
@@ -119,7 +151,7 @@ impl Setup {
     fn start(kind: Kind) -> Setup {
         let mock = mock();
         let llmux = Llmux::start_with(
-            &kind.virtual_key(&mock.url(ACCOUNT)),
+            &kind.virtual_key(&mock.url(ACCOUNT), &mock.url(ACCOUNT)),
             "default_config = \"main\"",
             kind.env(),
         );
@@ -399,8 +431,10 @@ mod cases {
     pub async fn garbage_200(s: Setup) {
         let h = Hostile::start();
         let llmux = Llmux::start_with(
-            &s.kind
-                .virtual_key(&s.kind.hostile_root(&h, "garbage/not-json")),
+            &s.kind.virtual_key(
+                &s.kind.hostile_root(&h, "garbage/not-json"),
+                &s.mock.url(ACCOUNT),
+            ),
             "default_config = \"main\"",
             s.kind.env(),
         );
@@ -559,5 +593,13 @@ conformance_tests! {
     bedrock => Kind::Bedrock, except {
         embeddings: "Converse is chat only; Bedrock embeddings need per-model InvokeModel bodies",
         completions: "Converse has no text completions; llmux translates chat only",
+    };
+    vertex => Kind::Vertex, except {
+        embeddings: "Vertex embeds with :predict and its own instance shapes, which llmux does not translate",
+        completions: "Vertex has no text completions API; llmux translates chat only",
+    };
+    vertex_claude => Kind::VertexClaude, except {
+        embeddings: "Anthropic models have no embeddings",
+        completions: "Anthropic on Vertex speaks only the Messages API; llmux translates chat only",
     };
 }

@@ -1,6 +1,6 @@
 //! `llmux` mock LLM provider: one HTTP server that speaks the OpenAI, Azure
-//! OpenAI, Anthropic, Gemini and Bedrock Converse wire formats, poses as many provider
-//! accounts (the
+//! OpenAI, Anthropic, Gemini (also on Vertex AI's URLs, behind its OAuth2 token
+//! endpoint) and Bedrock Converse wire formats, poses as many provider accounts (the
 //! path prefix before the API path is the account), injects latency and
 //! failures per account, and records per-account statistics.
 //!
@@ -16,6 +16,8 @@
 //! - `bedrock`: Converse / ConverseStream, SigV4-checked by `sigv4` (an
 //!   implementation independent of llmux's), streamed as binary frames by
 //!   `eventstream`;
+//! - `vertex`: Vertex AI's publisher URLs, its token endpoint (RS256 JWT-bearer
+//!   grants checked against the test key) and the bearer check;
 //! - `responses`: the OpenAI Responses API (OpenAI and Azure accounts) and
 //!   each account's store of responses (`previous_response_id`, retrieve);
 //! - `wire`: shared request context, error envelopes, headers;
@@ -40,6 +42,7 @@ pub mod sigv4;
 mod state;
 mod stream;
 mod util;
+mod vertex;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -87,6 +90,10 @@ pub struct Behavior {
     pub reply: Option<String>,
     /// Bytes of padding added to the content (a space then `x`s).
     pub response_padding: usize,
+    /// Vertex: lifetime of the access tokens the token endpoint issues (3600 when absent).
+    pub token_expires_in_s: Option<u64>,
+    /// Vertex: the token endpoint answers this status (>= 400) instead of a token.
+    pub token_status: Option<u16>,
 }
 
 /// How a failing request fails.

@@ -126,6 +126,52 @@ fn responses_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
     })
 }
 
+const VERTEX_MARK: &str = "/v1/projects/";
+
+/// Vertex AI: `<account>/v1/projects/{p}/locations/{l}/publishers/{google|anthropic}/models/{m}:{verb}`
+/// (POST). Google's models speak Gemini's wire format, Anthropic's Anthropic's.
+fn vertex_route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
+    let at = path.find(VERTEX_MARK)?;
+    let account = account_of(&path[..at]);
+    let rest = &path[at + VERTEX_MARK.len()..];
+    let mut segs = rest.split('/');
+    let (_project, loc_kw, _location, pub_kw, publisher, models_kw, last) = (
+        segs.next()?,
+        segs.next()?,
+        segs.next()?,
+        segs.next()?,
+        segs.next()?,
+        segs.next()?,
+        segs.next()?,
+    );
+    if segs.next().is_some()
+        || method != Method::POST
+        || (loc_kw, pub_kw, models_kw) != ("locations", "publishers", "models")
+    {
+        return None;
+    }
+    let (model, verb) = last.split_once(':')?;
+    if model.is_empty() {
+        return None;
+    }
+    let (endpoint, provider) = match (publisher, verb) {
+        ("google", "generateContent") => (Endpoint::VertexGenerate, Provider::Gemini),
+        ("google", "streamGenerateContent") => (Endpoint::VertexStream, Provider::Gemini),
+        ("anthropic", "rawPredict") => (Endpoint::VertexRawPredict, Provider::Anthropic),
+        ("anthropic", "streamRawPredict") => {
+            (Endpoint::VertexStreamRawPredict, Provider::Anthropic)
+        }
+        _ => return None,
+    };
+    Some(Route {
+        endpoint,
+        provider,
+        account,
+        deployment: None,
+        id: Some(model),
+    })
+}
+
 const GEMINI_MODELS: &str = "/v1beta/models";
 
 /// Gemini: `<account>/v1beta/models` (GET) and `<account>/v1beta/models/{m}:{verb}` (POST).
@@ -219,6 +265,19 @@ pub fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
     if path.contains(GEMINI_MODELS) {
         return gemini_route(method, path).unwrap_or(not_found);
+    }
+    if path.contains(VERTEX_MARK) {
+        return vertex_route(method, path).unwrap_or(not_found);
+    }
+    if let (true, Some(rest)) = (post, path.strip_suffix("/token")) {
+        // Vertex's OAuth2 token endpoint (a service account's `token_uri`).
+        return Route {
+            endpoint: Endpoint::VertexToken,
+            provider: Provider::Gemini,
+            account: account_of(rest),
+            deployment: None,
+            id: None,
+        };
     }
 
     let openai = |endpoint, account| Route {
@@ -375,6 +434,85 @@ mod tests {
             g(Method::POST, "/a/v1beta/models/x/y:generateContent").0,
             NotFound
         );
+    }
+
+    #[test]
+    fn vertex_routes() {
+        use Endpoint::*;
+        fn v(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {
+            let r = route(&m, p);
+            (r.endpoint, r.provider, r.account, r.id)
+        }
+        let base = "/vx/v1/projects/p/locations/us-east5/publishers";
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/google/models/gemini-2.5-flash:generateContent")
+            ),
+            (
+                VertexGenerate,
+                Provider::Gemini,
+                "vx",
+                Some("gemini-2.5-flash")
+            )
+        );
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/google/models/g:streamGenerateContent")
+            )
+            .0,
+            VertexStream
+        );
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/anthropic/models/claude-x@1:rawPredict")
+            ),
+            (
+                VertexRawPredict,
+                Provider::Anthropic,
+                "vx",
+                Some("claude-x@1")
+            )
+        );
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/anthropic/models/c:streamRawPredict")
+            )
+            .0,
+            VertexStreamRawPredict
+        );
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/anthropic/models/c:generateContent")
+            )
+            .0,
+            NotFound
+        );
+        assert_eq!(
+            v(
+                Method::GET,
+                &format!("{base}/google/models/g:generateContent")
+            )
+            .0,
+            NotFound
+        );
+        assert_eq!(
+            v(
+                Method::POST,
+                &format!("{base}/google/models/a/b:generateContent")
+            )
+            .0,
+            NotFound
+        );
+        assert_eq!(
+            v(Method::POST, "/vx/token"),
+            (VertexToken, Provider::Gemini, "vx", None)
+        );
+        assert_eq!(v(Method::GET, "/vx/token").0, NotFound);
     }
 
     fn rr(m: Method, p: &str) -> (Endpoint, Provider, &str, Option<&str>) {

@@ -34,7 +34,7 @@ use super::route::{self, Control, Provider, Route};
 use super::state::{DisconnectGuard, Endpoint, Shared, DEFAULT_ACCOUNT};
 use super::stream;
 use super::wire::{self, Answer, ApiError, Ctx};
-use super::{anthropic, bedrock, gemini, Behavior, FailMode};
+use super::{anthropic, bedrock, gemini, vertex, Behavior, FailMode};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 << 20;
@@ -185,6 +185,17 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
     let full_path = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
     counters.record_request(endpoint, full_path, req.headers(), &body);
     let behavior = shared.behavior(account);
+    if endpoint == Endpoint::VertexToken {
+        let resp = vertex::token(
+            &shared.vertex_tokens,
+            &behavior,
+            shared.next_seq(),
+            path,
+            &body,
+        );
+        counters.record_status(resp.status().as_u16());
+        return resp;
+    }
     if endpoint == Endpoint::Models && req.headers().contains_key("anthropic-version") {
         provider = Provider::Anthropic;
     }
@@ -207,7 +218,23 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
             .render(&ctx);
     }
 
-    if provider == Provider::Gemini {
+    let on_vertex = matches!(
+        endpoint,
+        Endpoint::VertexGenerate
+            | Endpoint::VertexStream
+            | Endpoint::VertexRawPredict
+            | Endpoint::VertexStreamRawPredict
+    );
+    if on_vertex {
+        if let Err(e) = vertex::check_bearer(&shared.vertex_tokens, req.headers()) {
+            counters.record_status(e.status);
+            // Vertex's own errors are Google's whichever publisher was asked.
+            return e.render(&Ctx {
+                provider: Provider::Gemini,
+                ..ctx
+            });
+        }
+    } else if provider == Provider::Gemini {
         if let Err(e) = gemini_auth(&req) {
             counters.record_status(e.status);
             return e.render(&ctx);
@@ -291,6 +318,19 @@ async fn dispatch(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> H
         Endpoint::GeminiStream => gemini::generate(&ctx, id.unwrap_or(""), &body, true),
         Endpoint::GeminiEmbed => gemini::batch_embed(id.unwrap_or(""), &body),
         Endpoint::GeminiModels => Ok(Answer::Json(gemini::models())),
+        Endpoint::VertexGenerate => vertex::generate(&ctx, id.unwrap_or(""), &body, false),
+        Endpoint::VertexStream if wire::query_param(req.query_string(), "alt") != Some("sse") => {
+            Err(ApiError::invalid(
+                "llmux-mock serves streamGenerateContent only as SSE (?alt=sse)",
+            ))
+        }
+        Endpoint::VertexStream => vertex::generate(&ctx, id.unwrap_or(""), &body, true),
+        Endpoint::VertexRawPredict => vertex::raw_predict(&ctx, id.unwrap_or(""), &body, false),
+        Endpoint::VertexStreamRawPredict => {
+            vertex::raw_predict(&ctx, id.unwrap_or(""), &body, true)
+        }
+        // Answered before the behavior applies.
+        Endpoint::VertexToken => Err(ApiError::status(404)),
         Endpoint::NotFound => Err(ApiError::status(404)),
     };
     match answer {

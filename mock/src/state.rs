@@ -51,11 +51,19 @@ pub enum Endpoint {
     /// Bedrock `POST …/model/{id}/converse` and `…/converse-stream`.
     Converse,
     ConverseStream,
+    /// Vertex AI: Gemini `…/publishers/google/models/{m}:generateContent` and
+    /// `:streamGenerateContent`, Anthropic `…/publishers/anthropic/models/{m}:rawPredict` and
+    /// `:streamRawPredict`, and the OAuth2 token endpoint `POST <account>/token`.
+    VertexGenerate,
+    VertexStream,
+    VertexRawPredict,
+    VertexStreamRawPredict,
+    VertexToken,
     NotFound,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 25] = [
+    pub const ALL: [Endpoint; 30] = [
         Endpoint::ChatCompletions,
         Endpoint::AzureChatCompletions,
         Endpoint::Messages,
@@ -80,6 +88,11 @@ impl Endpoint {
         Endpoint::GeminiModels,
         Endpoint::Converse,
         Endpoint::ConverseStream,
+        Endpoint::VertexGenerate,
+        Endpoint::VertexStream,
+        Endpoint::VertexRawPredict,
+        Endpoint::VertexStreamRawPredict,
+        Endpoint::VertexToken,
         Endpoint::NotFound,
     ];
 
@@ -109,6 +122,11 @@ impl Endpoint {
             Endpoint::GeminiModels => "gemini_models",
             Endpoint::Converse => "converse",
             Endpoint::ConverseStream => "converse_stream",
+            Endpoint::VertexGenerate => "vertex_generate",
+            Endpoint::VertexStream => "vertex_stream",
+            Endpoint::VertexRawPredict => "vertex_raw_predict",
+            Endpoint::VertexStreamRawPredict => "vertex_stream_raw_predict",
+            Endpoint::VertexToken => "vertex_token",
             Endpoint::NotFound => "not_found",
         }
     }
@@ -230,6 +248,8 @@ pub struct Shared {
     accounts: DashMap<String, Arc<AccountCounters>>,
     responses: DashMap<String, Arc<ResponseStore>>,
     seq: AtomicU64,
+    /// Vertex access tokens issued by the token endpoint (never reset).
+    pub vertex_tokens: super::vertex::Tokens,
 }
 
 pub const DEFAULT_ACCOUNT: &str = "*";
@@ -242,6 +262,7 @@ impl Shared {
             accounts: DashMap::new(),
             responses: DashMap::new(),
             seq: AtomicU64::new(1),
+            vertex_tokens: Default::default(),
         };
         s.behaviors.insert(
             DEFAULT_ACCOUNT.to_owned(),

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use super::raw::{ProviderKind, RawVirtualKey, ResponsesApi};
+use super::raw::{ProviderKind, RawVirtualKey};
 use super::{ConfigError, Invalid, Secret};
 
 /// A Bedrock account's region and SigV4 keys (`None`: the target's `api_key` is a Bedrock API
@@ -79,14 +79,6 @@ pub(super) fn compile(
             &field("health_check_interval_ms"),
             "Bedrock has no cheap health call on its runtime endpoint, so llmux does no active \
              check for it (failures still open the circuit); remove health_check_interval_ms"
-                .into(),
-        ));
-    }
-    if vk.responses_api == Some(ResponsesApi::Native) {
-        return Err(invalid(
-            &field("responses_api"),
-            "Bedrock has no Responses API: llmux translates /v1/responses to Converse; remove \
-             responses_api"
                 .into(),
         ));
     }

@@ -5,6 +5,7 @@
 mod bedrock;
 pub mod catalog;
 pub mod condition;
+pub mod gcp;
 pub mod limit;
 pub mod raw;
 mod telemetry;
@@ -207,6 +208,8 @@ pub struct TargetSpec {
     pub responses_api: ResponsesApi,
     /// `provider = "bedrock"` only: region and SigV4 credentials.
     pub bedrock: Option<BedrockAccount>,
+    /// `provider = "vertex"` only: project, location and service account.
+    pub vertex: Option<gcp::VertexSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -808,6 +811,8 @@ fn compile_target(
     let provider = vk.provider;
     let mut api_key = api_key;
     let bedrock = bedrock::compile(&p, vk, &mut api_key, env, invalid)?;
+    // Before base_url, whose Vertex default needs a checked location.
+    let vertex = gcp::compile(vk, base_dir, env, &field, invalid)?;
     let base_url = match (&vk.base_url, provider) {
         (Some(u), _) => u.trim_end_matches('/').to_owned(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
@@ -816,6 +821,12 @@ fn compile_target(
         (None, ProviderKind::Bedrock) => bedrock
             .as_ref()
             .map_or_else(String::new, BedrockAccount::default_base_url),
+        // The host follows the location, which `gcp::compile` has checked (so never `None`).
+        (None, ProviderKind::Vertex) => match vk.location.as_deref() {
+            Some("global") => "https://aiplatform.googleapis.com".to_owned(),
+            Some(l) => format!("https://{l}-aiplatform.googleapis.com"),
+            None => String::new(),
+        },
         (None, ProviderKind::AzureOpenai | ProviderKind::OpenaiCompatible) => {
             return Err(invalid(
                 &field("base_url"),
@@ -872,24 +883,22 @@ fn compile_target(
         ));
     }
     // OpenAI and Azure speak the Responses API; most OpenAI-compatible servers speak only
-    // chat; Anthropic, Gemini and Bedrock never do.
+    // chat; Anthropic, Gemini, Bedrock and Vertex never do.
     let responses_api = match (provider, vk.responses_api) {
-        (ProviderKind::Anthropic, Some(ResponsesApi::Native)) => {
+        (
+            ProviderKind::Anthropic
+            | ProviderKind::Gemini
+            | ProviderKind::Bedrock
+            | ProviderKind::Vertex,
+            Some(ResponsesApi::Native),
+        ) => {
             return Err(invalid(
                 &field("responses_api"),
-                "Anthropic has no Responses API: llmux translates /v1/responses to its Messages API; remove responses_api".into(),
-            ))
-        }
-        (ProviderKind::Gemini, Some(ResponsesApi::Native)) => {
-            return Err(invalid(
-                &field("responses_api"),
-                "Gemini has no Responses API: llmux translates /v1/responses to its generateContent API; remove responses_api".into(),
-            ))
-        }
-        (ProviderKind::Bedrock, Some(ResponsesApi::Native)) => {
-            return Err(invalid(
-                &field("responses_api"),
-                "Bedrock has no Responses API: llmux translates /v1/responses to its Converse API; remove responses_api".into(),
+                format!(
+                    "{} has no Responses API: llmux translates /v1/responses to chat and then to \
+                     the provider's own API; remove responses_api",
+                    provider.as_str()
+                ),
             ))
         }
         (_, Some(r)) => r,
@@ -898,7 +907,8 @@ fn compile_target(
             ProviderKind::OpenaiCompatible
             | ProviderKind::Anthropic
             | ProviderKind::Gemini
-            | ProviderKind::Bedrock,
+            | ProviderKind::Bedrock
+            | ProviderKind::Vertex,
             None,
         ) => ResponsesApi::Chat,
     };
@@ -933,6 +943,7 @@ fn compile_target(
             .map(Duration::from_millis),
         responses_api,
         bedrock,
+        vertex,
     })
 }
 

@@ -176,6 +176,8 @@ pub enum ProviderKind {
     OpenaiCompatible,
     Gemini,
     Bedrock,
+    /// Google Vertex AI: Gemini and Anthropic models, OAuth2 service-account credentials.
+    Vertex,
 }
 
 impl ProviderKind {
@@ -187,6 +189,7 @@ impl ProviderKind {
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Vertex => "vertex",
         }
     }
 }
@@ -228,6 +231,13 @@ pub struct RawVirtualKey {
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
     pub session_token_env: Option<String>,
+    /// Vertex: the Google Cloud project id.
+    pub project: Option<String>,
+    /// Vertex: the region (`us-east5`) or `global`.
+    pub location: Option<String>,
+    /// Vertex: the service-account JSON key file (relative to the config file); else the
+    /// file `GOOGLE_APPLICATION_CREDENTIALS` names.
+    pub credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -11,6 +11,7 @@ pub mod openai;
 mod provider;
 pub mod responses;
 pub mod stream;
+pub mod vertex;
 
 pub use provider::{provider, Provider};
 
@@ -69,17 +70,47 @@ pub fn supports(kind: ProviderKind, endpoint: Endpoint) -> bool {
 pub struct Upstream {
     pub spec: Arc<TargetSpec>,
     pub urls: Urls,
+    /// The target's OAuth2 access token (Vertex), cached for the actor's life; `None` for
+    /// providers whose credential is in the spec.
+    pub oauth: Option<vertex::TokenSource>,
 }
 
 impl Upstream {
     pub fn new(spec: Arc<TargetSpec>) -> Result<Upstream, String> {
-        let urls = Urls::new(
-            spec.provider,
-            &spec.base_url,
-            spec.deployment.as_deref(),
-            spec.api_version.as_deref(),
-        )?;
-        Ok(Upstream { spec, urls })
+        let (urls, oauth) = match &spec.vertex {
+            // A Vertex URL needs the project and location, which the trait's `urls` lacks.
+            Some(v) => (
+                vertex::urls(&spec.base_url, v)?,
+                Some(vertex::TokenSource::new(&spec.name, v.credentials.clone())),
+            ),
+            None => (
+                Urls::new(
+                    spec.provider,
+                    &spec.base_url,
+                    spec.deployment.as_deref(),
+                    spec.api_version.as_deref(),
+                )?,
+                None,
+            ),
+        };
+        Ok(Upstream { spec, urls, oauth })
+    }
+}
+
+/// Adds the target's OAuth2 bearer token to a built request, fetching it first when the cache
+/// has none fresh (one fetch per target at a time, see [`vertex::token`]). Called by the
+/// request task, only for targets with [`Upstream::oauth`]; a failure is the attempt's, counted
+/// against the target's health.
+pub async fn authorize(
+    spec: &Upstream,
+    req: reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
+    match &spec.oauth {
+        Some(source) => {
+            let token = source.token().await?;
+            Ok(req.bearer_auth(token.expose()))
+        }
+        None => Ok(req),
     }
 }
 

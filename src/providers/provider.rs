@@ -98,5 +98,6 @@ pub fn provider(kind: ProviderKind) -> &'static dyn Provider {
         ProviderKind::Anthropic => &super::anthropic::Anthropic,
         ProviderKind::Gemini => &super::gemini::Gemini,
         ProviderKind::Bedrock => &super::bedrock::Bedrock,
+        ProviderKind::Vertex => &super::vertex::Vertex,
     }
 }

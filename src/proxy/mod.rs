@@ -680,6 +680,14 @@ async fn attempt(
         );
     }
     let call = async {
+        // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
+        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
+        // does not grow every attempt's future.
+        let upstream = if spec.oauth.is_some() {
+            Box::pin(providers::authorize(spec, upstream)).await?
+        } else {
+            upstream
+        };
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let mut s = if req.endpoint == Endpoint::Responses {
@@ -740,6 +748,14 @@ async fn attempt_translated(
         );
     }
     let call = async {
+        // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
+        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
+        // does not grow every attempt's future.
+        let upstream = if spec.oauth.is_some() {
+            Box::pin(providers::authorize(spec, upstream)).await?
+        } else {
+            upstream
+        };
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let model = t.echo.model.clone();
