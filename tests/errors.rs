@@ -252,6 +252,12 @@ fn the_production_example_is_valid() {
         "sk-backup-000000\n",
     )
     .unwrap();
+    // The test-only service account (tests/fixtures/README.md): its key must parse at load.
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vertex-sa.json"),
+        dir.path().join("secrets/vertex-sa.json"),
+    )
+    .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmux"));
     cmd.arg("check-config").arg(&p);
     for var in [
