@@ -346,6 +346,19 @@ impl Answer {
     }
 }
 
+/// Whether `model` can name a model in a URL path as one segment, unencoded: 1–128 bytes of
+/// ASCII letters, digits, `.`, `_`, `-` and the `extra` bytes, and not `.` or `..` (which a
+/// URL parser would resolve). Gemini and Vertex put the model in the path.
+pub fn is_model_segment(model: &str, extra: &[u8]) -> bool {
+    !model.is_empty()
+        && model.len() <= 128
+        && model != "."
+        && model != ".."
+        && model.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') || extra.contains(&b)
+        })
+}
+
 /// Upper bound on upstream text copied into an error message.
 pub const MAX_ECHO_BYTES: usize = 512;
 

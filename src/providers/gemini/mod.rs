@@ -68,14 +68,7 @@ pub fn model_id(model: Option<&Value>) -> Result<&str, AttemptError> {
             ))
         }
     };
-    let ok = !model.is_empty()
-        && model.len() <= 128
-        && model != "."
-        && model != ".."
-        && model
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !ok {
+    if !super::is_model_segment(model, b"") {
         return Err(bad(
             "must be a Gemini model id such as `gemini-2.5-flash` (letters, digits, `.`, `_`, `-`)",
         ));

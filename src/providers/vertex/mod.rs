@@ -90,14 +90,7 @@ pub fn model_id(model: Option<&Value>) -> Result<&str, AttemptError> {
             "model",
         ));
     };
-    let ok = !model.is_empty()
-        && model.len() <= 128
-        && model != "."
-        && model != ".."
-        && model
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if !ok {
+    if !super::is_model_segment(model, b"@") {
         return Err(invalid(
             "`model` must be a Vertex model id such as `gemini-2.5-flash` or \
              `claude-sonnet-4@20250514` (letters, digits, `.`, `_`, `-`, `@`)",
