@@ -359,6 +359,22 @@ pub fn is_model_segment(model: &str, extra: &[u8]) -> bool {
         })
 }
 
+/// The message for an error body a provider's error shape does not explain: the status and
+/// the body's first [`MAX_ECHO_BYTES`] (cut on a character boundary), trimmed.
+pub fn generic_error_message(provider: &str, status: u16, body: &[u8]) -> String {
+    let head = &body[..body.len().min(MAX_ECHO_BYTES)];
+    let snippet = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
+    }
+    .trim();
+    if snippet.is_empty() {
+        format!("{provider} returned HTTP {status}")
+    } else {
+        format!("{provider} returned HTTP {status}: {snippet}")
+    }
+}
+
 /// Upper bound on upstream text copied into an error message.
 pub const MAX_ECHO_BYTES: usize = 512;
 

@@ -77,18 +77,7 @@ pub(super) fn openai_error(anthropic_kind: &str, message: &str) -> Value {
 }
 
 fn generic_message(status: u16, body: &[u8]) -> String {
-    let head = &body[..body.len().min(MAX_ECHO_BYTES)];
-    // Cutting at MAX_ECHO_BYTES may split a character; keep only the valid prefix.
-    let snippet = match std::str::from_utf8(head) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
-    }
-    .trim();
-    if snippet.is_empty() {
-        format!("Anthropic returned HTTP {status}")
-    } else {
-        format!("Anthropic returned HTTP {status}: {snippet}")
-    }
+    crate::providers::generic_error_message("Anthropic", status, body)
 }
 
 #[cfg(test)]

@@ -97,17 +97,7 @@ pub fn retry_delay(details: &[Value]) -> Option<Duration> {
 }
 
 fn generic_message(status: u16, body: &[u8]) -> String {
-    let head = &body[..body.len().min(MAX_ECHO_BYTES)];
-    let snippet = match std::str::from_utf8(head) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
-    }
-    .trim();
-    if snippet.is_empty() {
-        format!("Gemini returned HTTP {status}")
-    } else {
-        format!("Gemini returned HTTP {status}: {snippet}")
-    }
+    crate::providers::generic_error_message("Gemini", status, body)
 }
 
 #[cfg(test)]
