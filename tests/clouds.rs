@@ -87,6 +87,16 @@ async fn gemini_and_bedrock_share_a_loadbalance_by_weight() {
     assert_share(gemini, n, 0.5, "Gemini's share");
     assert_eq!(m.stats("gemini-main").requests, gemini);
     assert_eq!(m.stats("bedrock-main").requests, n - gemini);
+    // `/v1/models` lists the models the tree's leaves select on each cloud.
+    let models = get_json(&client(), &llmux.url("/v1/models")).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"gemini-2.5-flash"), "{models}");
+    assert!(ids.contains(&BEDROCK_MODEL), "{models}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
