@@ -51,6 +51,18 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// Counts one finished request.
+    fn add_one(&mut self, e: &Entry) {
+        self.requests += 1;
+        self.errors += u64::from(!(200..300).contains(&e.status) || e.error.is_some());
+        self.input_tokens += e.prompt_tokens;
+        self.cached_tokens += e.cached_tokens;
+        self.output_tokens += e.completion_tokens;
+        self.cost_usd += e.cost_usd.unwrap_or(0.0);
+        self.latency.resize(LATENCY_BUCKETS, 0);
+        self.latency[bucket_of(e.latency_ms)] += 1;
+    }
+
     fn add(&mut self, other: &Sums) {
         self.requests += other.requests;
         self.errors += other.errors;
@@ -200,7 +212,7 @@ impl Usage {
     pub fn record(&self, e: &Entry) {
         let hour = e.time / HOUR;
         let model = e.model_used.clone().or_else(|| e.model_requested.clone());
-        let mut dims = Dims {
+        let dims = Dims {
             key: e.key.clone(),
             virtual_key: e.virtual_key.as_deref().map(str::to_owned),
             model,
@@ -216,35 +228,30 @@ impl Usage {
                 })
                 .unwrap_or_default(),
         };
-        let mut sums = Sums {
-            requests: 1,
-            errors: u64::from(!(200..300).contains(&e.status) || e.error.is_some()),
-            input_tokens: e.prompt_tokens,
-            cached_tokens: e.cached_tokens,
-            output_tokens: e.completion_tokens,
-            cost_usd: e.cost_usd.unwrap_or(0.0),
-            latency: vec![0; LATENCY_BUCKETS],
-        };
-        sums.latency[bucket_of(e.latency_ms)] = 1;
         let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let (store, index) = &mut *guard;
         let rows = store.hours.entry(hour).or_default();
-        if !index.contains_key(&(hour, dims.clone()))
-            && (rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS)
-        {
-            dims = Dims {
+        // One key, looked up once on the common path (a row that exists): no clones, no
+        // allocation beyond the key itself.
+        let mut key = (hour, dims);
+        let mut at = index.get(&key).copied();
+        if at.is_none() && (rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS) {
+            key.1 = Dims {
                 key: Some("(other)".into()),
                 virtual_key: None,
                 model: None,
                 config: None,
                 metadata: Vec::new(),
             };
+            at = index.get(&key).copied();
         }
-        match index.get(&(hour, dims.clone())) {
-            Some(&i) => rows[i].1.add(&sums),
+        match at {
+            Some(i) => rows[i].1.add_one(e),
             None => {
-                index.insert((hour, dims.clone()), rows.len());
-                rows.push((dims, sums));
+                let mut sums = Sums::default();
+                sums.add_one(e);
+                index.insert(key.clone(), rows.len());
+                rows.push((key.1, sums));
             }
         }
         // Forget hours past the retention.
