@@ -490,6 +490,16 @@ async fn sampling_follows_the_client_then_the_ratio() {
     for _ in 0..5 {
         assert_eq!(send(None).await.unwrap().status(), 200);
     }
+    // A traceparent that is not one (garbage, wrong version, absurd length) decides nothing:
+    // the request is served, and with sample_ratio 0 not traced.
+    for junk in [
+        "garbage".to_owned(),
+        format!("ff-{TRACE}-{PARENT}-01"),
+        format!("00-{}-{PARENT}-01", "0".repeat(32)),
+        format!("00-{TRACE}-{PARENT}-01-{}", "x".repeat(4000)),
+    ] {
+        assert_eq!(send(Some(junk)).await.unwrap().status(), 200);
+    }
     let unsampled = "11111111111111111111111111111111";
     let r = send(Some(format!("00-{unsampled}-{PARENT}-00")))
         .await
