@@ -78,15 +78,15 @@ fn openai_python_sdk_through_vertex_gemini_and_claude() {
     let s = m.stats(ACCOUNT);
     for (endpoint, n) in [
         ("vertex_generate", 1),
-        ("vertex_stream", 1),
+        ("vertex_stream", 2),
         ("vertex_raw_predict", 1),
-        ("vertex_stream_raw_predict", 1),
-        // One token for the four calls.
+        ("vertex_stream_raw_predict", 2),
+        // One token for the six calls.
         ("vertex_token", 1),
     ] {
         assert_eq!(s.by_endpoint.get(endpoint), Some(&n), "{endpoint}: {s:?}");
     }
-    assert_eq!(s.statuses.get(&200), Some(&5), "{s:?}");
+    assert_eq!(s.statuses.get(&200), Some(&7), "{s:?}");
     assert!(
         s.last_path.starts_with(
             "/vx/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"

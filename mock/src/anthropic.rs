@@ -1,5 +1,7 @@
 //! Anthropic Messages API (`POST …/v1/messages`): request validation, the
-//! `message` JSON response and the full `event:`/`data:` SSE sequence.
+//! `message` JSON response and the full `event:`/`data:` SSE sequence. Replies are text, or,
+//! when `tool_choice` forces a tool (`any` or `tool`), one `tool_use` block calling it with
+//! `{"city": "Paris"}` (streamed as `input_json_delta` fragments).
 
 use actix_web::http::header::HeaderMap;
 use serde::Serialize;
@@ -143,6 +145,9 @@ pub fn messages(ctx: &Ctx, headers: &HeaderMap, body: &[u8]) -> Result<Answer, A
         chars += m.get("content").map_or(0, wire::content_chars);
     }
     let input_tokens = util::prompt_tokens(chars);
+    if let Some(name) = forced_tool(&req) {
+        return Ok(tool_use(ctx, &req, model, &name, input_tokens));
+    }
     let full = ctx.reply_text();
     let (reply, cut) = wire::apply_max_tokens(&full, Some(max_tokens));
     let stop_reason = if cut { "max_tokens" } else { "end_turn" };
@@ -239,4 +244,85 @@ pub fn messages(ctx: &Ctx, headers: &HeaderMap, body: &[u8]) -> Result<Answer, A
         tail,
         error_event: wire::anthropic_error_event(529),
     }))
+}
+
+/// The tool `tool_choice` forces: the named one, or the first of `tools` for `any`.
+fn forced_tool(req: &Value) -> Option<String> {
+    let choice = req.get("tool_choice")?;
+    let first = || {
+        req.get("tools")?
+            .as_array()?
+            .first()?
+            .get("name")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    match choice.get("type").and_then(Value::as_str)? {
+        "tool" => choice
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        "any" => first(),
+        _ => None,
+    }
+}
+
+/// One `tool_use` block calling `name`, whole or streamed.
+fn tool_use(ctx: &Ctx, req: &Value, model: &str, name: &str, input_tokens: u64) -> Answer {
+    let id = format!("msg_mock{:016x}", ctx.seq);
+    let call = format!("toolu_mock{:016x}", ctx.seq);
+    let usage = Usage::new(input_tokens, 12);
+    if !wire::bool_field(req, "stream") {
+        let body = serde_json::json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": call, "name": name, "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use", "stop_sequence": null, "usage": usage,
+        });
+        return Answer::Json(serde_json::to_vec(&body).unwrap_or_default());
+    }
+    let head = vec![
+        event(
+            "message_start",
+            &serde_json::json!({"type": "message_start", "message": {
+                "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": null, "stop_sequence": null, "usage": Usage::new(input_tokens, 1)}}),
+        ),
+        event(
+            "content_block_start",
+            &serde_json::json!({"type": "content_block_start", "index": 0, "content_block":
+                {"type": "tool_use", "id": call, "name": name, "input": {}}}),
+        ),
+    ];
+    let content = ["{\"city\": ", "\"Paris\"}"]
+        .into_iter()
+        .map(|part| {
+            event(
+                "content_block_delta",
+                &serde_json::json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}),
+            )
+        })
+        .collect();
+    let tail = vec![
+        event(
+            "content_block_stop",
+            &BlockStop {
+                kind: "content_block_stop",
+                index: 0,
+            },
+        ),
+        event(
+            "message_delta",
+            &serde_json::json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 12}}),
+        ),
+        MESSAGE_STOP.to_vec(),
+    ];
+    Answer::Stream(StreamPlan {
+        head,
+        content,
+        tail,
+        error_event: wire::anthropic_error_event(529),
+    })
 }
