@@ -680,14 +680,7 @@ async fn attempt(
         );
     }
     let call = async {
-        // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
-        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
-        // does not grow every attempt's future.
-        let upstream = if spec.oauth.is_some() {
-            Box::pin(providers::authorize(spec, upstream)).await?
-        } else {
-            upstream
-        };
+        let upstream = authorized(spec, upstream).await?;
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let mut s = if req.endpoint == Endpoint::Responses {
@@ -714,6 +707,21 @@ async fn attempt(
     match tokio::time::timeout(timeout, call).await {
         Ok(r) => r.map_err(Attempt::Failed),
         Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
+    }
+}
+
+/// The upstream request with the target's OAuth token, for targets that use one (Vertex). The
+/// token fetch (rare: see `providers::vertex::token`) runs inside the attempt's timeout and
+/// fails the attempt like any upstream failure. Boxed, so the OAuth path does not grow every
+/// attempt's future.
+async fn authorized(
+    spec: &Upstream,
+    upstream: reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder, AttemptError> {
+    if spec.oauth.is_some() {
+        Box::pin(providers::authorize(spec, upstream)).await
+    } else {
+        Ok(upstream)
     }
 }
 
@@ -748,14 +756,7 @@ async fn attempt_translated(
         );
     }
     let call = async {
-        // The token fetch (rare: see `providers::vertex::token`) is inside the attempt's
-        // timeout and fails the attempt like any upstream failure. Boxed, so the OAuth path
-        // does not grow every attempt's future.
-        let upstream = if spec.oauth.is_some() {
-            Box::pin(providers::authorize(spec, upstream)).await?
-        } else {
-            upstream
-        };
+        let upstream = authorized(spec, upstream).await?;
         let resp = providers::send(spec, upstream, timeout).await?;
         if req.stream {
             let model = t.echo.model.clone();
