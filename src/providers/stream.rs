@@ -667,6 +667,25 @@ impl UpstreamStream {
 }
 
 /// A Gemini translator's outputs as one step.
+/// One tool call of an OpenAI `chat.completion.chunk` delta, as the translating providers'
+/// streams write it (`id`, `type` and `name` only on a call's first delta).
+#[derive(serde::Serialize)]
+pub struct ToolCallOut<'a> {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionOut<'a>,
+}
+
+#[derive(serde::Serialize)]
+pub struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
 /// What a translator (Gemini, Bedrock) made of one upstream event (or of the body's end).
 #[derive(Debug)]
 pub enum StreamOutput {

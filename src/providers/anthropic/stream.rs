@@ -141,22 +141,7 @@ struct DeltaOut<'a> {
     tool_calls: Option<[ToolCallOut<'a>; 1]>,
 }
 
-#[derive(Serialize)]
-struct ToolCallOut<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
+use crate::providers::stream::{FunctionOut, ToolCallOut};
 
 #[derive(Serialize)]
 struct UsageOut {

@@ -16,7 +16,7 @@ use aws_smithy_types::event_stream::{HeaderValue, Message};
 use bytes::{Bytes, BytesMut};
 use eventsource_stream::Event;
 use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::stream_exception;
@@ -218,22 +218,7 @@ struct Metadata {
     usage: Option<WireUsage>,
 }
 
-#[derive(Serialize)]
-struct ToolCallOut<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
-}
+use crate::providers::stream::{FunctionOut, ToolCallOut};
 
 /// ConverseStream events → OpenAI chunks. The stream ends (`Done`) once both `messageStop`
 /// and `metadata` have come (in either order), or at a clean end of the body after
