@@ -254,7 +254,14 @@ fn spawn_target(
     let (actor, shared) = TargetActor::new(spec.clone(), cluster.clone());
     let addr = actor.start();
     let retirement = Arc::new(Retirement(addr.clone()));
-    Ok((TargetHandle { spec, addr, shared }, retirement))
+    Ok((
+        TargetHandle {
+            spec,
+            addr: Arc::new(addr),
+            shared,
+        },
+        retirement,
+    ))
 }
 
 impl Actor for Supervisor {

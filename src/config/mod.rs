@@ -214,6 +214,10 @@ pub struct Price {
     pub cached_input_per_mtok: Option<f64>,
 }
 
+/// Prices by model name (the built-in catalog under the operator's `[pricing]` rows). Keys
+/// are shared, so a request's cost names its row without copying it.
+pub type Pricing = HashMap<Arc<str>, Price>;
+
 /// A validated, compiled configuration snapshot.
 #[derive(Debug)]
 pub struct Config {
@@ -227,7 +231,7 @@ pub struct Config {
     pub configs: HashMap<String, Arc<Tree>>,
     /// One single-leaf tree per virtual key, for `x-portkey-virtual-key`.
     direct: Vec<Arc<Tree>>,
-    pub pricing: HashMap<String, Price>,
+    pub pricing: Pricing,
     pub cluster: Option<ClusterSettings>,
     pub cache: CacheSettings,
     /// `[usage] path`, resolved against the config file's folder.
@@ -434,7 +438,7 @@ impl Config {
             .map(|(i, t)| Arc::new(tree::direct(&t.name, i as u32)))
             .collect();
         // The built-in catalog, under the operator's rows (checked like them).
-        let mut pricing: HashMap<String, Price> = catalog::catalog()
+        let mut pricing: Pricing = catalog::catalog()
             .models
             .into_iter()
             .map(|(model, p)| {
@@ -443,7 +447,7 @@ impl Config {
                     output_per_mtok: p.output_per_mtok,
                     cached_input_per_mtok: p.cached_input_per_mtok,
                 };
-                (model, price)
+                (model.into(), price)
             })
             .collect();
         for (model, p) in &raw.pricing {
@@ -458,7 +462,7 @@ impl Config {
                 ));
             }
             pricing.insert(
-                model.clone(),
+                model.as_str().into(),
                 Price {
                     input_per_mtok: p.input_per_mtok,
                     output_per_mtok: p.output_per_mtok,

@@ -265,7 +265,7 @@ async fn metrics_text(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 
 async fn traffic(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     guard!(state, req);
-    HttpResponse::Ok().json(json!({"window_seconds": crate::observability::requestlog::Traffic::WINDOW, "series": state.log.traffic.series()}))
+    HttpResponse::Ok().json(json!({"window_seconds": crate::observability::requestlog::Traffic::WINDOW, "series": state.log.traffic()}))
 }
 
 /// The status page: one self-contained file (no external requests), polling the admin API.

@@ -11,14 +11,14 @@ use actix_web::http::header::{
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
 
 pub use super::body::parse_body;
-use super::AppState;
+use super::{names, AppState};
 use crate::actors::supervisor::{current, Runtime};
 use crate::cache::Status as CacheStatus;
 use crate::clock::unix_ms;
@@ -91,20 +91,30 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     Error::NotFound(format!("{} {}", req.method(), req.path())).error_response()
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
 }
 
-/// The client's trace id if it is sane, else a fresh one.
-fn trace_id(h: &HeaderMap) -> String {
-    header(h, "x-portkey-trace-id")
-        .or_else(|| header(h, "x-request-id"))
+/// The client's trace id if it is sane, else a fresh one: 128 random bits as 32 hex digits.
+fn trace_id(h: &HeaderMap) -> Arc<str> {
+    if let Some(t) = header(h, &names::TRACE_ID)
+        .or_else(|| header(h, &names::REQUEST_ID))
         .filter(|t| t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:032x}", rand::thread_rng().gen::<u128>()))
+    {
+        return t.into();
+    }
+    // Written out by hand: `format!("{:032x}")` went through the formatting machinery and
+    // cost ~4x this on every request without a trace id.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let v = rand::thread_rng().gen::<u128>();
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(&out).map_or_else(|_| "0".repeat(32).into(), Into::into)
 }
 
 /// The gateway key the request presents (`None` without `[auth]`).
@@ -121,31 +131,88 @@ pub(crate) fn authenticate<'a>(
     }
 }
 
+/// Reads the whole request body, at most `limit` bytes, within `within`.
 async fn read_body(
     h: &HeaderMap,
     mut payload: web::Payload,
     limit: usize,
     within: Duration,
-) -> Result<BytesMut, Error> {
-    let declared = header(h, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+) -> Result<Bytes, Error> {
+    let declared = header(h, &CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    let mut body = Collected::Empty;
+    let push = |body: &mut Collected, chunk: Result<Bytes, _>| {
+        let chunk = chunk.map_err(|e: actix_web::error::PayloadError| {
+            Error::invalid(format!("could not read request body: {e}"), None)
+        })?;
+        body.push(chunk, declared, limit)
+    };
+    // Most bodies arrive with their headers: take what is already there without arming the
+    // timer (a timer costs a wheel entry and two clock reads per request).
+    loop {
+        match futures_util::future::poll_immediate(payload.next()).await {
+            Some(Some(chunk)) => push(&mut body, chunk)?,
+            Some(None) => return Ok(body.finish()),
+            None => break,
+        }
+    }
     let read = async {
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::invalid(format!("could not read request body: {e}"), None))?;
-            if buf.len() + chunk.len() > limit {
-                return Err(Error::PayloadTooLarge { limit });
-            }
-            buf.extend_from_slice(&chunk);
+            push(&mut body, chunk)?;
         }
         Ok(())
     };
     match tokio::time::timeout(within, read).await {
-        Ok(r) => r.map(|()| buf),
+        Ok(r) => r.map(|()| body.finish()),
         Err(_) => Err(Error::ClientTimeout(within)),
+    }
+}
+
+/// A request body being read: one chunk is kept as it came (no copy); more are joined.
+enum Collected {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        match self {
+            Collected::Empty => 0,
+            Collected::One(b) => b.len(),
+            Collected::Many(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes, declared: Option<usize>, limit: usize) -> Result<(), Error> {
+        if self.len() + chunk.len() > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        *self = match std::mem::replace(self, Collected::Empty) {
+            Collected::Empty => Collected::One(chunk),
+            Collected::One(first) => {
+                let want = declared.unwrap_or(0).max(first.len() + chunk.len());
+                let mut joined = BytesMut::with_capacity(want.min(limit));
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+                Collected::Many(joined)
+            }
+            Collected::Many(mut joined) => {
+                joined.extend_from_slice(&chunk);
+                Collected::Many(joined)
+            }
+        };
+        Ok(())
+    }
+
+    fn finish(self) -> Bytes {
+        match self {
+            Collected::Empty => Bytes::new(),
+            Collected::One(b) => b,
+            Collected::Many(b) => b.freeze(),
+        }
     }
 }
 
@@ -159,7 +226,7 @@ fn pick_tree(
     scope: &Scope,
 ) -> Result<Arc<Tree>, Error> {
     let config = &runtime.config;
-    if let Some(vk) = header(h, "x-portkey-virtual-key") {
+    if let Some(vk) = header(h, &names::VIRTUAL_KEY) {
         if !scope.virtual_key(vk) {
             return Err(Error::Forbidden(format!(
                 "this gateway key may not use virtual key `{vk}`"
@@ -170,7 +237,7 @@ fn pick_tree(
             .cloned()
             .ok_or_else(|| Error::UnknownVirtualKey(vk.to_owned()));
     }
-    match header(h, "x-portkey-config") {
+    match header(h, &names::CONFIG) {
         Some(c) if c.starts_with('{') => {
             if !scope.inline_configs {
                 return Err(Error::Forbidden(
@@ -298,7 +365,7 @@ async fn handle(
     });
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         resp.headers_mut()
-            .insert(HeaderName::from_static("x-portkey-trace-id"), v);
+            .insert(names::TRACE_ID, v);
     }
     // A stream took the entry with it: it is logged when the stream ends.
     if let Some(mut entry) = entry {
@@ -317,19 +384,19 @@ fn insert_route_headers(
     retries: u32,
     attempts: usize,
 ) {
-    let mut put = |name: &'static str, value: HeaderValue| {
-        h.insert(HeaderName::from_static(name), value);
+    let mut put = |name: HeaderName, value: HeaderValue| {
+        h.insert(name, value);
     };
     // Paths and virtual-key names are validated header-safe at config load.
     if let Ok(v) = HeaderValue::from_str(&leaf.path) {
-        put("x-portkey-last-used-option-index", v);
+        put(names::LAST_USED_OPTION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&leaf.virtual_key) {
-        put("x-llmux-virtual-key", v);
+        put(names::VIRTUAL_KEY_USED, v);
     }
-    put("x-portkey-provider", HeaderValue::from_static(provider));
-    put("x-portkey-retry-attempt-count", count(retries as usize));
-    put("x-llmux-attempts", count(attempts));
+    put(names::PROVIDER, HeaderValue::from_static(provider));
+    put(names::RETRY_COUNT, count(retries as usize));
+    put(names::ATTEMPTS, count(attempts));
 }
 
 /// A small count as a header value without formatting or allocating.
@@ -376,7 +443,7 @@ const MAX_NAMESPACE_BYTES: usize = 256;
 
 /// `x-portkey-cache-namespace`, bounded (it is kept with every answer stored under it).
 fn cache_namespace(h: &HeaderMap) -> Result<Option<Arc<str>>, Error> {
-    let Some(v) = h.get("x-portkey-cache-namespace") else {
+    let Some(v) = h.get(&names::CACHE_NAMESPACE) else {
         return Ok(None);
     };
     let bad = |why: &str| {
@@ -411,7 +478,7 @@ async fn serve(
     payload: web::Payload,
     state: &AppState,
     runtime: &Arc<Runtime>,
-    trace_id: &str,
+    trace_id: &Arc<str>,
     slot: &mut Option<Entry>,
     started: Instant,
     in_flight: &mut Option<InFlight>,
@@ -472,7 +539,7 @@ async fn serve(
         }
     }
     let mut tree = pick_tree(state, runtime, h, scope)?;
-    let body = Body::new(raw.freeze());
+    let body = Body::new(raw);
     let (turn, pinned) = if endpoint == Endpoint::Responses {
         // Boxed: the lookup (maybe Redis) must not grow every request's handler future.
         let (turn, pinned) = Box::pin(super::responses::resolve(state, &body, scope)).await?;
@@ -489,7 +556,7 @@ async fn serve(
     };
     entry.config = Some(tree.id.clone());
     let prepared = Prepared {
-        trace_id: trace_id.to_owned(),
+        trace_id: trace_id.clone(),
         endpoint,
         estimate,
         body,
@@ -499,7 +566,7 @@ async fn serve(
         idle_timeout: settings.stream_idle_timeout,
         metadata: entry.metadata.clone(),
         cache_namespace: cache_namespace(h)?,
-        cache_force_refresh: header(h, "x-portkey-cache-force-refresh")
+        cache_force_refresh: header(h, &names::CACHE_FORCE_REFRESH)
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
         turn,
         pinned,
@@ -631,7 +698,7 @@ async fn serve(
         attempts,
     );
     out.headers_mut().insert(
-        HeaderName::from_static("x-portkey-cache-status"),
+        names::CACHE_STATUS,
         HeaderValue::from_static(served.cache.header()),
     );
     Ok(out)

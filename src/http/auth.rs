@@ -11,13 +11,13 @@ use crate::config::{sha256, AuthKey};
 /// considered because the Portkey SDK sends its key in the latter and a placeholder bearer.
 pub fn presented(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let bearer = headers
-        .get("authorization")
+        .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
         .map(|v| v[7..].trim());
     let portkey = headers
-        .get("x-portkey-api-key")
+        .get(&super::names::API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     bearer.into_iter().chain(portkey).filter(|k| !k.is_empty())

@@ -30,7 +30,7 @@ fn invalid(message: String) -> Error {
 /// The request's metadata: `None` without the header; a 400 naming the problem when it is not
 /// a JSON object of strings within the limits.
 pub fn parse(h: &HeaderMap) -> Result<Option<Metadata>, Error> {
-    let Some(raw) = h.get(HEADER) else {
+    let Some(raw) = h.get(&super::names::METADATA) else {
         return Ok(None);
     };
     if raw.len() > MAX_HEADER_BYTES {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metadata;
+pub mod names;
 pub mod responses;
 
 use std::sync::Arc;

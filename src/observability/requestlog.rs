@@ -1,12 +1,12 @@
 //! The bounded in-memory log of recent requests that `GET /admin/requests` serves: route taken,
 //! every attempt, models, tokens and cost. Old entries fall off the end.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::config::Price;
+use crate::config::{Price, Pricing};
 
 /// One attempt on one leaf, for the response error, logs and the request log.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +28,7 @@ pub trait Spend: Send + Sync + std::fmt::Debug {
 pub struct Entry {
     /// Unix milliseconds when the request arrived.
     pub time: u64,
-    pub trace_id: String,
+    pub trace_id: Arc<str>,
     pub config: Option<Arc<str>>,
     pub endpoint: &'static str,
     pub status: u16,
@@ -76,7 +76,7 @@ pub struct Entry {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Cost {
     /// The `[pricing."MODEL"]` row used.
-    pub priced_as: String,
+    pub priced_as: Arc<str>,
     /// Uncached prompt tokens.
     pub input_usd: f64,
     /// Cached prompt tokens, at `cached_input_per_mtok` (else the input rate).
@@ -86,7 +86,7 @@ pub struct Cost {
 
 impl Entry {
     /// The entry of a request that arrived at `time` (Unix ms), before anything is known of it.
-    pub fn new(time: u64, trace_id: String, endpoint: &'static str) -> Entry {
+    pub fn new(time: u64, trace_id: Arc<str>, endpoint: &'static str) -> Entry {
         Entry {
             time,
             trace_id,
@@ -126,7 +126,7 @@ impl Entry {
     /// answer named none). A model is priced by its own row, or by the row of the model it is
     /// a dated snapshot of (`gpt-4o-2024-08-06` -> `gpt-4o`), never by another model's row
     /// (`gpt-4o-mini` is not `gpt-4o`).
-    pub fn price(&mut self, table: &HashMap<String, Price>) {
+    pub fn price(&mut self, table: &Pricing) {
         let model = self
             .model_used
             .as_deref()
@@ -142,7 +142,7 @@ impl Entry {
         let cached = self.cached_tokens.min(self.prompt_tokens);
         let usd = |tokens: u64, per_mtok: f64| tokens as f64 * per_mtok / 1e6;
         let cost = Cost {
-            priced_as: priced_as.to_owned(),
+            priced_as: priced_as.clone(),
             input_usd: usd(self.prompt_tokens - cached, p.input_per_mtok),
             cached_input_usd: usd(cached, p.cached_input_per_mtok.unwrap_or(p.input_per_mtok)),
             output_usd: usd(self.completion_tokens, p.output_per_mtok),
@@ -176,16 +176,16 @@ fn warn_unpriced(model: &str) {
 
 /// The prices that apply, as `llmux prices` prints them: one line per model, with where the
 /// row comes from (the built-in catalog, or config.toml when it differs or is not in it).
-pub fn price_table(table: &HashMap<String, Price>) -> String {
+pub fn price_table(table: &Pricing) -> String {
     let catalog = crate::config::catalog::catalog();
-    let mut rows: Vec<(&String, &Price)> = table.iter().collect();
+    let mut rows: Vec<(&Arc<str>, &Price)> = table.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = format!(
         "{:<28} {:>10} {:>14} {:>10}  source\n",
         "model", "input", "cached input", "output"
     );
     for (model, p) in rows {
-        let from_catalog = catalog.models.get(model.as_str()).is_some_and(|c| {
+        let from_catalog = catalog.models.get(&**model).is_some_and(|c| {
             c.input_per_mtok == p.input_per_mtok
                 && c.output_per_mtok == p.output_per_mtok
                 && c.cached_input_per_mtok == p.cached_input_per_mtok
@@ -212,8 +212,8 @@ pub fn price_table(table: &HashMap<String, Price>) -> String {
 }
 
 /// The price row for `model`: its own, else that of the model it is a dated snapshot of.
-pub fn price_row<'a>(table: &'a HashMap<String, Price>, model: &str) -> Option<(&'a str, Price)> {
-    let hit = |m: &str| table.get_key_value(m).map(|(k, p)| (k.as_str(), *p));
+pub fn price_row<'a>(table: &'a Pricing, model: &str) -> Option<(&'a Arc<str>, Price)> {
+    let hit = |m: &str| table.get_key_value(m).map(|(k, p)| (k, *p));
     hit(model).or_else(|| undated(model).and_then(hit))
 }
 
@@ -246,16 +246,21 @@ fn undated(model: &str) -> Option<&str> {
 }
 
 pub struct RequestLog {
-    entries: Mutex<VecDeque<Arc<Entry>>>,
+    /// The entries and the traffic series under one lock: a finished request takes it once.
+    inner: Mutex<Inner>,
     capacity: usize,
-    pub traffic: Traffic,
     /// Hourly aggregates for `/admin/usage`.
     pub usage: Option<Arc<super::usage::Usage>>,
 }
 
+struct Inner {
+    entries: VecDeque<Arc<Entry>>,
+    traffic: Traffic,
+}
+
 impl RequestLog {
     /// Prices, logs and stores one finished request.
-    pub fn finish(&self, mut entry: Entry, pricing: &HashMap<String, Price>) {
+    pub fn finish(&self, mut entry: Entry, pricing: &Pricing) {
         entry.price(pricing);
         if let (Some(spend), Some(usd)) = (entry.spend.take(), entry.cost_usd) {
             spend.record(usd);
@@ -304,9 +309,11 @@ impl RequestLog {
 
     pub fn new(capacity: usize) -> RequestLog {
         RequestLog {
-            entries: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            inner: Mutex::new(Inner {
+                entries: VecDeque::with_capacity(capacity.min(4096)),
+                traffic: Traffic::default(),
+            }),
             capacity: capacity.max(1),
-            traffic: Traffic::default(),
             usage: None,
         }
     }
@@ -322,14 +329,21 @@ impl RequestLog {
         let secs = e.time / 1000;
         let e = Arc::new(e);
         let evicted = {
-            let mut q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            self.traffic.record(secs, error);
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.traffic.record(secs, error);
+            let q = &mut inner.entries;
             let evicted = (q.len() >= self.capacity).then(|| q.pop_front()).flatten();
             q.push_back(e);
             evicted
         };
         // Freed outside the lock: the other workers wait on it.
         drop(evicted);
+    }
+
+    /// The traffic series (see [`Traffic::series`]).
+    pub fn traffic(&self) -> Vec<Bucket> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.traffic.series()
     }
 
     /// Newest first, optionally only one trace id.
@@ -353,10 +367,12 @@ impl RequestLog {
                     .is_some_and(|x| x == v)
             })
         };
-        let q = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        q.iter()
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .entries
+            .iter()
             .rev()
-            .filter(|e| trace_id.is_none_or(|t| e.trace_id == t) && has(e))
+            .filter(|e| trace_id.is_none_or(|t| &*e.trace_id == t) && has(e))
             .take(limit)
             .cloned()
             .collect()
@@ -366,7 +382,7 @@ impl RequestLog {
 /// Requests and errors per second over the last [`Traffic::WINDOW`] seconds, for the
 /// status page's chart.
 pub struct Traffic {
-    buckets: Mutex<VecDeque<Bucket>>,
+    buckets: VecDeque<Bucket>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -380,7 +396,7 @@ pub struct Bucket {
 impl Default for Traffic {
     fn default() -> Self {
         Traffic {
-            buckets: Mutex::new(VecDeque::with_capacity(Traffic::WINDOW)),
+            buckets: VecDeque::with_capacity(Traffic::WINDOW),
         }
     }
 }
@@ -388,8 +404,8 @@ impl Default for Traffic {
 impl Traffic {
     pub const WINDOW: usize = 900;
 
-    pub fn record(&self, unix_secs: u64, error: bool) {
-        let mut q = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn record(&mut self, unix_secs: u64, error: bool) {
+        let q = &mut self.buckets;
         match q.back_mut() {
             Some(b) if b.t == unix_secs => {
                 b.requests += 1;
@@ -413,12 +429,7 @@ impl Traffic {
 
     /// Seconds with traffic, oldest first (seconds without any are absent).
     pub fn series(&self) -> Vec<Bucket> {
-        self.buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        self.buckets.iter().copied().collect()
     }
 }
 
@@ -426,17 +437,17 @@ impl Traffic {
 mod tests {
     use super::*;
 
-    fn table() -> HashMap<String, Price> {
+    fn table() -> Pricing {
         let p = |i, o, c| Price {
             input_per_mtok: i,
             output_per_mtok: o,
             cached_input_per_mtok: c,
         };
-        HashMap::from([
-            ("gpt-4o".to_owned(), p(2.5, 10.0, Some(1.25))),
-            ("gpt-4o-mini".to_owned(), p(0.15, 0.6, None)),
-            ("claude-3-5-sonnet".to_owned(), p(3.0, 15.0, Some(0.3))),
-            ("o1".to_owned(), p(15.0, 60.0, None)),
+        Pricing::from([
+            ("gpt-4o".into(), p(2.5, 10.0, Some(1.25))),
+            ("gpt-4o-mini".into(), p(0.15, 0.6, None)),
+            ("claude-3-5-sonnet".into(), p(3.0, 15.0, Some(0.3))),
+            ("o1".into(), p(15.0, 60.0, None)),
         ])
     }
 
@@ -449,14 +460,14 @@ mod tests {
             cached_tokens: cached,
             completion_tokens: completion,
             total_tokens: prompt + completion,
-            ..Entry::new(0, String::new(), "chat.completions")
+            ..Entry::new(0, "".into(), "chat.completions")
         }
     }
 
     #[test]
     fn a_model_is_priced_by_its_own_row_or_its_snapshot_base() {
         let t = table();
-        let row = |m| price_row(&t, m).map(|(k, _)| k);
+        let row = |m| price_row(&t, m).map(|(k, _)| &**k);
         assert_eq!(row("gpt-4o-mini"), Some("gpt-4o-mini"), "not gpt-4o's row");
         assert_eq!(row("gpt-4o"), Some("gpt-4o"));
         assert_eq!(row("gpt-4o-2024-08-06"), Some("gpt-4o"));
@@ -497,7 +508,7 @@ mod tests {
         let mut e = entry("gpt-4o-2024-08-06", 3_000_000, 2_000_000, 1_000_000);
         e.price(&t);
         let c = e.cost.clone().unwrap();
-        assert_eq!(c.priced_as, "gpt-4o");
+        assert_eq!(&*c.priced_as, "gpt-4o");
         assert_eq!(c.input_usd, 2.5);
         assert_eq!(c.cached_input_usd, 2.5);
         assert_eq!(c.output_usd, 10.0);
@@ -517,7 +528,7 @@ mod tests {
 
     #[test]
     fn the_catalog_prices_models_by_their_own_row_or_their_snapshots() {
-        let mut table: HashMap<String, Price> = crate::config::catalog::catalog()
+        let mut table: Pricing = crate::config::catalog::catalog()
             .models
             .into_iter()
             .map(|(m, p)| {
@@ -526,10 +537,10 @@ mod tests {
                     output_per_mtok: p.output_per_mtok,
                     cached_input_per_mtok: p.cached_input_per_mtok,
                 };
-                (m, price)
+                (m.into(), price)
             })
             .collect();
-        let row = |t: &HashMap<String, Price>, m: &str| price_row(t, m).map(|(k, _)| k.to_owned());
+        let row = |t: &Pricing, m: &str| price_row(t, m).map(|(k, _)| k.to_string());
         assert_eq!(row(&table, "gpt-4o-mini").as_deref(), Some("gpt-4o-mini"));
         assert_eq!(row(&table, "gpt-4o-2024-08-06").as_deref(), Some("gpt-4o"));
         assert_eq!(

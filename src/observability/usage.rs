@@ -110,8 +110,131 @@ struct Store {
     hours: BTreeMap<u64, Vec<(Dims, Sums)>>,
 }
 
-/// Where each (hour, dims) row sits in its hour's list, for O(1) updates.
-type Index = HashMap<(u64, Dims), usize>;
+/// Where each (hour, dims fingerprint) row sits in its hour's list, for O(1) updates.
+type Index = HashMap<(u64, u64), usize>;
+
+/// The row of `hour` whose dims pass `is`: through the index, else (a fingerprint collision)
+/// by a scan of the hour's rows.
+fn find(
+    index: &Index,
+    rows: &[(Dims, Sums)],
+    hour: u64,
+    fp: u64,
+    is: impl Fn(&Dims) -> bool,
+) -> Option<usize> {
+    let i = *index.get(&(hour, fp))?;
+    if rows.get(i).is_some_and(|(d, _)| is(d)) {
+        return Some(i);
+    }
+    rows.iter().position(|(d, _)| is(d))
+}
+
+/// One fingerprint for a row's dims, computed alike from owned [`Dims`] and from a request's
+/// borrowed [`DimsOf`].
+fn fingerprint<'a>(
+    key: Option<&str>,
+    virtual_key: Option<&str>,
+    model: Option<&str>,
+    config: Option<&str>,
+    metadata: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (key, virtual_key, model, config).hash(&mut h);
+    for pair in metadata {
+        pair.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Dims {
+    fn fingerprint(&self) -> u64 {
+        fingerprint(
+            self.key.as_deref(),
+            self.virtual_key.as_deref(),
+            self.model.as_deref(),
+            self.config.as_deref(),
+            self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    }
+
+    /// The row that takes requests once an hour (or the store) is full.
+    fn other() -> Dims {
+        Dims {
+            key: Some("(other)".into()),
+            virtual_key: None,
+            model: None,
+            config: None,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// A request's row dims, borrowed from its log entry.
+struct DimsOf<'a> {
+    key: Option<&'a str>,
+    virtual_key: Option<&'a str>,
+    model: Option<&'a str>,
+    config: Option<&'a str>,
+    metadata: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> DimsOf<'a> {
+    fn of(e: &'a Entry) -> DimsOf<'a> {
+        DimsOf {
+            key: e.key.as_deref(),
+            virtual_key: e.virtual_key.as_deref(),
+            model: e.model_used.as_deref().or(e.model_requested.as_deref()),
+            config: e.config.as_deref(),
+            metadata: e.metadata.as_deref(),
+        }
+    }
+
+    /// The metadata a row keeps: the first [`MAX_METADATA`] pairs by name, values cut.
+    fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.metadata
+            .into_iter()
+            .flatten()
+            .take(MAX_METADATA)
+            .map(|(k, v)| (cut_str(k), cut_str(v)))
+    }
+
+    fn fingerprint(&self) -> u64 {
+        fingerprint(
+            self.key,
+            self.virtual_key,
+            self.model,
+            self.config,
+            self.pairs(),
+        )
+    }
+
+    fn matches(&self, d: &Dims) -> bool {
+        d.key.as_deref() == self.key
+            && d.virtual_key.as_deref() == self.virtual_key
+            && d.model.as_deref() == self.model
+            && d.config.as_deref() == self.config
+            && d.metadata.len() == self.pairs().count()
+            && d
+                .metadata
+                .iter()
+                .zip(self.pairs())
+                .all(|((k, v), (k2, v2))| k == k2 && v == v2)
+    }
+
+    fn owned(&self) -> Dims {
+        Dims {
+            key: self.key.map(str::to_owned),
+            virtual_key: self.virtual_key.map(str::to_owned),
+            model: self.model.map(str::to_owned),
+            config: self.config.map(str::to_owned),
+            metadata: self
+                .pairs()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+}
 
 pub struct Usage {
     store: Mutex<(Store, Index)>,
@@ -199,7 +322,7 @@ impl Usage {
         let mut index = HashMap::new();
         for (hour, rows) in &store.hours {
             for (i, (d, _)) in rows.iter().enumerate() {
-                index.insert((*hour, d.clone()), i);
+                index.entry((*hour, d.fingerprint())).or_insert(i);
             }
         }
         Usage {
@@ -208,50 +331,36 @@ impl Usage {
         }
     }
 
-    /// Adds one finished request.
+    /// Adds one finished request. The common case (a row that exists) looks it up by the
+    /// entry's borrowed fields: no allocation.
     pub fn record(&self, e: &Entry) {
         let hour = e.time / HOUR;
-        let model = e.model_used.clone().or_else(|| e.model_requested.clone());
-        let dims = Dims {
-            key: e.key.clone(),
-            virtual_key: e.virtual_key.as_deref().map(str::to_owned),
-            model,
-            config: e.config.as_deref().map(str::to_owned),
-            metadata: e
-                .metadata
-                .as_deref()
-                .map(|m| {
-                    m.iter()
-                        .take(MAX_METADATA)
-                        .map(|(k, v)| (cut(k), cut(v)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let dims = DimsOf::of(e);
+        let fp = dims.fingerprint();
         let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let (store, index) = &mut *guard;
         let rows = store.hours.entry(hour).or_default();
-        // One key, looked up once on the common path (a row that exists): no clones, no
-        // allocation beyond the key itself.
-        let mut key = (hour, dims);
-        let mut at = index.get(&key).copied();
-        if at.is_none() && (rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS) {
-            key.1 = Dims {
-                key: Some("(other)".into()),
-                virtual_key: None,
-                model: None,
-                config: None,
-                metadata: Vec::new(),
-            };
-            at = index.get(&key).copied();
-        }
-        match at {
-            Some(i) => rows[i].1.add_one(e),
-            None => {
+        let at = find(index, rows, hour, fp, |d| dims.matches(d));
+        let (at, fp, owned) = match at {
+            Some(i) => (Some(i), fp, None),
+            None if rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS => {
+                // Full: the request is added to the hour's `(other)` row.
+                let other = Dims::other();
+                let fp = other.fingerprint();
+                let at = find(index, rows, hour, fp, |d| *d == other);
+                (at, fp, Some(other))
+            }
+            None => (None, fp, Some(dims.owned())),
+        };
+        match (at, owned) {
+            (Some(i), _) => rows[i].1.add_one(e),
+            (None, owned) => {
                 let mut sums = Sums::default();
                 sums.add_one(e);
-                index.insert(key.clone(), rows.len());
-                rows.push((key.1, sums));
+                // A fingerprint already indexed (another row's: a 64-bit collision) stays
+                // with that row; `find` falls back to a scan for this one.
+                index.entry((hour, fp)).or_insert(rows.len());
+                rows.push((owned.unwrap_or_else(|| dims.owned()), sums));
             }
         }
         // Forget hours past the retention.
@@ -263,7 +372,7 @@ impl Usage {
         {
             if let Some((h, rows)) = store.hours.pop_first() {
                 for (d, _) in rows {
-                    index.remove(&(h, d));
+                    index.remove(&(h, d.fingerprint()));
                 }
             }
         }
@@ -311,12 +420,12 @@ impl Usage {
 }
 
 /// `s` cut to at most [`MAX_VALUE`] bytes, on a character boundary.
-fn cut(s: &str) -> String {
+fn cut_str(s: &str) -> &str {
     let mut end = s.len().min(MAX_VALUE);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_owned()
+    &s[..end]
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -370,6 +479,33 @@ mod tests {
         e.prompt_tokens = 10;
         e.completion_tokens = 5;
         e
+    }
+
+    #[test]
+    fn a_request_finds_its_row_by_borrowed_dims_and_collisions_fall_back_to_a_scan() {
+        // The borrowed view of a request and the row it creates agree, metadata cut included.
+        let mut e = entry(0, "k", "m", 0.0, 1.0, 200);
+        let long = "é".repeat(40); // 80 bytes: cut to 64 on a character boundary
+        e.metadata = Some(std::sync::Arc::new(
+            (0..12).map(|i| (format!("n{i:02}"), long.clone())).collect(),
+        ));
+        let of = DimsOf::of(&e);
+        let owned = of.owned();
+        assert_eq!(owned.metadata.len(), MAX_METADATA);
+        assert_eq!(owned.metadata[0].1.len(), 64);
+        assert!(of.matches(&owned));
+        assert_eq!(of.fingerprint(), owned.fingerprint());
+        let e2 = entry(0, "k", "m2", 0.0, 1.0, 200);
+        assert!(!DimsOf::of(&e2).matches(&owned));
+
+        // Two rows under one fingerprint: the index names the first, a scan finds the second.
+        let a = Dims::other();
+        let rows = vec![(a.clone(), Sums::default()), (owned.clone(), Sums::default())];
+        let index: Index = [((1, 7), 0)].into_iter().collect();
+        assert_eq!(find(&index, &rows, 1, 7, |d| *d == a), Some(0));
+        assert_eq!(find(&index, &rows, 1, 7, |d| of.matches(d)), Some(1));
+        assert_eq!(find(&index, &rows, 1, 8, |d| *d == a), None);
+        assert_eq!(find(&index, &rows, 2, 7, |d| *d == a), None);
     }
 
     #[test]

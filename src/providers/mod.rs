@@ -506,19 +506,35 @@ pub fn client() -> reqwest::Client {
     CLIENT.with(|c| {
         c.borrow_mut()
             .get_or_insert_with(|| {
-                reqwest::Client::builder()
+                let builder = reqwest::Client::builder()
                     // Never follow a provider's redirect: it would carry `api-key`/`x-api-key`
                     // to whatever host the Location names, and turn a POST into a GET on 302.
                     .redirect(reqwest::redirect::Policy::none())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(256)
                     .tcp_nodelay(true)
-                    .connect_timeout(Duration::from_secs(10))
-                    .build()
-                    .expect("reqwest client with static settings")
+                    .connect_timeout(Duration::from_secs(10));
+                // With no proxy in the environment, say so: reqwest otherwise consults its
+                // (empty) system proxy matcher on every plain-`http` request (~1.4k
+                // instructions each). With one set, reqwest reads it exactly as before.
+                let builder = if proxy_in_env() {
+                    builder
+                } else {
+                    builder.no_proxy()
+                };
+                builder.build().expect("reqwest client with static settings")
             })
             .clone()
     })
+}
+
+/// Whether the environment names a proxy in any variable reqwest's system proxy reads on Linux
+/// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, either case).
+fn proxy_in_env() -> bool {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+        .iter()
+        .flat_map(|v| [v.to_string(), v.to_ascii_lowercase()])
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
 /// Builds the upstream HTTP request for `endpoint` on `spec`. No reqwest timeout: it would

@@ -39,7 +39,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(8);
 
 /// A parsed, validated client request, ready to route.
 pub struct Prepared {
-    pub trace_id: String,
+    pub trace_id: Arc<str>,
     pub endpoint: Endpoint,
     /// The body as the client sent it (parsed into a map only where a leaf needs one).
     pub body: Body,

@@ -102,7 +102,7 @@ impl ClientStream {
             let frame = tokio::select! {
                 f = s.upstream.next_frame() => f,
                 _ = s.grace_end.ended() => {
-                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
+                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| &*e.trace_id),
                         "stream still open at the end of the shutdown grace period: ended");
                     s.finish(OutcomeKind::Cancelled, 503, Some("llmux is shutting down".into()));
                     return Some((Ok(Bytes::from_static(SHUTTING_DOWN_EVENT.as_bytes())), s));
@@ -131,7 +131,7 @@ impl ClientStream {
                     Some((Ok(b), s))
                 }
                 Some(Frame::Failed(b, e)) => {
-                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| e.trace_id.as_str()),
+                    tracing::warn!(trace_id = s.entry.as_ref().map_or("", |e| &*e.trace_id),
                         error = %e.message, "upstream stream failed after commit");
                     s.finish(OutcomeKind::from(&e), e.status, Some(e.message));
                     Some((Ok(b), s))

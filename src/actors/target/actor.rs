@@ -261,7 +261,7 @@ impl TargetActor {
         Permit::new(
             self.spec.clone(),
             self.shared.clone(),
-            ctx.address(),
+            Arc::new(ctx.address()),
             probe,
             tokens,
         )

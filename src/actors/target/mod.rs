@@ -35,7 +35,9 @@ use crate::providers::Upstream;
 #[derive(Clone)]
 pub struct TargetHandle {
     pub spec: Arc<Upstream>,
-    pub addr: Addr<TargetActor>,
+    /// Shared: cloning an actix `Addr` allocates (a sender task per clone), and every permit
+    /// holds one.
+    pub addr: Arc<Addr<TargetActor>>,
     pub shared: Arc<TargetShared>,
 }
 
@@ -166,7 +168,7 @@ pub struct Outcome {
 pub struct Permit {
     pub spec: Arc<Upstream>,
     shared: Arc<TargetShared>,
-    addr: Addr<TargetActor>,
+    addr: Arc<Addr<TargetActor>>,
     probe: Option<u64>,
     tokens: u32,
     started: Instant,
@@ -177,7 +179,7 @@ impl Permit {
     fn new(
         spec: Arc<Upstream>,
         shared: Arc<TargetShared>,
-        addr: Addr<TargetActor>,
+        addr: Arc<Addr<TargetActor>>,
         probe: Option<u64>,
         tokens: u32,
     ) -> Permit {
