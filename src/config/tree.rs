@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -182,6 +183,26 @@ pub struct Leaf {
     pub request_timeout: Option<Duration>,
     /// The response cache for answers this leaf serves (inherited whole, like `retry`).
     pub cache: Option<CachePolicy>,
+    /// `path` and `virtual_key` as response header values, built once (every response that
+    /// reached a leaf names it).
+    pub headers: LeafHeaders,
+}
+
+#[derive(Debug)]
+pub struct LeafHeaders {
+    pub path: Option<HeaderValue>,
+    pub virtual_key: Option<HeaderValue>,
+}
+
+impl LeafHeaders {
+    /// Both are header-safe (names are validated at load, paths are generated), so `None`
+    /// is only a safeguard: the header is then left out.
+    fn new(path: &str, virtual_key: &str) -> LeafHeaders {
+        LeafHeaders {
+            path: HeaderValue::from_str(path).ok(),
+            virtual_key: HeaderValue::from_str(virtual_key).ok(),
+        }
+    }
 }
 
 /// A node's `cache`: Portkey's `{ mode, max_age }` (seconds, as Portkey's hosted gateway; its
@@ -383,9 +404,11 @@ pub fn direct(name: &str, index: u32) -> Tree {
                 retry: Retry::none(),
                 request_timeout: None,
                 cache: None,
+                headers: LeafHeaders::new("config", name),
             },
         ),
-        approx_bytes: LEAF_BYTES + NODE_BYTES + name.len(),
+        // The name and path twice: as strings and as header values.
+        approx_bytes: LEAF_BYTES + NODE_BYTES + 2 * (name.len() + "config".len()),
         conditionals: 0,
         reads_params: false,
         semantic_at: None,
@@ -492,7 +515,8 @@ fn compile_node(
         )),
         (Some(vk), None, None) => {
             budget.leaf(err_path)?;
-            budget.spend(LEAF_BYTES + route_path.len() + vk.len(), err_path)?;
+            // Path and name twice: as strings and as header values.
+            budget.spend(LEAF_BYTES + 2 * (route_path.len() + vk.len()), err_path)?;
             let &target = targets.get(vk.as_str()).ok_or_else(|| {
                 if !budget.limits.list_names {
                     return TreeError::at(
@@ -523,6 +547,7 @@ fn compile_node(
                     retry: retry.clone(),
                     request_timeout: request_timeout.map(Duration::from_millis),
                     cache,
+                    headers: LeafHeaders::new(&route_path, vk),
                 },
             ))
         }

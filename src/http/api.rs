@@ -387,12 +387,11 @@ fn insert_route_headers(
     let mut put = |name: HeaderName, value: HeaderValue| {
         h.insert(name, value);
     };
-    // Paths and virtual-key names are validated header-safe at config load.
-    if let Ok(v) = HeaderValue::from_str(&leaf.path) {
-        put(names::LAST_USED_OPTION, v);
+    if let Some(v) = &leaf.headers.path {
+        put(names::LAST_USED_OPTION, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&leaf.virtual_key) {
-        put(names::VIRTUAL_KEY_USED, v);
+    if let Some(v) = &leaf.headers.virtual_key {
+        put(names::VIRTUAL_KEY_USED, v.clone());
     }
     put(names::PROVIDER, HeaderValue::from_static(provider));
     put(names::RETRY_COUNT, count(retries as usize));

@@ -55,18 +55,11 @@ impl Provider for Azure {
         let Some(url) = spec.urls.endpoint(endpoint) else {
             unreachable!("Azure targets have every endpoint")
         };
-        let mut req = body.attach(client.post(url.clone()))?;
-        if let Some(key) = &spec.api_key {
-            req = req.header("api-key", key.expose());
-        }
-        Ok(req)
+        Ok(spec.with_credential(body.attach(client.post(url.clone()))?))
     }
 
-    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &spec.api_key {
-            Some(k) => req.header("api-key", k.expose()),
-            None => req,
-        }
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("api-key", key.to_owned()))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> AttemptError {

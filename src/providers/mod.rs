@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
@@ -73,6 +74,9 @@ pub struct Upstream {
     /// The target's OAuth2 access token (Vertex), cached for the actor's life; `None` for
     /// providers whose credential is in the spec.
     pub oauth: Option<vertex::TokenSource>,
+    /// The API key's header (see [`Provider::credential_header`]), built once and marked
+    /// sensitive, so a request copies it instead of formatting and checking it again.
+    pub credential: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Upstream {
@@ -93,7 +97,33 @@ impl Upstream {
                 None,
             ),
         };
-        Ok(Upstream { spec, urls, oauth })
+        let credential = match &spec.api_key {
+            Some(key) => match provider(spec.provider).credential_header(key.expose()) {
+                Some((name, value)) => {
+                    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                        "the API key has characters an HTTP header cannot carry".to_owned()
+                    })?;
+                    value.set_sensitive(true);
+                    Some((HeaderName::from_static(name), value))
+                }
+                None => None,
+            },
+            None => None,
+        };
+        Ok(Upstream {
+            spec,
+            urls,
+            oauth,
+            credential,
+        })
+    }
+
+    /// `req` with the target's API key header, when it has one.
+    pub fn with_credential(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Some((name, value)) => req.header(name.clone(), value.clone()),
+            None => req,
+        }
     }
 }
 
@@ -628,9 +658,10 @@ pub async fn finish(
     max_body: usize,
 ) -> Result<Answer, AttemptError> {
     let status = resp.status().as_u16();
-    let url = resp.url().clone();
+    let p = provider(spec.provider);
+    let url = p.answer_reads_url().then(|| resp.url().clone());
     let body = read_limited(resp, max_body, timeout).await?;
-    provider(spec.provider).answer_at(endpoint, status, &url, body)
+    p.answer_at(endpoint, status, url.as_ref(), body)
 }
 
 /// Wraps a 2xx streamed answer for reading SSE events in OpenAI terms.

@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::stream::Framing;
 use super::{Answer, AttemptError, Endpoint, Merged, Provider, Upstream, Urls, Usage};
-use crate::config::TargetSpec;
 
 /// OpenAI's wire format. `compatible`: an OpenAI-compatible server, which may not know
 /// `stream_options`, so llmux never asks it for stream usage itself; OpenAI proper is asked
@@ -44,8 +43,8 @@ impl Provider for OpenAi {
         build(client, spec, endpoint, body)
     }
 
-    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        health(spec, req)
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("authorization", format!("Bearer {key}")))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> AttemptError {
@@ -80,18 +79,7 @@ fn build(
     let Some(url) = spec.urls.endpoint(endpoint) else {
         unreachable!("OpenAI-shaped targets have every endpoint")
     };
-    let mut req = body.attach(client.post(url.clone()))?;
-    if let Some(key) = &spec.api_key {
-        req = req.bearer_auth(key.expose());
-    }
-    Ok(req)
-}
-
-fn health(spec: &TargetSpec, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    match &spec.api_key {
-        Some(k) => req.bearer_auth(k.expose()),
-        None => req,
-    }
+    Ok(spec.with_credential(body.attach(client.post(url.clone()))?))
 }
 
 #[derive(Deserialize)]

@@ -47,7 +47,15 @@ pub trait Provider: Sync {
     ) -> Result<reqwest::RequestBuilder, AttemptError>;
 
     /// Adds the credentials (and any version header) to the health check's model-list request.
-    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder;
+    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        spec.with_credential(req)
+    }
+
+    /// The header that carries the target's API key, and its value; built once per target
+    /// into [`Upstream::credential`]. `None`: the key travels another way (or not at all).
+    fn credential_header(&self, _key: &str) -> Option<(&'static str, String)> {
+        None
+    }
 
     /// A 4xx/5xx answer in OpenAI terms; the class comes from [`AttemptError::class_of`] on the
     /// status the client will see. Unscrubbed: the caller scrubs and sets `retry_after`. A
@@ -78,10 +86,16 @@ pub trait Provider: Sync {
         &self,
         endpoint: Endpoint,
         status: u16,
-        _url: &reqwest::Url,
+        _url: Option<&reqwest::Url>,
         body: Bytes,
     ) -> Result<Answer, AttemptError> {
         self.answer(endpoint, status, body)
+    }
+
+    /// Whether [`Provider::answer_at`] reads the request URL (it is then copied out of the
+    /// response before the body is read; the others skip that copy).
+    fn answer_reads_url(&self) -> bool {
+        false
     }
 
     /// How a 2xx SSE stream is read and turned into OpenAI chunks. `include_usage`: the client

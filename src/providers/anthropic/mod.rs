@@ -121,22 +121,19 @@ impl Provider for Anthropic {
                 err.param = e.param;
                 err
             })?;
-        let mut req = client
+        let req = client
             .post(url.clone())
             .header("anthropic-version", &spec.anthropic_version)
             .json(&translated);
-        if let Some(key) = &spec.api_key {
-            req = req.header("x-api-key", key.expose());
-        }
-        Ok(req)
+        Ok(spec.with_credential(req))
     }
 
     fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let req = req.header("anthropic-version", &spec.anthropic_version);
-        match &spec.api_key {
-            Some(k) => req.header("x-api-key", k.expose()),
-            None => req,
-        }
+        spec.with_credential(req.header("anthropic-version", &spec.anthropic_version))
+    }
+
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("x-api-key", key.to_owned()))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> AttemptError {

@@ -223,10 +223,14 @@ impl Provider for Bedrock {
         &self,
         endpoint: Endpoint,
         status: u16,
-        url: &reqwest::Url,
+        url: Option<&reqwest::Url>,
         body: Bytes,
     ) -> Result<Answer, AttemptError> {
-        self.answer_from(endpoint, status, model_of(url), body)
+        self.answer_from(endpoint, status, url.and_then(model_of), body)
+    }
+
+    fn answer_reads_url(&self) -> bool {
+        true
     }
 
     fn framing(&self, include_usage: bool, model: &str) -> Framing {

@@ -156,18 +156,11 @@ impl Provider for Gemini {
             };
             (url, translated)
         };
-        let mut req = client.post(url).json(&translated);
-        if let Some(key) = &spec.api_key {
-            req = req.header("x-goog-api-key", key.expose());
-        }
-        Ok(req)
+        Ok(spec.with_credential(client.post(url).json(&translated)))
     }
 
-    fn health(&self, spec: &Upstream, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &spec.api_key {
-            Some(k) => req.header("x-goog-api-key", k.expose()),
-            None => req,
-        }
+    fn credential_header(&self, key: &str) -> Option<(&'static str, String)> {
+        Some(("x-goog-api-key", key.to_owned()))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> AttemptError {
