@@ -364,8 +364,7 @@ async fn handle(
         e.error_response()
     });
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
-        resp.headers_mut()
-            .insert(names::TRACE_ID, v);
+        resp.headers_mut().insert(names::TRACE_ID, v);
     }
     // A stream took the entry with it: it is logged when the stream ends.
     if let Some(mut entry) = entry {

@@ -8,6 +8,7 @@
 //! back at start.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::RandomState;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -132,14 +133,17 @@ fn find(
 /// One fingerprint for a row's dims, computed alike from owned [`Dims`] and from a request's
 /// borrowed [`DimsOf`].
 fn fingerprint<'a>(
+    seed: &RandomState,
     key: Option<&str>,
     virtual_key: Option<&str>,
     model: Option<&str>,
     config: Option<&str>,
     metadata: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // Randomly keyed: the dims are client-chosen (model names, metadata), and rows that share
+    // a fingerprint are found by a scan, which a chosen collision must not make the norm.
+    let mut h = seed.build_hasher();
     (key, virtual_key, model, config).hash(&mut h);
     for pair in metadata {
         pair.hash(&mut h);
@@ -148,8 +152,9 @@ fn fingerprint<'a>(
 }
 
 impl Dims {
-    fn fingerprint(&self) -> u64 {
+    fn fingerprint(&self, seed: &RandomState) -> u64 {
         fingerprint(
+            seed,
             self.key.as_deref(),
             self.virtual_key.as_deref(),
             self.model.as_deref(),
@@ -199,8 +204,9 @@ impl<'a> DimsOf<'a> {
             .map(|(k, v)| (cut_str(k), cut_str(v)))
     }
 
-    fn fingerprint(&self) -> u64 {
+    fn fingerprint(&self, seed: &RandomState) -> u64 {
         fingerprint(
+            seed,
             self.key,
             self.virtual_key,
             self.model,
@@ -215,8 +221,7 @@ impl<'a> DimsOf<'a> {
             && d.model.as_deref() == self.model
             && d.config.as_deref() == self.config
             && d.metadata.len() == self.pairs().count()
-            && d
-                .metadata
+            && d.metadata
                 .iter()
                 .zip(self.pairs())
                 .all(|((k, v), (k2, v2))| k == k2 && v == v2)
@@ -238,6 +243,8 @@ impl<'a> DimsOf<'a> {
 
 pub struct Usage {
     store: Mutex<(Store, Index)>,
+    /// The key of the row fingerprints in the index.
+    seed: RandomState,
     path: Option<PathBuf>,
 }
 
@@ -319,14 +326,16 @@ impl Usage {
                 Err(_) => None,
             })
             .unwrap_or_default();
+        let seed = RandomState::new();
         let mut index = HashMap::new();
         for (hour, rows) in &store.hours {
             for (i, (d, _)) in rows.iter().enumerate() {
-                index.entry((*hour, d.fingerprint())).or_insert(i);
+                index.entry((*hour, d.fingerprint(&seed))).or_insert(i);
             }
         }
         Usage {
             store: Mutex::new((store, index)),
+            seed,
             path,
         }
     }
@@ -336,7 +345,7 @@ impl Usage {
     pub fn record(&self, e: &Entry) {
         let hour = e.time / HOUR;
         let dims = DimsOf::of(e);
-        let fp = dims.fingerprint();
+        let fp = dims.fingerprint(&self.seed);
         let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
         let (store, index) = &mut *guard;
         let rows = store.hours.entry(hour).or_default();
@@ -346,7 +355,7 @@ impl Usage {
             None if rows.len() >= MAX_ROWS_PER_HOUR || index.len() >= MAX_ROWS => {
                 // Full: the request is added to the hour's `(other)` row.
                 let other = Dims::other();
-                let fp = other.fingerprint();
+                let fp = other.fingerprint(&self.seed);
                 let at = find(index, rows, hour, fp, |d| *d == other);
                 (at, fp, Some(other))
             }
@@ -372,7 +381,7 @@ impl Usage {
         {
             if let Some((h, rows)) = store.hours.pop_first() {
                 for (d, _) in rows {
-                    index.remove(&(h, d.fingerprint()));
+                    index.remove(&(h, d.fingerprint(&self.seed)));
                 }
             }
         }
@@ -487,20 +496,26 @@ mod tests {
         let mut e = entry(0, "k", "m", 0.0, 1.0, 200);
         let long = "é".repeat(40); // 80 bytes: cut to 64 on a character boundary
         e.metadata = Some(std::sync::Arc::new(
-            (0..12).map(|i| (format!("n{i:02}"), long.clone())).collect(),
+            (0..12)
+                .map(|i| (format!("n{i:02}"), long.clone()))
+                .collect(),
         ));
         let of = DimsOf::of(&e);
         let owned = of.owned();
         assert_eq!(owned.metadata.len(), MAX_METADATA);
         assert_eq!(owned.metadata[0].1.len(), 64);
         assert!(of.matches(&owned));
-        assert_eq!(of.fingerprint(), owned.fingerprint());
+        let seed = RandomState::new();
+        assert_eq!(of.fingerprint(&seed), owned.fingerprint(&seed));
         let e2 = entry(0, "k", "m2", 0.0, 1.0, 200);
         assert!(!DimsOf::of(&e2).matches(&owned));
 
         // Two rows under one fingerprint: the index names the first, a scan finds the second.
         let a = Dims::other();
-        let rows = vec![(a.clone(), Sums::default()), (owned.clone(), Sums::default())];
+        let rows = vec![
+            (a.clone(), Sums::default()),
+            (owned.clone(), Sums::default()),
+        ];
         let index: Index = [((1, 7), 0)].into_iter().collect();
         assert_eq!(find(&index, &rows, 1, 7, |d| *d == a), Some(0));
         assert_eq!(find(&index, &rows, 1, 7, |d| of.matches(d)), Some(1));

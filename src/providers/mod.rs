@@ -552,7 +552,9 @@ pub fn client() -> reqwest::Client {
                 } else {
                     builder.no_proxy()
                 };
-                builder.build().expect("reqwest client with static settings")
+                builder
+                    .build()
+                    .expect("reqwest client with static settings")
             })
             .clone()
     })
