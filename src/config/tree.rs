@@ -547,7 +547,7 @@ fn compile_node(
                     retry: retry.clone(),
                     request_timeout: request_timeout.map(Duration::from_millis),
                     cache,
-                    headers: LeafHeaders::new(&route_path, vk),
+                    headers: LeafHeaders::new(route_path, vk),
                 },
             ))
         }
