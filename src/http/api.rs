@@ -701,3 +701,49 @@ async fn serve(
     );
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_id_is_the_clients_when_sane_else_32_fresh_hex_digits() {
+        let mut h = HeaderMap::new();
+        let fresh = trace_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(fresh, trace_id(&h), "each request gets its own");
+        h.insert(names::REQUEST_ID, HeaderValue::from_static("req-1"));
+        assert_eq!(&*trace_id(&h), "req-1");
+        h.insert(names::TRACE_ID, HeaderValue::from_static("trace-1"));
+        assert_eq!(&*trace_id(&h), "trace-1", "x-portkey-trace-id wins");
+        h.insert(names::TRACE_ID, HeaderValue::from_static("has space"));
+        assert_eq!(trace_id(&h).len(), 32, "an insane one: a fresh one");
+        h.insert(names::TRACE_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        assert_eq!(trace_id(&h).len(), 32, "too long: a fresh one");
+    }
+
+    #[test]
+    fn a_body_is_kept_whole_from_one_chunk_and_joined_from_many_within_the_limit() {
+        let mut one = Collected::Empty;
+        let chunk = Bytes::from_static(b"{\"model\":\"m\"}");
+        one.push(chunk.clone(), None, 64).unwrap();
+        let kept = one.finish();
+        assert_eq!(kept, chunk);
+        assert_eq!(kept.as_ptr(), chunk.as_ptr(), "one chunk is not copied");
+
+        let mut many = Collected::Empty;
+        for part in [&b"{\"a\""[..], b":", b"1}"] {
+            many.push(Bytes::copy_from_slice(part), Some(7), 64).unwrap();
+        }
+        assert_eq!(many.finish(), Bytes::from_static(b"{\"a\":1}"));
+
+        let mut over = Collected::Empty;
+        over.push(Bytes::from_static(b"12345"), None, 8).unwrap();
+        assert!(matches!(
+            over.push(Bytes::from_static(b"6789"), None, 8),
+            Err(Error::PayloadTooLarge { limit: 8 })
+        ));
+        assert_eq!(Collected::Empty.finish(), Bytes::new());
+    }
+}

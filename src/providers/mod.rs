@@ -811,6 +811,47 @@ mod tests {
         (*c.targets[0]).clone()
     }
 
+    fn keyed(provider: &str, key: &str) -> Result<Upstream, String> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.t]\nprovider = \"{provider}\"\n\
+             base_url = \"https://example.test\"\napi_key = {key:?}\n\
+             deployment = \"d\"\napi_version = \"2024-10-21\"\n"
+        );
+        let text = if provider == "azure-openai" {
+            text
+        } else {
+            text.replace("deployment = \"d\"\napi_version = \"2024-10-21\"\n", "")
+        };
+        let c =
+            crate::config::Config::parse(&text, std::path::Path::new("c.toml"), &|_| None).unwrap();
+        Upstream::new(c.targets[0].clone())
+    }
+
+    #[test]
+    fn each_provider_sends_its_key_in_its_own_header_built_once_and_sensitive() {
+        for (provider, name, value) in [
+            ("openai", "authorization", "Bearer sk-1"),
+            ("openai-compatible", "authorization", "Bearer sk-1"),
+            ("azure-openai", "api-key", "sk-1"),
+            ("anthropic", "x-api-key", "sk-1"),
+            ("gemini", "x-goog-api-key", "sk-1"),
+        ] {
+            let up = keyed(provider, "sk-1").unwrap();
+            let (n, v) = up.credential.as_ref().expect(provider);
+            assert_eq!((n.as_str(), v.to_str().unwrap()), (name, value), "{provider}");
+            assert!(v.is_sensitive(), "{provider}: the key must be marked sensitive");
+            let req = up
+                .with_credential(client().get("http://127.0.0.1:1/"))
+                .build()
+                .unwrap();
+            assert_eq!(req.headers()[name], value, "{provider}");
+        }
+        // A key no header can carry is refused when the target is built, not per request.
+        let bad = keyed("openai", "sk-1\nX-Injected: 1").unwrap_err();
+        assert!(bad.contains("API key"), "{bad}");
+        assert!(!bad.contains("sk-1"), "the error must not echo the key: {bad}");
+    }
+
     #[test]
     fn retry_after_is_what_llmux_really_waits() {
         let s = spec(5_000, 2_000);
