@@ -216,7 +216,7 @@ pub struct Price {
 
 /// Prices by model name (the built-in catalog under the operator's `[pricing]` rows). Keys
 /// are shared, so a request's cost names its row without copying it.
-pub type Pricing = HashMap<Arc<str>, Price>;
+pub type Pricing = HashMap<Arc<str>, Price, foldhash::fast::RandomState>;
 
 /// A validated, compiled configuration snapshot.
 #[derive(Debug)]
@@ -228,7 +228,7 @@ pub struct Config {
     /// Targets sorted by name; tree leaves refer to them by index.
     pub targets: Vec<Arc<TargetSpec>>,
     target_index: HashMap<String, u32>,
-    pub configs: HashMap<String, Arc<Tree>>,
+    pub configs: HashMap<String, Arc<Tree>, foldhash::fast::RandomState>,
     /// One single-leaf tree per virtual key, for `x-portkey-virtual-key`.
     direct: Vec<Arc<Tree>>,
     pub pricing: Pricing,
@@ -399,7 +399,7 @@ impl Config {
         let by_name: HashMap<&str, u32> =
             target_index.iter().map(|(k, v)| (k.as_str(), *v)).collect();
 
-        let mut configs = HashMap::with_capacity(raw.configs.len());
+        let mut configs = HashMap::with_capacity_and_hasher(raw.configs.len(), Default::default());
         for (id, node) in &raw.configs {
             let tree = tree::compile(id, node, &format!("configs.{id}"), &by_name, Limits::NONE)
                 .map_err(|e| invalid(&e.path, e.message))?;

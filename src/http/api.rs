@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{
     HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
 };
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
@@ -33,24 +33,19 @@ use crate::proxy::{self, ClientStream, GraceEnd, Prepared, Reply};
 use crate::routing::estimate::Estimate;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    // A known path with the wrong method gets an OpenAI-shaped 405 naming the right one.
-    let resource = |path: &'static str, allow: &'static str| {
-        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-            method_not_allowed(&req, allow)
-        }))
-    };
-    cfg.service(
-        resource("/v1/chat/completions", "POST").route(web::post().to(endpoint(Endpoint::Chat))),
-    )
-    .service(
-        resource("/v1/completions", "POST").route(web::post().to(endpoint(Endpoint::Completions))),
-    )
-    .service(
-        resource("/v1/embeddings", "POST").route(web::post().to(endpoint(Endpoint::Embeddings))),
-    )
-    .service(resource("/v1/responses", "POST").route(web::post().to(endpoint(Endpoint::Responses))))
-    .service(resource("/v1/models", "GET").route(web::get().to(models)))
-    .configure(super::responses::routes);
+    // One handler per path, checking the method itself: a method guard costs every request
+    // an allocation (actix records each guard's method in the request's extensions). A known
+    // path with the wrong method gets an OpenAI-shaped 405 naming the right one.
+    for (path, e) in [
+        ("/v1/chat/completions", Endpoint::Chat),
+        ("/v1/completions", Endpoint::Completions),
+        ("/v1/embeddings", Endpoint::Embeddings),
+        ("/v1/responses", Endpoint::Responses),
+    ] {
+        cfg.service(web::resource(path).to(endpoint(e)));
+    }
+    cfg.service(web::resource("/v1/models").to(models))
+        .configure(super::responses::routes);
 }
 
 fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
@@ -64,15 +59,23 @@ fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
         }}))
 }
 
-/// The handler for one routed endpoint.
+/// The handler for one routed endpoint (POST only).
 fn endpoint(
     e: Endpoint,
 ) -> impl Fn(HttpRequest, web::Payload, web::Data<AppState>) -> LocalBoxFuture<'static, HttpResponse>
        + Clone {
-    move |req, body, state| Box::pin(handle(e, req, body, state))
+    move |req, body, state| {
+        if req.method() != Method::POST {
+            return Box::pin(std::future::ready(method_not_allowed(&req, "POST")));
+        }
+        Box::pin(handle(e, req, body, state))
+    }
 }
 
 async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if req.method() != Method::GET {
+        return method_not_allowed(&req, "GET");
+    }
     let runtime = current(&state.current);
     if let Err(e) = authenticate(&runtime, req.headers()) {
         return e.error_response();
@@ -711,7 +714,9 @@ mod tests {
         let mut h = HeaderMap::new();
         let fresh = trace_id(&h);
         assert_eq!(fresh.len(), 32);
-        assert!(fresh.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(fresh
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(fresh, trace_id(&h), "each request gets its own");
         h.insert(names::REQUEST_ID, HeaderValue::from_static("req-1"));
         assert_eq!(&*trace_id(&h), "req-1");
@@ -719,7 +724,10 @@ mod tests {
         assert_eq!(&*trace_id(&h), "trace-1", "x-portkey-trace-id wins");
         h.insert(names::TRACE_ID, HeaderValue::from_static("has space"));
         assert_eq!(trace_id(&h).len(), 32, "an insane one: a fresh one");
-        h.insert(names::TRACE_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        h.insert(
+            names::TRACE_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
         assert_eq!(trace_id(&h).len(), 32, "too long: a fresh one");
     }
 
@@ -734,7 +742,8 @@ mod tests {
 
         let mut many = Collected::Empty;
         for part in [&b"{\"a\""[..], b":", b"1}"] {
-            many.push(Bytes::copy_from_slice(part), Some(7), 64).unwrap();
+            many.push(Bytes::copy_from_slice(part), Some(7), 64)
+                .unwrap();
         }
         assert_eq!(many.finish(), Bytes::from_static(b"{\"a\":1}"));
 

@@ -443,12 +443,14 @@ mod tests {
             output_per_mtok: o,
             cached_input_per_mtok: c,
         };
-        Pricing::from([
+        [
             ("gpt-4o".into(), p(2.5, 10.0, Some(1.25))),
             ("gpt-4o-mini".into(), p(0.15, 0.6, None)),
             ("claude-3-5-sonnet".into(), p(3.0, 15.0, Some(0.3))),
             ("o1".into(), p(15.0, 60.0, None)),
-        ])
+        ]
+        .into_iter()
+        .collect()
     }
 
     fn entry(model: &str, prompt: u64, cached: u64, completion: u64) -> Entry {

@@ -80,8 +80,11 @@ struct Handles {
     prompt_tokens: Counter,
     completion_tokens: Counter,
     /// Per config id: (status, endpoint, requests counter, duration histogram).
-    by_config: HashMap<String, Vec<(u16, &'static str, Counter, Histogram)>>,
+    by_config: HashMap<String, Vec<ConfigHandles>, foldhash::fast::RandomState>,
 }
+
+/// One config's request handles: (status, endpoint, requests counter, duration histogram).
+type ConfigHandles = (u16, &'static str, Counter, Histogram);
 
 /// Distinct config ids cached per thread before the cache starts over (inline configs can
 /// bring many).
@@ -99,7 +102,7 @@ fn with_handles<R>(f: impl FnOnce(&mut Handles) -> R) -> R {
             fallbacks: metrics::counter!("llmux_fallbacks_total"),
             prompt_tokens: metrics::counter!("llmux_tokens_total", "kind" => "prompt"),
             completion_tokens: metrics::counter!("llmux_tokens_total", "kind" => "completion"),
-            by_config: HashMap::new(),
+            by_config: HashMap::default(),
         });
         f(h)
     })

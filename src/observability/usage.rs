@@ -8,7 +8,6 @@
 //! back at start.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::RandomState;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -112,7 +111,7 @@ struct Store {
 }
 
 /// Where each (hour, dims fingerprint) row sits in its hour's list, for O(1) updates.
-type Index = HashMap<(u64, u64), usize>;
+type Index = HashMap<(u64, u64), usize, foldhash::fast::RandomState>;
 
 /// The row of `hour` whose dims pass `is`: through the index, else (a fingerprint collision)
 /// by a scan of the hour's rows.
@@ -132,8 +131,11 @@ fn find(
 
 /// One fingerprint for a row's dims, computed alike from owned [`Dims`] and from a request's
 /// borrowed [`DimsOf`].
+/// The fingerprint hasher: seeded at random per process (see [`fingerprint`]).
+type Seed = foldhash::quality::RandomState;
+
 fn fingerprint<'a>(
-    seed: &RandomState,
+    seed: &Seed,
     key: Option<&str>,
     virtual_key: Option<&str>,
     model: Option<&str>,
@@ -152,7 +154,7 @@ fn fingerprint<'a>(
 }
 
 impl Dims {
-    fn fingerprint(&self, seed: &RandomState) -> u64 {
+    fn fingerprint(&self, seed: &Seed) -> u64 {
         fingerprint(
             seed,
             self.key.as_deref(),
@@ -204,7 +206,7 @@ impl<'a> DimsOf<'a> {
             .map(|(k, v)| (cut_str(k), cut_str(v)))
     }
 
-    fn fingerprint(&self, seed: &RandomState) -> u64 {
+    fn fingerprint(&self, seed: &Seed) -> u64 {
         fingerprint(
             seed,
             self.key,
@@ -244,7 +246,7 @@ impl<'a> DimsOf<'a> {
 pub struct Usage {
     store: Mutex<(Store, Index)>,
     /// The key of the row fingerprints in the index.
-    seed: RandomState,
+    seed: Seed,
     path: Option<PathBuf>,
 }
 
@@ -326,8 +328,8 @@ impl Usage {
                 Err(_) => None,
             })
             .unwrap_or_default();
-        let seed = RandomState::new();
-        let mut index = HashMap::new();
+        let seed = Seed::default();
+        let mut index = Index::default();
         for (hour, rows) in &store.hours {
             for (i, (d, _)) in rows.iter().enumerate() {
                 index.entry((*hour, d.fingerprint(&seed))).or_insert(i);
@@ -505,7 +507,7 @@ mod tests {
         assert_eq!(owned.metadata.len(), MAX_METADATA);
         assert_eq!(owned.metadata[0].1.len(), 64);
         assert!(of.matches(&owned));
-        let seed = RandomState::new();
+        let seed = Seed::default();
         assert_eq!(of.fingerprint(&seed), owned.fingerprint(&seed));
         let e2 = entry(0, "k", "m2", 0.0, 1.0, 200);
         assert!(!DimsOf::of(&e2).matches(&owned));
@@ -516,7 +518,8 @@ mod tests {
             (a.clone(), Sums::default()),
             (owned.clone(), Sums::default()),
         ];
-        let index: Index = [((1, 7), 0)].into_iter().collect();
+        let mut index = Index::default();
+        index.insert((1, 7), 0);
         assert_eq!(find(&index, &rows, 1, 7, |d| *d == a), Some(0));
         assert_eq!(find(&index, &rows, 1, 7, |d| of.matches(d)), Some(1));
         assert_eq!(find(&index, &rows, 1, 8, |d| *d == a), None);

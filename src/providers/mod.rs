@@ -506,8 +506,11 @@ impl Merged<'_> {
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, AttemptError> {
         Ok(if self.overrides.is_empty() {
-            req.header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(self.body.raw().clone())
+            req.header(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .body(self.body.raw().clone())
         } else {
             req.json(&Overlay {
                 body: self.body.map()?,
@@ -838,8 +841,15 @@ mod tests {
         ] {
             let up = keyed(provider, "sk-1").unwrap();
             let (n, v) = up.credential.as_ref().expect(provider);
-            assert_eq!((n.as_str(), v.to_str().unwrap()), (name, value), "{provider}");
-            assert!(v.is_sensitive(), "{provider}: the key must be marked sensitive");
+            assert_eq!(
+                (n.as_str(), v.to_str().unwrap()),
+                (name, value),
+                "{provider}"
+            );
+            assert!(
+                v.is_sensitive(),
+                "{provider}: the key must be marked sensitive"
+            );
             let req = up
                 .with_credential(client().get("http://127.0.0.1:1/"))
                 .build()
@@ -849,7 +859,10 @@ mod tests {
         // A key no header can carry is refused when the target is built, not per request.
         let bad = keyed("openai", "sk-1\nX-Injected: 1").unwrap_err();
         assert!(bad.contains("API key"), "{bad}");
-        assert!(!bad.contains("sk-1"), "the error must not echo the key: {bad}");
+        assert!(
+            !bad.contains("sk-1"),
+            "the error must not echo the key: {bad}"
+        );
     }
 
     #[test]
