@@ -12,7 +12,6 @@ use actix_web::http::header::{
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
-use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -36,15 +35,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // One handler per path, checking the method itself: a method guard costs every request
     // an allocation (actix records each guard's method in the request's extensions). A known
     // path with the wrong method gets an OpenAI-shaped 405 naming the right one.
-    for (path, e) in [
-        ("/v1/chat/completions", Endpoint::Chat),
-        ("/v1/completions", Endpoint::Completions),
-        ("/v1/embeddings", Endpoint::Embeddings),
-        ("/v1/responses", Endpoint::Responses),
-    ] {
-        cfg.service(web::resource(path).to(endpoint(e)));
-    }
-    cfg.service(web::resource("/v1/models").to(models))
+    cfg.service(web::resource("/v1/chat/completions").to(chat))
+        .service(web::resource("/v1/completions").to(completions))
+        .service(web::resource("/v1/embeddings").to(embeddings))
+        .service(web::resource("/v1/responses").to(responses))
+        .service(web::resource("/v1/models").to(models))
         .configure(super::responses::routes);
 }
 
@@ -59,17 +54,25 @@ fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
         }}))
 }
 
-/// The handler for one routed endpoint (POST only).
-fn endpoint(
-    e: Endpoint,
-) -> impl Fn(HttpRequest, web::Payload, web::Data<AppState>) -> LocalBoxFuture<'static, HttpResponse>
-       + Clone {
-    move |req, body, state| {
-        if req.method() != Method::POST {
-            return Box::pin(std::future::ready(method_not_allowed(&req, "POST")));
+/// The handlers of the routed endpoints (POST only). Plain async fns, not boxed closures:
+/// actix boxes a handler's future already, and a second box would copy it once more.
+macro_rules! endpoint_handlers {
+    ($($name:ident => $endpoint:expr),* $(,)?) => {$(
+        async fn $name(
+            req: HttpRequest,
+            body: web::Payload,
+            state: web::Data<AppState>,
+        ) -> HttpResponse {
+            handle($endpoint, req, body, state).await
         }
-        Box::pin(handle(e, req, body, state))
-    }
+    )*};
+}
+
+endpoint_handlers! {
+    chat => Endpoint::Chat,
+    completions => Endpoint::Completions,
+    embeddings => Endpoint::Embeddings,
+    responses => Endpoint::Responses,
 }
 
 async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -321,6 +324,9 @@ async fn handle(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    if req.method() != Method::POST {
+        return method_not_allowed(&req, "POST");
+    }
     let started = Instant::now();
     let in_flight = InFlight::start();
     let h = req.headers();
@@ -639,7 +645,7 @@ async fn serve(
             entry.completion_tokens = u.completion_tokens;
             entry.total_tokens = u.prompt_tokens + u.completion_tokens;
             resp.status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
-            resp.insert_header((CONTENT_TYPE, "application/json"))
+            resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
                 .body(answer.body)
         }
         Reply::Cached(stored) => {
@@ -660,12 +666,12 @@ async fn serve(
                 let frames = futures_util::stream::iter(
                     frames.into_iter().map(Ok::<_, std::convert::Infallible>),
                 );
-                resp.insert_header((CONTENT_TYPE, "text/event-stream"))
+                resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
                     .insert_header(("cache-control", "no-cache"))
                     .insert_header(("x-accel-buffering", "no"))
                     .streaming(frames)
             } else {
-                resp.insert_header((CONTENT_TYPE, "application/json"))
+                resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
                     .body(stored.body.clone())
             }
         }
@@ -685,7 +691,7 @@ async fn serve(
                 served.conversation,
                 lease.take(),
             );
-            resp.insert_header((CONTENT_TYPE, "text/event-stream"))
+            resp.insert_header((CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
                 .insert_header(("cache-control", "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))
                 .streaming(body.into_stream())

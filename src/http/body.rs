@@ -7,6 +7,7 @@
 //! repeat as in a JSON map: the last one counts.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -16,7 +17,8 @@ use crate::providers::Endpoint;
 /// What routing needs of a validated request body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Parsed {
-    pub model: Option<String>,
+    /// Shared with the request log's entry (one copy per request).
+    pub model: Option<Arc<str>>,
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
@@ -32,7 +34,7 @@ enum Shape {
     U64(u64),
     Number,
     /// The text only where it is kept (`model`).
-    Str(Option<String>),
+    Str(Option<Arc<str>>),
     Array {
         len: usize,
         /// The first element that is not an object with a string `role`.
@@ -76,10 +78,10 @@ impl<'de> Visitor<'de> for ShapeSeed {
         Ok(Shape::Number)
     }
     fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
-        Ok(Shape::Str(self.keep_str.then(|| v.to_owned())))
+        Ok(Shape::Str(self.keep_str.then(|| v.into())))
     }
     fn visit_string<E>(self, v: String) -> Result<Shape, E> {
-        Ok(Shape::Str(self.keep_str.then_some(v)))
+        Ok(Shape::Str(self.keep_str.then(|| v.into())))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
         let (mut len, mut first_without_role) = (0, None);
@@ -417,7 +419,7 @@ mod tests {
             .iter()
             .find_map(|k| b.get(*k).and_then(Value::as_u64));
         Ok(Parsed {
-            model,
+            model: model.map(Into::into),
             stream,
             include_usage: b
                 .get("stream_options")

@@ -372,7 +372,7 @@ pub fn finish_request(span: &Span, e: &super::requestlog::Entry) {
         span.record("gen_ai.provider.name", p);
     }
     if let Some(m) = &e.model_requested {
-        span.record("gen_ai.request.model", m.as_str());
+        span.record("gen_ai.request.model", &**m);
     }
     if let Some(m) = &e.model_used {
         span.record("gen_ai.response.model", m.as_str());

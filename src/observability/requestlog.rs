@@ -39,7 +39,7 @@ pub struct Entry {
     pub served_by: Option<Arc<str>>,
     pub virtual_key: Option<Arc<str>>,
     pub provider: Option<&'static str>,
-    pub model_requested: Option<String>,
+    pub model_requested: Option<Arc<str>>,
     pub model_used: Option<String>,
     pub prompt_tokens: u64,
     /// Of `prompt_tokens`, those read from the provider's prompt cache.

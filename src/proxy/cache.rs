@@ -137,7 +137,7 @@ async fn embed(runtime: &Arc<Runtime>, text: &str, req: &Prepared) -> Option<Vec
         endpoint: Endpoint::Embeddings,
         estimate: Estimate::of(None, body.len()),
         body: Body::new(body.into()),
-        model: Some(settings.embeddings_model.clone()),
+        model: Some(settings.embeddings_model.as_str().into()),
         stream: false,
         include_usage: false,
         idle_timeout: req.idle_timeout,

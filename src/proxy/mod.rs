@@ -44,7 +44,7 @@ pub struct Prepared {
     /// The body as the client sent it (parsed into a map only where a leaf needs one).
     pub body: Body,
     /// The model the client asked for.
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
