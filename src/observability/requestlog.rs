@@ -19,6 +19,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// A request's attempts: almost always one, kept inline.
+pub type Attempts = smallvec::SmallVec<[AttemptRecord; 1]>;
+
 /// Where a request's cost is added up (a gateway key's spend), once it is known.
 pub trait Spend: Send + Sync + std::fmt::Debug {
     fn record(&self, usd: f64);
@@ -34,7 +37,7 @@ pub struct Entry {
     pub status: u16,
     pub latency_ms: f64,
     pub stream: bool,
-    pub attempts: Vec<AttemptRecord>,
+    pub attempts: Attempts,
     /// Leaf path that answered, if any.
     pub served_by: Option<Arc<str>>,
     pub virtual_key: Option<Arc<str>>,
@@ -95,7 +98,7 @@ impl Entry {
             status: 0,
             latency_ms: 0.0,
             stream: false,
-            attempts: Vec::new(),
+            attempts: Attempts::new(),
             served_by: None,
             virtual_key: None,
             provider: None,

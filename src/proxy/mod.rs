@@ -25,7 +25,7 @@ use crate::config::condition::Request;
 use crate::config::{Leaf, TargetSpec, Tree};
 use crate::error::Error;
 use crate::observability::otel;
-use crate::observability::requestlog::AttemptRecord;
+use crate::observability::requestlog::{AttemptRecord, Attempts};
 use crate::providers::stream::UpstreamStream;
 use crate::providers::{
     self, Answer, AttemptError, Body, Endpoint, FailureClass, Merged, Upstream,
@@ -111,7 +111,7 @@ pub struct Served {
     pub target: Arc<Upstream>,
     /// Retries on the leaf that answered.
     pub retries: u32,
-    pub attempts: Vec<AttemptRecord>,
+    pub attempts: Attempts,
     /// What the cache did (`Disabled` when the leaf that answered has no `cache`).
     pub cache: Status,
     /// For a stream that missed the cache: where to store it once it completes.
@@ -127,7 +127,7 @@ impl Served {
         leaf: Arc<Leaf>,
         stored: Arc<crate::cache::Stored>,
         status: Status,
-        attempts: Vec<AttemptRecord>,
+        attempts: Attempts,
     ) -> Served {
         Served {
             reply: Reply::Cached(stored),
@@ -146,7 +146,7 @@ impl Served {
 /// A request no leaf answered.
 pub struct Unserved {
     pub error: Error,
-    pub attempts: Vec<AttemptRecord>,
+    pub attempts: Attempts,
     /// The last leaf that really answered (with a failure), for the route headers.
     pub last: Option<LastLeaf>,
 }
@@ -194,14 +194,14 @@ pub async fn route(
         Err(error) => {
             return Err(Unserved {
                 error,
-                attempts: Vec::new(),
+                attempts: Attempts::new(),
                 last: None,
             })
         }
     };
     let mut route = Route::new(runtime.clone(), tree, req.endpoint, choices);
     route.pinned = req.pinned;
-    let mut attempts = Vec::new();
+    let mut attempts = Attempts::new();
     let mut failure: Option<Failure> = None;
     let mut last_error: Option<AttemptError> = None;
     let mut last: Option<LastLeaf> = None;
@@ -480,7 +480,7 @@ async fn run_leaf(
     mut permit: Permit,
     req: &Prepared,
     deadline: Instant,
-    attempts: &mut Vec<AttemptRecord>,
+    attempts: &mut Attempts,
 ) -> Result<(Reply, u32, Option<Permit>), LeafError> {
     let mut retries = 0;
     let target = route.target(leaf);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::Rng;
+use smallvec::SmallVec;
 
 use crate::config::{Leaf, Mode, Node, NodeKind, Tree};
 
@@ -62,11 +63,11 @@ pub struct Skipped {
 pub struct Walk {
     pub tree: Arc<Tree>,
     /// Child indices from the root to the current leaf.
-    stack: Vec<u16>,
+    stack: SmallVec<[u16; 8]>,
     /// Targets passed over during this request.
     skipped_targets: Vec<u32>,
     /// Leaves already attempted (by address), so a walk never tries one twice.
-    tried: Vec<usize>,
+    tried: SmallVec<[usize; 4]>,
     /// Every leaf passed over, with why (one entry per target).
     pub skipped: Vec<Skipped>,
     /// Whether any attempt produced a real upstream failure (not only skips).
@@ -82,9 +83,9 @@ impl Walk {
     pub fn new(tree: Arc<Tree>) -> Walk {
         Walk {
             tree,
-            stack: Vec::with_capacity(4),
+            stack: SmallVec::new(),
             skipped_targets: Vec::new(),
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             skipped: Vec::new(),
             started: false,
             rng: None,
