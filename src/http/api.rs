@@ -6,9 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{
-    HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE,
-};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
@@ -17,7 +15,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 pub use super::body::parse_body;
-use super::{names, AppState};
+use super::names::{self, Known};
+use super::AppState;
 use crate::actors::supervisor::{current, Runtime};
 use crate::cache::Status as CacheStatus;
 use crate::clock::unix_ms;
@@ -97,17 +96,10 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     Error::NotFound(format!("{} {}", req.method(), req.path())).error_response()
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
 /// The client's trace id if it is sane, else a fresh one: 128 random bits as 32 hex digits.
-fn trace_id(h: &HeaderMap) -> Arc<str> {
-    if let Some(t) = header(h, &names::TRACE_ID)
-        .or_else(|| header(h, &names::REQUEST_ID))
+fn trace_id(k: &Known) -> Arc<str> {
+    if let Some(t) = Known::text(k.trace_id)
+        .or_else(|| Known::text(k.request_id))
         .filter(|t| t.len() <= 128 && t.bytes().all(|b| b.is_ascii_graphic()))
     {
         return t.into();
@@ -139,12 +131,12 @@ pub(crate) fn authenticate<'a>(
 
 /// Reads the whole request body, at most `limit` bytes, within `within`.
 async fn read_body(
-    h: &HeaderMap,
+    content_length: Option<&HeaderValue>,
     mut payload: web::Payload,
     limit: usize,
     within: Duration,
 ) -> Result<Bytes, Error> {
-    let declared = header(h, &CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok());
+    let declared = Known::text(content_length).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
@@ -228,11 +220,11 @@ impl Collected {
 fn pick_tree(
     state: &AppState,
     runtime: &Runtime,
-    h: &HeaderMap,
+    k: &Known,
     scope: &Scope,
 ) -> Result<Arc<Tree>, Error> {
     let config = &runtime.config;
-    if let Some(vk) = header(h, &names::VIRTUAL_KEY) {
+    if let Some(vk) = Known::text(k.virtual_key) {
         if !scope.virtual_key(vk) {
             return Err(Error::Forbidden(format!(
                 "this gateway key may not use virtual key `{vk}`"
@@ -243,7 +235,7 @@ fn pick_tree(
             .cloned()
             .ok_or_else(|| Error::UnknownVirtualKey(vk.to_owned()));
     }
-    match header(h, &names::CONFIG) {
+    match Known::text(k.config) {
         Some(c) if c.starts_with('{') => {
             if !scope.inline_configs {
                 return Err(Error::Forbidden(
@@ -330,7 +322,8 @@ async fn handle(
     let started = Instant::now();
     let in_flight = InFlight::start();
     let h = req.headers();
-    let trace_id = trace_id(h);
+    let known = Known::of(h);
+    let trace_id = trace_id(&known);
     let runtime = current(&state.current);
     let mut entry = Some(Entry::new(
         unix_ms(),
@@ -356,6 +349,7 @@ async fn handle(
     let result = serve(
         endpoint,
         h,
+        &known,
         payload,
         &state,
         &runtime,
@@ -449,8 +443,8 @@ fn key_limit(key: &str, r: crate::tenancy::Refusal) -> Error {
 const MAX_NAMESPACE_BYTES: usize = 256;
 
 /// `x-portkey-cache-namespace`, bounded (it is kept with every answer stored under it).
-fn cache_namespace(h: &HeaderMap) -> Result<Option<Arc<str>>, Error> {
-    let Some(v) = h.get(&names::CACHE_NAMESPACE) else {
+fn cache_namespace(v: Option<&HeaderValue>) -> Result<Option<Arc<str>>, Error> {
+    let Some(v) = v else {
         return Ok(None);
     };
     let bad = |why: &str| {
@@ -482,6 +476,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
 async fn serve(
     endpoint: Endpoint,
     h: &HeaderMap,
+    known: &Known<'_>,
     payload: web::Payload,
     state: &AppState,
     runtime: &Arc<Runtime>,
@@ -495,8 +490,7 @@ async fn serve(
         .as_mut()
         .expect("entry present until a stream takes it");
     let settings = &runtime.config.server;
-    let header_bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if header_bytes > settings.max_header_bytes {
+    if known.bytes > settings.max_header_bytes {
         return Err(Error::HeadersTooLarge {
             limit: settings.max_header_bytes,
         });
@@ -507,14 +501,20 @@ async fn serve(
         ..Scope::default()
     };
     let scope = key.map_or(&unscoped, |k| &k.scope);
-    entry.metadata = super::metadata::parse(h)?;
+    entry.metadata = super::metadata::parse_value(known.metadata)?;
     if let Some(own) = key.and_then(|k| k.metadata.as_ref()) {
         // The key's metadata is the operator's word: it wins over the client's same keys.
         let mut m = entry.metadata.as_deref().cloned().unwrap_or_default();
         m.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
         entry.metadata = Some(Arc::new(m));
     }
-    let raw = read_body(h, payload, settings.max_body_bytes, settings.body_timeout).await?;
+    let raw = read_body(
+        known.content_length,
+        payload,
+        settings.max_body_bytes,
+        settings.body_timeout,
+    )
+    .await?;
     let parsed = parse_body(endpoint, &raw, settings.max_messages)?;
     entry.model_requested = parsed.model.clone();
     if let Some(span) = &entry.otel {
@@ -545,7 +545,7 @@ async fn serve(
             entry.spend = Some(gate);
         }
     }
-    let mut tree = pick_tree(state, runtime, h, scope)?;
+    let mut tree = pick_tree(state, runtime, known, scope)?;
     let body = Body::new(raw);
     let (turn, pinned) = if endpoint == Endpoint::Responses {
         // Boxed: the lookup (maybe Redis) must not grow every request's handler future.
@@ -572,8 +572,8 @@ async fn serve(
         include_usage: parsed.include_usage,
         idle_timeout: settings.stream_idle_timeout,
         metadata: entry.metadata.clone(),
-        cache_namespace: cache_namespace(h)?,
-        cache_force_refresh: header(h, &names::CACHE_FORCE_REFRESH)
+        cache_namespace: cache_namespace(known.cache_namespace)?,
+        cache_force_refresh: Known::text(known.cache_force_refresh)
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
         turn,
         pinned,
@@ -718,23 +718,31 @@ mod tests {
     #[test]
     fn a_trace_id_is_the_clients_when_sane_else_32_fresh_hex_digits() {
         let mut h = HeaderMap::new();
-        let fresh = trace_id(&h);
+        let fresh = trace_id(&Known::of(&h));
         assert_eq!(fresh.len(), 32);
         assert!(fresh
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_ne!(fresh, trace_id(&h), "each request gets its own");
+        assert_ne!(fresh, trace_id(&Known::of(&h)), "each request gets its own");
         h.insert(names::REQUEST_ID, HeaderValue::from_static("req-1"));
-        assert_eq!(&*trace_id(&h), "req-1");
+        assert_eq!(&*trace_id(&Known::of(&h)), "req-1");
         h.insert(names::TRACE_ID, HeaderValue::from_static("trace-1"));
-        assert_eq!(&*trace_id(&h), "trace-1", "x-portkey-trace-id wins");
+        assert_eq!(
+            &*trace_id(&Known::of(&h)),
+            "trace-1",
+            "x-portkey-trace-id wins"
+        );
         h.insert(names::TRACE_ID, HeaderValue::from_static("has space"));
-        assert_eq!(trace_id(&h).len(), 32, "an insane one: a fresh one");
+        assert_eq!(
+            trace_id(&Known::of(&h)).len(),
+            32,
+            "an insane one: a fresh one"
+        );
         h.insert(
             names::TRACE_ID,
             HeaderValue::from_str(&"x".repeat(129)).unwrap(),
         );
-        assert_eq!(trace_id(&h).len(), 32, "too long: a fresh one");
+        assert_eq!(trace_id(&Known::of(&h)).len(), 32, "too long: a fresh one");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -30,7 +30,12 @@ fn invalid(message: String) -> Error {
 /// The request's metadata: `None` without the header; a 400 naming the problem when it is not
 /// a JSON object of strings within the limits.
 pub fn parse(h: &HeaderMap) -> Result<Option<Metadata>, Error> {
-    let Some(raw) = h.get(&super::names::METADATA) else {
+    parse_value(h.get(&super::names::METADATA))
+}
+
+/// [`parse`] of the header's value, when the caller has found it already.
+pub fn parse_value(raw: Option<&HeaderValue>) -> Result<Option<Metadata>, Error> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     if raw.len() > MAX_HEADER_BYTES {
