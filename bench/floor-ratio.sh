@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# llmux's throughput as a share of the floor's (examples/floor.rs: actix-web + reqwest doing
+# nothing but forwarding), and the CPU each spends per request: wrk -t2 at 64 and 256
+# connections, floor / llmux / (optionally) an older llmux interleaved round by round, all in
+# front of one llmux-mock. Prints one line per run and the medians. Needs wrk and release
+# binaries:
+#   CARGO_TARGET_DIR=target/bench cargo build --release --workspace --bins --example floor
+#   bash bench/floor-ratio.sh [ROUNDS]   (BIN=dir of the binaries, BEFORE=an older llmux,
+#                                         DUR=seconds per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$PWD/target/bench/release}
+ROUNDS=${1:-5}
+DUR=${DUR:-4}
+BEFORE=${BEFORE:-}
+W=$(mktemp -d)
+MOCK=19201
+cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+config() { # config PORT
+  printf '[server]\nlisten = "127.0.0.1:%s"\ndefault_config = "single"\nworkers = 2\n\n' "$1"
+  printf '[virtual_keys.bench-a]\nprovider = "openai"\nbase_url = "http://127.0.0.1:%s/bench-a/v1"\n\n' "$MOCK"
+  printf '[configs.single]\nstrategy = { mode = "single" }\ntargets = [{ virtual_key = "bench-a" }]\n'
+}
+printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}' >"$W/body.json"
+"$BIN/llmux-mock" --listen "127.0.0.1:$MOCK" --padding 900 --workers 1 >"$W/mock.log" 2>&1 &
+declare -A PORT=([floor]=19202 [llmux]=19203 [before]=19204) PID=()
+"$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" "127.0.0.1:${PORT[floor]}" 2 reqwest >"$W/floor.log" 2>&1 &
+PID[floor]=$!
+config "${PORT[llmux]}" >"$W/llmux.toml"
+RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
+PID[llmux]=$!
+NAMES=(floor llmux)
+if [ -n "$BEFORE" ]; then
+  config "${PORT[before]}" >"$W/before.toml"
+  RUST_LOG=warn "$BEFORE" --config "$W/before.toml" >"$W/before.log" 2>&1 &
+  PID[before]=$!
+  NAMES+=(before)
+fi
+sleep 1.5
+echo "load average at start: $(cut -d' ' -f1 /proc/loadavg)"
+ticks=$(getconf CLK_TCK)
+for r in $(seq 1 "$ROUNDS"); do
+  for c in 64 256; do
+    for n in "${NAMES[@]}"; do
+      t0=$(awk '{print $14 + $15}' "/proc/${PID[$n]}/stat")
+      req=$(WRK_BODY=$W/body.json wrk -t2 -c"$c" -d"${DUR}s" -s bench/wrk.lua \
+        "http://127.0.0.1:${PORT[$n]}/v1/chat/completions" | awk '/requests in/ {print $1}')
+      t1=$(awk '{print $14 + $15}' "/proc/${PID[$n]}/stat")
+      echo "round=$r c=$c $n rps=$((req / DUR)) cpu_ns_per_req=$(((t1 - t0) * 1000000000 / ticks / req))" | tee -a "$W/runs"
+    done
+  done
+done
+echo "load average at end: $(cut -d' ' -f1 /proc/loadavg)"
+python3 - "$W/runs" <<'EOF'
+import re, statistics as st, sys
+d = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"round=(\d+) c=(\d+) (\w+) rps=(\d+) cpu_ns_per_req=(\d+)", line)
+    if m:
+        d.setdefault((m[2], m[3]), []).append((int(m[4]), int(m[5])))
+for c in ("64", "256"):
+    floor = d[(c, "floor")]
+    for n in ("llmux", "before"):
+        if (c, n) not in d:
+            continue
+        ratios = [a[0] / f[0] for a, f in zip(d[(c, n)], floor)]
+        print(f"c{c} {n}: {n} / floor RPS per round {[round(x, 2) for x in ratios]}, median "
+              f"{st.median(ratios):.2f}; CPU per request median {st.median(x[1] for x in d[(c, n)]) / 1000:.1f} µs "
+              f"(floor {st.median(x[1] for x in floor) / 1000:.1f} µs)")
+EOF
