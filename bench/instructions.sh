@@ -29,9 +29,9 @@ for who in floor llmux; do
   sleep 8
   url="http://127.0.0.1:$port/v1/chat/completions"
   WRK_BODY=$W/body.json wrk -t1 -c16 -d3s -s bench/wrk.lua "$url" >/dev/null
-  callgrind_control -z "$vg" >/dev/null
+  callgrind_control -z "$vg" >/dev/null 2>&1
   req=$(WRK_BODY=$W/body.json wrk -t1 -c16 -d"${DUR}s" -s bench/wrk.lua "$url" | awk '/requests in/ {print $1}')
-  callgrind_control -d "$vg" >/dev/null
+  callgrind_control -d "$vg" >/dev/null 2>&1
   sleep 1
   kill -INT "$vg"
   wait "$vg" 2>/dev/null || true
