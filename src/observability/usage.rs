@@ -129,11 +129,11 @@ fn find(
     rows.iter().position(|(d, _)| is(d))
 }
 
-/// One fingerprint for a row's dims, computed alike from owned [`Dims`] and from a request's
-/// borrowed [`DimsOf`].
 /// The fingerprint hasher: seeded at random per process (see [`fingerprint`]).
 type Seed = foldhash::quality::RandomState;
 
+/// One fingerprint for a row's dims, computed alike from owned [`Dims`] and from a request's
+/// borrowed [`DimsOf`].
 fn fingerprint<'a>(
     seed: &Seed,
     key: Option<&str>,
