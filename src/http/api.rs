@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
+use actix_web::http::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use bytes::{Bytes, BytesMut};
@@ -386,18 +386,15 @@ fn insert_route_headers(
     retries: u32,
     attempts: usize,
 ) {
-    let mut put = |name: HeaderName, value: HeaderValue| {
-        h.insert(name, value);
-    };
     if let Some(v) = &leaf.headers.path {
-        put(names::LAST_USED_OPTION, v.clone());
+        h.insert(names::LAST_USED_OPTION, v.clone());
     }
     if let Some(v) = &leaf.headers.virtual_key {
-        put(names::VIRTUAL_KEY_USED, v.clone());
+        h.insert(names::VIRTUAL_KEY_USED, v.clone());
     }
-    put(names::PROVIDER, HeaderValue::from_static(provider));
-    put(names::RETRY_COUNT, count(retries as usize));
-    put(names::ATTEMPTS, count(attempts));
+    h.insert(names::PROVIDER, HeaderValue::from_static(provider));
+    h.insert(names::RETRY_COUNT, count(retries as usize));
+    h.insert(names::ATTEMPTS, count(attempts));
 }
 
 /// A small count as a header value without formatting or allocating.
@@ -501,7 +498,7 @@ async fn serve(
         ..Scope::default()
     };
     let scope = key.map_or(&unscoped, |k| &k.scope);
-    entry.metadata = super::metadata::parse_value(known.metadata)?;
+    entry.metadata = super::metadata::parse(known.metadata)?;
     if let Some(own) = key.and_then(|k| k.metadata.as_ref()) {
         // The key's metadata is the operator's word: it wins over the client's same keys.
         let mut m = entry.metadata.as_deref().cloned().unwrap_or_default();

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use serde_json::Value;
 
 use crate::error::Error;
@@ -29,12 +29,7 @@ fn invalid(message: String) -> Error {
 
 /// The request's metadata: `None` without the header; a 400 naming the problem when it is not
 /// a JSON object of strings within the limits.
-pub fn parse(h: &HeaderMap) -> Result<Option<Metadata>, Error> {
-    parse_value(h.get(&super::names::METADATA))
-}
-
-/// [`parse`] of the header's value, when the caller has found it already.
-pub fn parse_value(raw: Option<&HeaderValue>) -> Result<Option<Metadata>, Error> {
+pub fn parse(raw: Option<&HeaderValue>) -> Result<Option<Metadata>, Error> {
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -90,6 +85,11 @@ pub fn filters(query: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::header::HeaderMap;
+
+    fn parse_map(h: &HeaderMap) -> Result<Option<Metadata>, Error> {
+        parse(h.get(&crate::http::names::METADATA))
+    }
     use actix_web::http::header::{HeaderName, HeaderValue};
 
     fn with(v: &str) -> HeaderMap {
@@ -102,13 +102,13 @@ mod tests {
     }
 
     fn message(v: &str) -> String {
-        parse(&with(v)).unwrap_err().to_string()
+        parse_map(&with(v)).unwrap_err().to_string()
     }
 
     #[test]
     fn parses_string_values_and_refuses_everything_else_by_name() {
-        assert_eq!(parse(&HeaderMap::new()).unwrap(), None);
-        let m = parse(&with(r#"{"_user":"u1","plan":"paid"}"#))
+        assert_eq!(parse_map(&HeaderMap::new()).unwrap(), None);
+        let m = parse_map(&with(r#"{"_user":"u1","plan":"paid"}"#))
             .unwrap()
             .unwrap();
         assert_eq!(m.get("_user").map(String::as_str), Some("u1"));
@@ -126,7 +126,7 @@ mod tests {
         assert!(message(&big).contains("over the limit of 8192"));
         // At the limits exactly: accepted.
         let fine: Vec<String> = (0..MAX_KEYS).map(|i| format!("\"k{i}\":\"v\"")).collect();
-        assert!(parse(&with(&format!("{{{}}}", fine.join(",")))).is_ok());
+        assert!(parse_map(&with(&format!("{{{}}}", fine.join(",")))).is_ok());
     }
 
     #[test]

@@ -815,16 +815,15 @@ mod tests {
     }
 
     fn keyed(provider: &str, key: &str) -> Result<Upstream, String> {
+        let azure = if provider == "azure-openai" {
+            "deployment = \"d\"\napi_version = \"2024-10-21\"\n"
+        } else {
+            ""
+        };
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:1\"\n[virtual_keys.t]\nprovider = \"{provider}\"\n\
-             base_url = \"https://example.test\"\napi_key = {key:?}\n\
-             deployment = \"d\"\napi_version = \"2024-10-21\"\n"
+             base_url = \"https://example.test\"\napi_key = {key:?}\n{azure}"
         );
-        let text = if provider == "azure-openai" {
-            text
-        } else {
-            text.replace("deployment = \"d\"\napi_version = \"2024-10-21\"\n", "")
-        };
         let c =
             crate::config::Config::parse(&text, std::path::Path::new("c.toml"), &|_| None).unwrap();
         Upstream::new(c.targets[0].clone())
