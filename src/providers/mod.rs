@@ -621,6 +621,14 @@ pub async fn send(
             format!("upstream answered with an unexpected HTTP status {status}"),
         ));
     }
+    // Boxed: reading an error body must not grow every request's future (each level of
+    // nesting copies the whole state when it is created).
+    Err(Box::pin(upstream_error(spec, status, resp)).await)
+}
+
+/// The attempt error of a 4xx/5xx answer: its body (capped) classified by the provider, with
+/// secrets scrubbed and the wait llmux will honour.
+async fn upstream_error(spec: &TargetSpec, status: u16, resp: reqwest::Response) -> AttemptError {
     let hint = headers::retry_after(resp.headers(), spec.max_retry_after);
     let resp_headers = resp.headers().clone();
     let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
@@ -632,7 +640,7 @@ pub async fn send(
         err.message = scrub(&err.message, Some(secret));
     }
     err.retry_after = retry_after_for(spec, err.class, hint);
-    Err(err)
+    err
 }
 
 /// The wait an attempt error carries (and the client's `Retry-After`): the provider's hint,

@@ -286,7 +286,16 @@ pub async fn route(
             }
         };
         let provider = route.target(&leaf).spec.provider.as_str();
-        match run_leaf(&route, &leaf, permit, req, deadline, &mut attempts).await {
+        match Box::pin(run_leaf(
+            &route,
+            &leaf,
+            permit,
+            req,
+            deadline,
+            &mut attempts,
+        ))
+        .await
+        {
             Ok((reply, retries, permit)) => {
                 let conversation = match (req.endpoint, &services.conversations) {
                     (Endpoint::Responses, Some(c)) => {
@@ -704,7 +713,7 @@ async fn attempt(
     };
     // request_timeout bounds the time to a complete answer, or for a stream to its first
     // content; after that the stream's idle timeout applies.
-    match tokio::time::timeout(timeout, call).await {
+    match tokio::time::timeout(timeout, Box::pin(call)).await {
         Ok(r) => r.map_err(Attempt::Failed),
         Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
     }
