@@ -203,10 +203,12 @@ pub async fn route(
     route.pinned = req.pinned;
     let mut attempts = Attempts::new();
     let mut failure: Option<Failure> = None;
-    let mut last_error: Option<AttemptError> = None;
+    // Boxed, like the refusal below: an `AttemptError` is 120 bytes, and this future is
+    // copied whole when it is created (every request pays for the failure path's space).
+    let mut last_error: Option<Box<AttemptError>> = None;
     let mut last: Option<LastLeaf> = None;
     // The last translation refusal, to answer with when it is the only reason nothing served.
-    let mut refusal: Option<AttemptError> = None;
+    let mut refusal: Option<Box<AttemptError>> = None;
     let mut embedded: cache::Embedded = None;
     loop {
         let Some(leaf) = route.advance(failure.take()) else {
@@ -328,7 +330,7 @@ pub async fn route(
                     .walk
                     .skip_current(SkipReason::Unsupported, Some(e.message.clone()));
                 failure = Some(Failure::Skip(SkipReason::Unsupported));
-                refusal = Some(e);
+                refusal = Some(Box::new(e));
             }
             Err(LeafError::Failed { error, retries }) => {
                 failure = Some(Failure::Status(error.status));
@@ -337,7 +339,7 @@ pub async fn route(
                     provider,
                     retries,
                 });
-                last_error = Some(error);
+                last_error = Some(Box::new(error));
                 if Instant::now() >= deadline {
                     return Err(Unserved {
                         error: exhausted(last_error, &attempts),
@@ -353,7 +355,7 @@ pub async fn route(
 /// The error when every leaf was skipped without an attempt: 400 when none can serve the
 /// request at all, 429 when the ones that could are only out of budget (rate limits free up by
 /// themselves, so a client should retry), else 503 (circuit open or retired: unavailable).
-fn skipped_error(route: &Route, refusal: Option<AttemptError>) -> Error {
+fn skipped_error(route: &Route, refusal: Option<Box<AttemptError>>) -> Error {
     let walk = &route.walk;
     let now = now_ms();
     let list = walk
@@ -411,6 +413,7 @@ fn skipped_error(route: &Route, refusal: Option<AttemptError>) -> Error {
     if !busy(true) && !busy(false) && !walk.skipped.is_empty() {
         if let (1, Some(e)) = (walk.skipped.len(), refusal) {
             // One leaf, refused by its translation: its own error, with its `param`.
+            let e = *e;
             return Error::Upstream {
                 status: e.status,
                 message: e.message,
@@ -442,10 +445,11 @@ fn skipped_error(route: &Route, refusal: Option<AttemptError>) -> Error {
 
 /// The final error after every attempt failed: the last upstream error's status and type, with
 /// a message listing each attempt.
-fn exhausted(last: Option<AttemptError>, attempts: &[AttemptRecord]) -> Error {
+fn exhausted(last: Option<Box<AttemptError>>, attempts: &[AttemptRecord]) -> Error {
     let Some(last) = last else {
         return Error::Internal("routing ended without an attempt".into());
     };
+    let last = *last;
     let list: Vec<String> = attempts
         .iter()
         .map(|a| {

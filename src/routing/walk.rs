@@ -72,7 +72,9 @@ pub struct Walk {
     pub skipped: Vec<Skipped>,
     /// Whether any attempt produced a real upstream failure (not only skips).
     started: bool,
-    rng: Option<StdRng>,
+    /// Boxed: a `StdRng` is 336 bytes, and the walk lives in every request's future (which
+    /// is copied whole when it is created); only tests seed one.
+    rng: Option<Box<StdRng>>,
     /// What each conditional node chose for this request ([`Tree::choose`]).
     choices: Box<[Option<u16>]>,
     /// The conditional nodes entered that matched nothing and had no default, described.
@@ -105,7 +107,7 @@ impl Walk {
     /// RNG is used).
     pub fn with_rng(tree: Arc<Tree>, rng: StdRng) -> Walk {
         Walk {
-            rng: Some(rng),
+            rng: Some(Box::new(rng)),
             ..Walk::new(tree)
         }
     }
