@@ -18,7 +18,10 @@
 #   BENCH_RATES          fixed rates in RPS (default "1000 5000")
 #   BENCH_CONNS          wrk connection counts for max throughput (default "64 256")
 #   BENCH_ROUNDS         interleaved rounds of the fixed-rate and throughput runs for direct,
-#                        nginx and llmux; the report shows the median (default 2)
+#                        nginx and llmux; the report shows the median (default 2). Even
+#                        rounds run the contenders in reverse order
+#   BENCH_SETTLE_S       pause after each max-throughput run of a contender faster than any
+#                        proxy (direct, llmux-cache-hit), before the next one (default 3)
 #   BENCH_HOLD_STREAMS   open-stream counts for the memory test (default "2000 9500": with the
 #                        20000 open-files limit here llmux needs 2 fds per stream)
 #   BENCH_PEERS=0        skip Portkey and LiteLLM;  BENCH_PERF=0 skip perf
@@ -54,6 +57,7 @@ CONNS=${BENCH_CONNS:-64 256}
 HOLD_STREAMS=${BENCH_HOLD_STREAMS:-2000 9500}
 PEERS=${BENCH_PEERS:-1}
 ROUNDS=${BENCH_ROUNDS:-2}
+SETTLE=${BENCH_SETTLE_S:-3}
 PERF=${BENCH_PERF:-1}
 PORTKEY_VERSION=1.15.2
 TARGET_DIR=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target/bench}}
@@ -709,7 +713,7 @@ CORE=0
 for n in "${NAMES[@]}"; do case $n in direct | nginx | floor* | llmux*) CORE=$((CORE + 1)) ;; esac; done
 # + logging cost (4 runs a round) + feature cost (6 runs a round).
 RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 10 * ROUNDS))
-FIXED=$((160 + 2 * K))
+FIXED=$((160 + 2 * K + 2 * ROUNDS * SETTLE * $(echo $CONNS | wc -w)))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
 if [ "$FIT" -lt "$DUR" ]; then
   if [ "$FIT" -lt 2 ]; then FIT=2; fi
@@ -726,10 +730,24 @@ done
 # The contenders compared closely (direct, nginx, llmux) run ROUNDS interleaved rounds; the
 # report takes the median of the rounds. The peers, orders of magnitude slower, run once.
 in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | floor* | llmux*) true ;; *) false ;; esac; }
+# A contender's place in the order moves its numbers on this shared machine: the one right
+# after `direct` at full speed measured 10-25 % slower than a few seconds later (see
+# BENCHMARKS.md, run R). So even rounds run the list backwards, and the runs faster than any
+# proxy are followed by a pause (settle).
+order() { # order ROUND: NAMES, reversed in even rounds
+  ORDER=("${NAMES[@]}")
+  if [ $(($1 % 2)) = 0 ]; then
+    local i
+    ORDER=()
+    for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do ORDER+=("${NAMES[$i]}"); done
+  fi
+}
+settle() { case $1 in direct | llmux-cache-hit) sleep "$SETTLE" ;; esac; }
 for r in $RATES; do
   for round in $(seq 1 "$ROUNDS"); do
     say "fixed rate $r RPS, 50 connections, ${DUR}s each, round $round/$ROUNDS (load $(loadavg))"
-    for n in "${NAMES[@]}"; do
+    order "$round"
+    for n in "${ORDER[@]}"; do
       in_round "$round" "$n" || continue
       lg "$RAW/rate-${r}__${n}__r$round.json" "$n" $((DUR + 20)) rate --rps "$r" --duration-s "$DUR" \
         --conns 50 --body-file "$WORK/body.json" || true
@@ -757,9 +775,11 @@ fi
 for c in $CONNS; do
   for round in $(seq 1 "$ROUNDS"); do
     say "max throughput: wrk -t2 -c$c, ${DUR}s each, round $round/$ROUNDS (load $(loadavg))"
-    for n in "${NAMES[@]}"; do
+    order "$round"
+    for n in "${ORDER[@]}"; do
       in_round "$round" "$n" || continue
       wrk_run "$RAW/wrk-c${c}__${n}__r$round.json" "$n" "$c"
+      settle "$n"
     done
   done
 done
