@@ -13,26 +13,17 @@ BIN=${BIN:-$PWD/target/bench/release}
 ROUNDS=${1:-5}
 DUR=${DUR:-4}
 BEFORE=${BEFORE:-}
-W=$(mktemp -d)
-MOCK=19201
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-config() { # config PORT
-  printf '[server]\nlisten = "127.0.0.1:%s"\ndefault_config = "single"\nworkers = 2\n\n' "$1"
-  printf '[virtual_keys.bench-a]\nprovider = "openai"\nbase_url = "http://127.0.0.1:%s/bench-a/v1"\n\n' "$MOCK"
-  printf '[configs.single]\nstrategy = { mode = "single" }\ntargets = [{ virtual_key = "bench-a" }]\n'
-}
-printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}' >"$W/body.json"
-"$BIN/llmux-mock" --listen "127.0.0.1:$MOCK" --padding 900 --workers 1 >"$W/mock.log" 2>&1 &
+. bench/lib.sh
+bench_init 19201
 declare -A PORT=([floor]=19202 [llmux]=19203 [before]=19204) PID=()
 "$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" "127.0.0.1:${PORT[floor]}" 2 reqwest >"$W/floor.log" 2>&1 &
 PID[floor]=$!
-config "${PORT[llmux]}" >"$W/llmux.toml"
+llmux_config "${PORT[llmux]}" >"$W/llmux.toml"
 RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 PID[llmux]=$!
 NAMES=(floor llmux)
 if [ -n "$BEFORE" ]; then
-  config "${PORT[before]}" >"$W/before.toml"
+  llmux_config "${PORT[before]}" >"$W/before.toml"
   RUST_LOG=warn "$BEFORE" --config "$W/before.toml" >"$W/before.log" 2>&1 &
   PID[before]=$!
   NAMES+=(before)

@@ -18,13 +18,9 @@ BEFORE=${BEFORE:-}
 DUR=${DUR:-15}
 CONNS=${CONNS:-16}
 CACHE=${CACHE:-0}
-W=$(mktemp -d)
-MOCK=19301
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}' >"$W/body.json"
-printf '[server]\nlisten = "127.0.0.1:19302"\ndefault_config = "single"\nworkers = 2\n\n[virtual_keys.bench-a]\nprovider = "openai"\nbase_url = "http://127.0.0.1:%s/bench-a/v1"\n\n[configs.single]\nstrategy = { mode = "single" }\ntargets = [{ virtual_key = "bench-a" }]\n' "$MOCK" >"$W/llmux.toml"
-"$BIN/llmux-mock" --listen "127.0.0.1:$MOCK" --padding 900 --workers 1 >"$W/mock.log" 2>&1 &
+. bench/lib.sh
+bench_init 19301
+llmux_config 19302 >"$W/llmux.toml"
 export GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=1000000000:glibc.cpu.x86_rep_stosb_threshold=1000000000
 VG=(valgrind --tool=callgrind)
 [ "$CACHE" = 1 ] && VG+=(--cache-sim=yes)

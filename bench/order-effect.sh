@@ -11,13 +11,9 @@ BIN=${BIN:-$PWD/target/bench/release}
 ROUNDS=${1:-3}
 C=${C:-64}
 PAUSE=${PAUSE:-5}
-W=$(mktemp -d)
-MOCK=19401
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-printf '%s\n' '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}' >"$W/body.json"
-printf '[server]\nlisten = "127.0.0.1:19403"\ndefault_config = "single"\nworkers = 2\n\n[virtual_keys.bench-a]\nprovider = "openai"\nbase_url = "http://127.0.0.1:%s/bench-a/v1"\n\n[configs.single]\nstrategy = { mode = "single" }\ntargets = [{ virtual_key = "bench-a" }]\n' "$MOCK" >"$W/llmux.toml"
-"$BIN/llmux-mock" --listen "127.0.0.1:$MOCK" --padding 900 --workers 1 >"$W/mock.log" 2>&1 &
+. bench/lib.sh
+bench_init 19401
+llmux_config 19403 >"$W/llmux.toml"
 "$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" 127.0.0.1:19402 2 reqwest >"$W/floor.log" 2>&1 &
 RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 sleep 1.5

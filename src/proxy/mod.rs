@@ -288,6 +288,9 @@ pub async fn route(
             }
         };
         let provider = route.target(&leaf).spec.provider.as_str();
+        // Boxed: inline, the leaf run's state (the attempt, the upstream call) would sit in
+        // every request's routing future and handler future, and each level of nesting copies
+        // its whole state when it is created (BENCHMARKS.md, run R).
         match Box::pin(run_leaf(
             &route,
             &leaf,
@@ -716,7 +719,8 @@ async fn attempt(
         }
     };
     // request_timeout bounds the time to a complete answer, or for a stream to its first
-    // content; after that the stream's idle timeout applies.
+    // content; after that the stream's idle timeout applies. The call is boxed for the reason
+    // the leaf run is (see `route`).
     match tokio::time::timeout(timeout, Box::pin(call)).await {
         Ok(r) => r.map_err(Attempt::Failed),
         Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
