@@ -730,10 +730,10 @@ done
 # The contenders compared closely (direct, nginx, llmux) run ROUNDS interleaved rounds; the
 # report takes the median of the rounds. The peers, orders of magnitude slower, run once.
 in_round() { [ "$1" = 1 ] || case $2 in direct | nginx | floor* | llmux*) true ;; *) false ;; esac; }
-# A contender's place in the order moves its numbers on this shared machine: the one right
-# after `direct` at full speed measured 10-25 % slower than a few seconds later (see
-# BENCHMARKS.md, run R). So even rounds run the list backwards, and the runs faster than any
-# proxy are followed by a pause (settle).
+# A contender's place in the order moves its numbers on this shared machine: right after
+# `direct` at full speed, llmux measured 10-25 % lower against the floor than one place later
+# (bench/order-effect.sh, BENCHMARKS.md run R). So even rounds run the list backwards, and the
+# runs faster than any proxy are followed by a pause (settle).
 order() { # order ROUND: NAMES, reversed in even rounds
   ORDER=("${NAMES[@]}")
   if [ $(($1 % 2)) = 0 ]; then
