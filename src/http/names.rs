@@ -22,9 +22,9 @@ pub const VIRTUAL_KEY_USED: HeaderName = HeaderName::from_static("x-llmux-virtua
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmux-attempts");
 
 /// The request headers the API front reads, found in one pass over the request's headers
-/// (the first value of each, as a lookup by name would give). Actix's header map hashes a
-/// name with SipHash on every lookup, and most of these headers are absent: one pass over a
-/// request's few headers costs less than ten lookups.
+/// (the first value of each, as a lookup by name would give). Actix's header map hashes the
+/// name on every lookup, and most of these headers are absent: one pass over a request's few
+/// headers costs less than ten lookups.
 #[derive(Default)]
 pub struct Known<'a> {
     pub trace_id: Option<&'a HeaderValue>,
