@@ -82,7 +82,42 @@ fn build(
     Ok(spec.with_credential(body.attach(client.post(url.clone()))?))
 }
 
-#[derive(Deserialize)]
+/// Map keys matched as raw bytes. serde_json reads a `&str` key by checking its UTF-8 (~100
+/// instructions a key, a fifth of reading a typical answer); read as bytes it only scans for
+/// the closing quote. The probe compares a few ASCII names, and passes the body on as it came.
+trait Keys: Sized {
+    fn of(key: &[u8]) -> Self;
+}
+
+/// A key the caller does not look at.
+impl Keys for () {
+    fn of(_: &[u8]) {}
+}
+
+struct Key<K>(K);
+
+impl<'de, K: Keys> Deserialize<'de> for Key<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<K>(std::marker::PhantomData<K>);
+        impl<K: Keys> serde::de::Visitor<'_> for V<K> {
+            type Value = Key<K>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<K>, E> {
+                Ok(Key(K::of(v)))
+            }
+            // Deserializers without raw keys (a parsed `Value`) hand over text.
+            fn visit_str<E>(self, v: &str) -> Result<Key<K>, E> {
+                Ok(Key(K::of(v.as_bytes())))
+            }
+        }
+        d.deserialize_bytes(V(std::marker::PhantomData))
+    }
+}
+
+/// What [`answer`] reads of a 2xx body. As in any JSON map, the last of a repeated key counts.
+#[derive(Default)]
 struct Probe {
     model: Option<String>,
     usage: Option<UsageProbe>,
@@ -92,6 +127,57 @@ struct Probe {
     data: Option<Objects>,
     /// Responses API answers.
     output: Option<Objects>,
+}
+
+enum ProbeKey {
+    Model,
+    Usage,
+    Choices,
+    Data,
+    Output,
+    Other,
+}
+
+impl Keys for ProbeKey {
+    fn of(key: &[u8]) -> Self {
+        match key {
+            b"model" => ProbeKey::Model,
+            b"usage" => ProbeKey::Usage,
+            b"choices" => ProbeKey::Choices,
+            b"data" => ProbeKey::Data,
+            b"output" => ProbeKey::Output,
+            _ => ProbeKey::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an answer object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Probe, A::Error> {
+                let mut p = Probe::default();
+                while let Some(Key(k)) = m.next_key::<Key<ProbeKey>>()? {
+                    match k {
+                        ProbeKey::Model => p.model = m.next_value()?,
+                        ProbeKey::Usage => p.usage = m.next_value()?,
+                        ProbeKey::Choices => p.choices = m.next_value()?,
+                        ProbeKey::Data => p.data = m.next_value()?,
+                        ProbeKey::Output => p.output = m.next_value()?,
+                        ProbeKey::Other => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// An array whose items are all objects, checked without collecting them (no allocation on
@@ -133,10 +219,7 @@ impl<'de> Deserialize<'de> for AnObject {
                 self,
                 mut m: A,
             ) -> Result<AnObject, A::Error> {
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+                while m.next_entry::<Key<()>, serde::de::IgnoredAny>()?.is_some() {}
                 Ok(AnObject)
             }
         }
@@ -144,21 +227,102 @@ impl<'de> Deserialize<'de> for AnObject {
     }
 }
 
-/// Chat/completions usage, or the Responses API's under its own names.
-#[derive(Deserialize, Default)]
+/// Chat/completions usage, or the Responses API's under its own names (`input_tokens`…).
+/// Counts must be non-negative integers where present.
+#[derive(Default)]
 pub(crate) struct UsageProbe {
-    #[serde(default, alias = "input_tokens")]
     prompt_tokens: u64,
-    #[serde(default, alias = "output_tokens")]
     completion_tokens: u64,
-    #[serde(default, alias = "input_tokens_details")]
-    prompt_tokens_details: Option<Details>,
+    cached_tokens: u64,
 }
 
-#[derive(Deserialize, Default)]
-struct Details {
-    #[serde(default)]
-    cached_tokens: u64,
+enum UsageKey {
+    Prompt,
+    Completion,
+    PromptDetails,
+    Cached,
+    Other,
+}
+
+impl Keys for UsageKey {
+    fn of(key: &[u8]) -> Self {
+        match key {
+            b"prompt_tokens" | b"input_tokens" => UsageKey::Prompt,
+            b"completion_tokens" | b"output_tokens" => UsageKey::Completion,
+            b"prompt_tokens_details" | b"input_tokens_details" => UsageKey::PromptDetails,
+            b"cached_tokens" => UsageKey::Cached,
+            _ => UsageKey::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UsageProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// `details`: reading `prompt_tokens_details`, where only `cached_tokens` counts.
+        struct V {
+            details: bool,
+        }
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UsageProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a usage object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<UsageProbe, A::Error> {
+                let mut u = UsageProbe::default();
+                while let Some(Key(k)) = m.next_key::<Key<UsageKey>>()? {
+                    match k {
+                        UsageKey::Prompt if !self.details => u.prompt_tokens = m.next_value()?,
+                        UsageKey::Completion if !self.details => {
+                            u.completion_tokens = m.next_value()?
+                        }
+                        UsageKey::PromptDetails if !self.details => {
+                            u.cached_tokens = m
+                                .next_value_seed(Details)?
+                                .map_or(0, |d: UsageProbe| d.cached_tokens);
+                        }
+                        UsageKey::Cached if self.details => u.cached_tokens = m.next_value()?,
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(u)
+            }
+        }
+        /// `prompt_tokens_details`: an object, or `null`.
+        struct Details;
+        impl<'de> serde::de::DeserializeSeed<'de> for Details {
+            type Value = Option<UsageProbe>;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_option(self)
+            }
+        }
+        impl<'de> serde::de::Visitor<'de> for Details {
+            type Value = Option<UsageProbe>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a usage details object")
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(V { details: true }).map(Some)
+            }
+        }
+        d.deserialize_map(V { details: false })
+    }
 }
 
 impl UsageProbe {
@@ -166,10 +330,7 @@ impl UsageProbe {
         Usage {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
-            cached_tokens: self
-                .prompt_tokens_details
-                .as_ref()
-                .map_or(0, |d| d.cached_tokens),
+            cached_tokens: self.cached_tokens,
         }
     }
 }
@@ -292,6 +453,41 @@ mod tests {
     }
 
     #[test]
+    fn usage_is_read_under_both_namings() {
+        let usage = |body: &str| check(Endpoint::Chat, body).unwrap().usage;
+        let u = usage(
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":5},"completion_tokens_details":{"cached_tokens":7}}}"#,
+        );
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (9, 4, 5)
+        );
+        let u = check(
+            Endpoint::Responses,
+            r#"{"output":[],"usage":{"input_tokens":8,"output_tokens":3,"input_tokens_details":{"cached_tokens":2}}}"#,
+        )
+        .unwrap()
+        .usage;
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (8, 3, 2)
+        );
+        // `cached_tokens` counts only inside the prompt's details; absent or null parts are 0.
+        let u = usage(r#"{"choices":[],"usage":{"cached_tokens":6,"prompt_tokens_details":null}}"#);
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (0, 0, 0)
+        );
+        assert_eq!(usage(r#"{"choices":[],"usage":null}"#), Usage::default());
+        // As in any JSON map, the last of a repeated key counts.
+        let u = usage(r#"{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#);
+        assert_eq!(u.prompt_tokens, 2);
+        // Escapes in keys are decoded before keys are compared.
+        let u = usage(r#"{"choices":[],"usage":{"prompt\u005ftokens":3}}"#);
+        assert_eq!(u.prompt_tokens, 3);
+    }
+
+    #[test]
     fn garbage_200s_are_failed_attempts() {
         for (endpoint, body) in [
             (Endpoint::Chat, "{}"),
@@ -309,6 +505,21 @@ mod tests {
             (Endpoint::Completions, "{}"),
             (Endpoint::Embeddings, r#"{"choices":[{}]}"#),
             (Endpoint::Embeddings, r#"{"data":"x"}"#),
+            (
+                Endpoint::Chat,
+                r#"{"choices":[],"usage":{"prompt_tokens":-1}}"#,
+            ),
+            (
+                Endpoint::Chat,
+                r#"{"choices":[],"usage":{"prompt_tokens":null}}"#,
+            ),
+            (
+                Endpoint::Chat,
+                r#"{"choices":[],"usage":{"prompt_tokens_details":[]}}"#,
+            ),
+            (Endpoint::Chat, r#"{"choices":[],"usage":7}"#),
+            (Endpoint::Chat, r#"{"choices":[{"a\u12":1}]}"#),
+            (Endpoint::Chat, r#"{"choices":[{"a":"x"}],"b":"\q"}"#),
         ] {
             let e = check(endpoint, body).expect_err(body);
             assert_eq!(e.status, 502, "{body}");
