@@ -24,6 +24,9 @@ T_THROUGHPUT_VS_NGINX = 0.8
 T_IDLE_RSS_KB = 20 * 1024
 T_STREAMS_RSS_KB = 200 * 1024
 T_STREAMS = 10_000
+# Issue 15: llmux against its floor (examples/floor.rs), from the paired rounds.
+T_FLOOR_THROUGHPUT = 0.9
+T_FLOOR_ADDED_P50_US = 30
 
 
 def load(raw):
@@ -55,6 +58,65 @@ def load(raw):
 
 
 SUMMED = {"errors", "statuses", "ok", "sent", "requests", "unsent", "bytes"}
+
+
+def paired(raw):
+    """The paired llmux-vs-floor runs, round by round: {test: {round: {contender: run}}}."""
+    out = defaultdict(lambda: defaultdict(dict))
+    for f in os.listdir(raw):
+        m = re.fullmatch(r"(pair-(?:rate|c\d+))__(floor|llmux)__r(\d+)\.json", f)
+        if not m:
+            continue
+        try:
+            out[m.group(1)][int(m.group(3))][m.group(2)] = json.load(open(os.path.join(raw, f)))
+        except (ValueError, OSError):
+            pass
+    return out
+
+
+def paired_section(raw, meta, targets):
+    """Issue 15's targets, each from the median of per-round comparisons of llmux with the floor."""
+    pairs = paired(raw)
+    if not pairs:
+        return []
+    L = ["## llmux against its floor, paired rounds (issue 15)", "",
+         f"The floor (`examples/floor.rs`: actix-web + reqwest forwarding, nothing else) and llmux run back "
+         f"to back in each round, the order alternating; each round gives one ratio (throughput) or one "
+         f"difference (p50 at {int(meta.get('pair_rate', 5000)):,} RPS, 50 connections), and the target is "
+         f"judged on their median. {meta.get('pair_duration_s', '?')} s per run.", ""]
+    rows = []
+    for t in sorted(pairs, key=lambda t: (t != "pair-rate", int(t[6:]) if t[6:].isdigit() else 0)):
+        rounds = [r for _, r in sorted(pairs[t].items()) if "floor" in r and "llmux" in r]
+        if not rounds:
+            continue
+        if t == "pair-rate":
+            vals = [pct(r["llmux"], "latency_us", "p50") - pct(r["floor"], "latency_us", "p50") for r in rounds]
+            med = statistics.median(vals)
+            floor50 = statistics.median(pct(r["floor"], "latency_us", "p50") for r in rounds)
+            llmux50 = statistics.median(pct(r["llmux"], "latency_us", "p50") for r in rounds)
+            rows.append([f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS, llmux − floor", len(vals),
+                         ", ".join(signed_us(v) for v in vals), f"**{signed_us(med)}**",
+                         f"{us(floor50)} / {us(llmux50)}"])
+            targets.append((f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS within "
+                            f"{T_FLOOR_ADDED_P50_US} µs of the floor's (median of {len(vals)} paired rounds)",
+                            signed_us(med), med <= T_FLOOR_ADDED_P50_US))
+        else:
+            c = int(t[6:])
+            rps = lambda d: d.get("rps", d.get("achieved_rps", 0))
+            vals = [rps(r["llmux"]) / rps(r["floor"]) for r in rounds if rps(r["floor"])]
+            if not vals:
+                continue
+            med = statistics.median(vals)
+            floor_rps = statistics.median(rps(r["floor"]) for r in rounds)
+            llmux_rps = statistics.median(rps(r["llmux"]) for r in rounds)
+            rows.append([f"throughput at {c} connections, llmux ÷ floor", len(vals),
+                         ", ".join(f"{v:.2f}" for v in vals), f"**{med:.2f}×**",
+                         f"{floor_rps:,.0f} / {llmux_rps:,.0f} RPS"])
+            targets.append((f"throughput at {c} connections ≥ {T_FLOOR_THROUGHPUT}× the floor's "
+                            f"(median of {len(vals)} paired rounds)", f"{med:.2f}×", med >= T_FLOOR_THROUGHPUT))
+    L += table(["comparison", "rounds", "per round", "median", "floor / llmux (medians)"], rows)
+    L.append("")
+    return L
 
 
 def combine(rs):
@@ -268,6 +330,7 @@ def main():
                                     rps / ngx >= T_THROUGHPUT_VS_NGINX))
         L += table(["conns", "contender", "RPS", "vs nginx", "p50", "p99", "max", "added p50", "errors"], rows)
         L.append("")
+    L += paired_section(raw, meta, targets)
 
     # Response cache: a hit (same body every time) against a miss (forced refresh: key, provider
     # call, store) and nginx, from the same fixed-rate and wrk runs.

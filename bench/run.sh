@@ -20,6 +20,12 @@
 #   BENCH_ROUNDS         interleaved rounds of the fixed-rate and throughput runs for direct,
 #                        nginx and llmux; the report shows the median (default 2). Even
 #                        rounds run the contenders in reverse order
+#   BENCH_PAIR_ROUNDS    rounds of the paired llmux-vs-floor runs (issue 15's targets): in
+#                        each, the floor and llmux run back to back (order alternating) at
+#                        BENCH_PAIR_RATE RPS and at each BENCH_CONNS; the report takes the
+#                        median of the per-round ratios (default 6; 0 skips them)
+#   BENCH_PAIR_RATE      fixed rate of the paired latency runs (default 5000)
+#   BENCH_PAIR_DURATION_S  seconds per paired run (default 3)
 #   BENCH_SETTLE_S       pause after each max-throughput run of a contender faster than any
 #                        proxy (direct, llmux-cache-hit), before the next one (default 3)
 #   BENCH_HOLD_STREAMS   open-stream counts for the memory test (default "2000 9500": with the
@@ -58,6 +64,9 @@ HOLD_STREAMS=${BENCH_HOLD_STREAMS:-2000 9500}
 PEERS=${BENCH_PEERS:-1}
 ROUNDS=${BENCH_ROUNDS:-2}
 SETTLE=${BENCH_SETTLE_S:-3}
+PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-6}
+PAIR_RATE=${BENCH_PAIR_RATE:-5000}
+PDUR=${BENCH_PAIR_DURATION_S:-3}
 PERF=${BENCH_PERF:-1}
 PORTKEY_VERSION=1.15.2
 TARGET_DIR=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target/bench}}
@@ -616,11 +625,11 @@ lg() { # lg OUT NAME BOUND_S MODE ARGS...: loadgen against contender NAME
   fi
 }
 
-wrk_run() { # wrk_run OUT NAME CONNS
-  local out=$1 name=$2 c=$3
+wrk_run() { # wrk_run OUT NAME CONNS [SECONDS]
+  local out=$1 name=$2 c=$3 d=${4:-$DUR}
   if command -v wrk >/dev/null; then
     if WRK_BODY=$WORK/body.json WRK_HEADERS=${HDR[$name]} WRK_JSON=$out.tmp \
-      timeout $((DUR + 20)) wrk -t2 -c"$c" -d"${DUR}s" --timeout 5s -s "$HERE/wrk.lua" "${URL[$name]}" \
+      timeout $((d + 20)) wrk -t2 -c"$c" -d"${d}s" --timeout 5s -s "$HERE/wrk.lua" "${URL[$name]}" \
       >>"$LOGS/wrk.log" 2>&1 && [ -s "$out.tmp" ]; then
       mv "$out.tmp" "$out"
       printf '    %-13s %s\n' "$name" "$(summary "$out")"
@@ -629,7 +638,7 @@ wrk_run() { # wrk_run OUT NAME CONNS
       printf '    %-13s wrk failed or timed out (see logs/wrk.log)\n' "$name"
     fi
   else
-    lg "$out" "$name" $((DUR + 20)) closed --conns "$c" --duration-s "$DUR" --body-file "$WORK/body.json" || true
+    lg "$out" "$name" $((d + 20)) closed --conns "$c" --duration-s "$d" --body-file "$WORK/body.json" || true
   fi
 }
 
@@ -714,6 +723,8 @@ for n in "${NAMES[@]}"; do case $n in direct | nginx | floor* | llmux*) CORE=$((
 # + logging cost (4 runs a round) + feature cost (6 runs a round).
 RUNS=$((4 * (K + (ROUNDS - 1) * CORE) + (K < 6 ? K : 6) + 10 * ROUNDS))
 FIXED=$((160 + 2 * K + 2 * ROUNDS * SETTLE * $(echo $CONNS | wc -w)))
+# The paired runs keep their own length (PDUR): set aside what they take.
+[ -n "${URL[floor]:-}" ] && FIXED=$((FIXED + PAIR_ROUNDS * 2 * ($(echo $CONNS | wc -w) + 1) * (PDUR + 1)))
 FIT=$(((($(left) - FIXED) * 10 / RUNS - 7) / 10))
 if [ "$FIT" -lt "$DUR" ]; then
   if [ "$FIT" -lt 2 ]; then FIT=2; fi
@@ -785,6 +796,29 @@ for c in $CONNS; do
 done
 
 thread_snap "wrk runs"
+
+# llmux against its floor (issue 15's targets), paired: in each round the two run back to back,
+# the order alternating, so a drift of the shared machine between rounds cancels in that
+# round's ratio. Single runs here move by ±15 % from one minute to the next; the report takes
+# the median of PAIR_ROUNDS per-round ratios and shows their spread.
+if [ -n "${URL[floor]:-}" ] && [ "$PAIR_ROUNDS" -gt 0 ]; then
+  for round in $(seq 1 "$PAIR_ROUNDS"); do
+    pair=(floor llmux)
+    [ $((round % 2)) = 0 ] && pair=(llmux floor)
+    say "llmux vs floor, round $round/$PAIR_ROUNDS: $PAIR_RATE RPS, then wrk -t2 at $CONNS connections, ${PDUR}s each (load $(loadavg))"
+    for n in "${pair[@]}"; do
+      lg "$RAW/pair-rate__${n}__r$round.json" "$n" $((PDUR + 20)) rate --rps "$PAIR_RATE" \
+        --duration-s "$PDUR" --conns 50 --body-file "$WORK/body.json" || true
+    done
+    for c in $CONNS; do
+      for n in "${pair[@]}"; do
+        wrk_run "$RAW/pair-c${c}__${n}__r$round.json" "$n" "$c" "$PDUR"
+      done
+    done
+  done
+  echo "pair_rate=$PAIR_RATE" >>"$RAW/meta.env"
+  echo "pair_duration_s=$PDUR" >>"$RAW/meta.env"
+fi
 if [ "$(left)" -gt 200 ]; then
   say "mock with 20 ms latency: wrk -t2 -c64, ${DUR}s each"
   set_behavior "\"response_padding\":$PADDING,\"latency_ms\":20"
