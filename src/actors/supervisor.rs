@@ -254,14 +254,7 @@ fn spawn_target(
     let (actor, shared) = TargetActor::new(spec.clone(), cluster.clone());
     let addr = actor.start();
     let retirement = Arc::new(Retirement(addr.clone()));
-    Ok((
-        TargetHandle {
-            spec,
-            addr: Arc::new(addr),
-            shared,
-        },
-        retirement,
-    ))
+    Ok((TargetHandle::new(spec, addr, shared), retirement))
 }
 
 impl Actor for Supervisor {

@@ -578,8 +578,8 @@ async fn serve(
     };
     let services = proxy::Services {
         // Responses are not cached (their ids and stored state are per response).
-        cache: (endpoint != Endpoint::Responses).then(|| state.cache.clone()),
-        conversations: Some(state.conversations.clone()),
+        cache: (endpoint != Endpoint::Responses).then_some(&state.cache),
+        conversations: Some(&state.conversations),
     };
     let routed = proxy::route(runtime.clone(), tree, &prepared, &services);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
@@ -619,7 +619,7 @@ async fn serve(
     }
     entry.served_by = Some(served.leaf.path.clone());
     entry.virtual_key = Some(served.leaf.virtual_key.clone());
-    entry.provider = Some(served.target.provider.as_str());
+    entry.provider = Some(served.provider.as_str());
     let mut resp = HttpResponseBuilder::new(StatusCode::OK);
     let attempts = entry.attempts.len();
     let mut out = match served.reply {
@@ -697,7 +697,7 @@ async fn serve(
     insert_route_headers(
         out.headers_mut(),
         &served.leaf,
-        served.target.provider.as_str(),
+        served.provider.as_str(),
         served.retries,
         attempts,
     );

@@ -108,7 +108,8 @@ pub struct Served {
     /// For a stream, the permit stays held until the stream ends; its outcome is reported then.
     pub permit: Option<Permit>,
     pub leaf: Arc<Leaf>,
-    pub target: Arc<Upstream>,
+    /// The serving target's provider.
+    pub provider: crate::config::ProviderKind,
     /// Retries on the leaf that answered.
     pub retries: u32,
     pub attempts: Attempts,
@@ -132,7 +133,7 @@ impl Served {
         Served {
             reply: Reply::Cached(stored),
             permit: None,
-            target: route.target(&leaf).spec.clone(),
+            provider: route.target(&leaf).spec.provider,
             leaf,
             retries: 0,
             attempts,
@@ -169,11 +170,13 @@ enum LeafError {
 
 /// What the data path keeps across requests.
 #[derive(Default, Clone)]
-pub struct Services {
+/// Borrowed from the server's state for the request: cloning these `Arc`s would touch
+/// reference counts that every worker shares (a cache-line transfer each).
+pub struct Services<'a> {
     /// The response cache, for leaves whose tree says `cache`.
-    pub cache: Option<Arc<Cache>>,
+    pub cache: Option<&'a Arc<Cache>>,
     /// Responses API state (affinity, translated conversations).
-    pub conversations: Option<Arc<crate::conversation::Conversations>>,
+    pub conversations: Option<&'a Arc<crate::conversation::Conversations>>,
 }
 
 /// Routes `req` through `tree` until a leaf answers (or the cache does, for a leaf whose tree
@@ -182,9 +185,9 @@ pub async fn route(
     runtime: Arc<Runtime>,
     tree: Arc<Tree>,
     req: &Prepared,
-    services: &Services,
+    services: &Services<'_>,
 ) -> Result<Served, Unserved> {
-    let cache = services.cache.as_ref();
+    let cache = services.cache;
     let settings = &runtime.config.server;
     let started = Instant::now();
     let deadline = started + settings.request_deadline;
@@ -199,7 +202,8 @@ pub async fn route(
             })
         }
     };
-    let mut route = Route::new(runtime.clone(), tree, req.endpoint, choices);
+    // Moved, not cloned: the count of the shared runtime is touched once per request.
+    let mut route = Route::new(runtime, tree, req.endpoint, choices);
     route.pinned = req.pinned;
     let mut attempts = Attempts::new();
     let mut failure: Option<Failure> = None;
@@ -235,7 +239,8 @@ pub async fn route(
                 for leaf in busy {
                     let Some(policy) = leaf.cache else { continue };
                     let looked =
-                        cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+                        cache::lookup(cache, &route.runtime, req, &leaf, policy, &mut embedded)
+                            .await;
                     if let Ok(cache::Lookup::Hit(stored, status)) = looked {
                         return Ok(Served::cached(&route, leaf, stored, status, attempts));
                     }
@@ -265,7 +270,8 @@ pub async fn route(
         // The cache is asked before the permit: a hit spends no budget.
         let mut pending = None;
         if let (Some(cache), Some(policy)) = (cache, leaf.cache) {
-            let looked = cache::lookup(cache, &runtime, req, &leaf, policy, &mut embedded).await;
+            let looked =
+                cache::lookup(cache, &route.runtime, req, &leaf, policy, &mut embedded).await;
             match looked {
                 Ok(cache::Lookup::Hit(stored, status)) => {
                     return Ok(Served::cached(&route, leaf, stored, status, attempts))
@@ -319,7 +325,7 @@ pub async fn route(
                 return Ok(Served {
                     reply,
                     permit,
-                    target: route.target(&leaf).spec.clone(),
+                    provider: route.target(&leaf).spec.provider,
                     leaf,
                     retries,
                     attempts,
@@ -507,14 +513,14 @@ async fn run_leaf(
             Some(parent) => otel::attempt_span(
                 parent,
                 req.endpoint,
-                permit.spec.provider,
+                permit.spec().provider,
                 &leaf.virtual_key,
                 &leaf.path,
                 retries,
             ),
             None => tracing::Span::none(),
         };
-        let result = attempt(&permit.spec, leaf, req, t0, deadline, max_body, &span).await;
+        let result = attempt(permit.spec(), leaf, req, t0, deadline, max_body, &span).await;
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let err = match result {
             Ok(reply) => {

@@ -258,13 +258,13 @@ impl TargetActor {
 
     fn grant(&mut self, tokens: u32, probe: Option<u64>, ctx: &mut Context<Self>) -> Permit {
         self.shared.count_grant();
-        Permit::new(
-            self.spec.clone(),
-            self.shared.clone(),
-            Arc::new(ctx.address()),
-            probe,
-            tokens,
-        )
+        // The slow path: a fresh `Parts` is one allocation, rare next to the lock-free grants.
+        let parts = super::Parts {
+            spec: self.spec.clone(),
+            addr: ctx.address(),
+            shared: self.shared.clone(),
+        };
+        Permit::new(Arc::new(parts), probe, tokens)
     }
 }
 

@@ -33,25 +33,33 @@ use crate::providers::Upstream;
 
 /// One provider account's actor, as the request path sees it.
 #[derive(Clone)]
-pub struct TargetHandle {
+pub struct TargetHandle(Arc<Parts>);
+
+/// What a permit needs of its target, behind one `Arc`: every request takes a permit, and
+/// each `Arc` it clones is a reference count all workers share (a cache-line transfer on each
+/// clone and drop).
+pub struct Parts {
     pub spec: Arc<Upstream>,
-    /// Shared: cloning an actix `Addr` allocates (a sender task per clone), and every permit
-    /// holds one.
-    pub addr: Arc<Addr<TargetActor>>,
+    pub addr: Addr<TargetActor>,
     pub shared: Arc<TargetShared>,
 }
 
+impl std::ops::Deref for TargetHandle {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
 impl TargetHandle {
+    pub fn new(spec: Arc<Upstream>, addr: Addr<TargetActor>, shared: Arc<TargetShared>) -> Self {
+        TargetHandle(Arc::new(Parts { spec, addr, shared }))
+    }
+
     /// A permit without a message, when the actor has published the target as open.
     pub fn try_acquire(&self, tokens: u32) -> Option<Result<Permit, Unavailable>> {
         self.shared.try_grant(tokens).map(|granted| match granted {
-            Ok(()) => Ok(Permit::new(
-                self.spec.clone(),
-                self.shared.clone(),
-                self.addr.clone(),
-                None,
-                tokens,
-            )),
+            Ok(()) => Ok(Permit::new(self.0.clone(), None, tokens)),
             Err((reason, until)) => Err(Unavailable { reason, until }),
         })
     }
@@ -166,9 +174,7 @@ pub struct Outcome {
 /// Right to send one request to a target. Dropping it without [`Permit::report`] reports
 /// `Cancelled`, so a client disconnect releases the in-flight slot and any half-open probe.
 pub struct Permit {
-    pub spec: Arc<Upstream>,
-    shared: Arc<TargetShared>,
-    addr: Arc<Addr<TargetActor>>,
+    target: Arc<Parts>,
     probe: Option<u64>,
     tokens: u32,
     started: Instant,
@@ -176,17 +182,9 @@ pub struct Permit {
 }
 
 impl Permit {
-    fn new(
-        spec: Arc<Upstream>,
-        shared: Arc<TargetShared>,
-        addr: Arc<Addr<TargetActor>>,
-        probe: Option<u64>,
-        tokens: u32,
-    ) -> Permit {
+    fn new(target: Arc<Parts>, probe: Option<u64>, tokens: u32) -> Permit {
         Permit {
-            spec,
-            shared,
-            addr,
+            target,
             probe,
             tokens,
             started: Instant::now(),
@@ -194,16 +192,21 @@ impl Permit {
         }
     }
 
+    /// The target's upstream settings.
+    pub fn spec(&self) -> &Arc<Upstream> {
+        &self.target.spec
+    }
+
     /// Attempt metrics, with this target's handles for the common (200) case.
     pub fn record_attempt(&self, status: u16, seconds: f64) {
         if status == 200 {
-            self.shared.attempts_ok.increment(1);
+            self.target.shared.attempts_ok.increment(1);
         } else {
-            metrics::counter!("llmux_attempts_total", "virtual_key" => self.spec.name.clone(),
+            metrics::counter!("llmux_attempts_total", "virtual_key" => self.target.spec.name.clone(),
                 "status" => status.to_string())
             .increment(1);
         }
-        self.shared.attempt_seconds.record(seconds);
+        self.target.shared.attempt_seconds.record(seconds);
     }
 
     pub fn report(mut self, kind: OutcomeKind, tokens_used: Option<u64>, error: Option<String>) {
@@ -217,20 +220,25 @@ impl Permit {
         let latency = self.started.elapsed();
         let local = self.probe.is_none()
             && match kind {
-                OutcomeKind::Success => self.shared.quiet.load(std::sync::atomic::Ordering::SeqCst),
+                OutcomeKind::Success => self
+                    .target
+                    .shared
+                    .quiet
+                    .load(std::sync::atomic::Ordering::SeqCst),
                 OutcomeKind::Cancelled => true,
                 _ => false,
             };
         if local {
             if let OutcomeKind::Success = kind {
-                self.shared
+                self.target
+                    .shared
                     .settle_success(latency, self.tokens, tokens_used);
             }
-            self.shared.release();
+            self.target.shared.release();
             return;
         }
-        self.shared.outcome_sent();
-        self.addr.do_send(Outcome {
+        self.target.shared.outcome_sent();
+        self.target.addr.do_send(Outcome {
             kind,
             latency,
             probe: self.probe,
