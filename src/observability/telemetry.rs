@@ -43,7 +43,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge, Histogram};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -64,21 +67,69 @@ pub fn install_metrics() {
 
 /// The Prometheus text exposition of every metric.
 pub fn render_metrics() -> String {
-    PROMETHEUS
-        .get()
-        .and_then(Option::as_ref)
-        .map(PrometheusHandle::render)
-        .unwrap_or_default()
+    let Some(handle) = PROMETHEUS.get().and_then(Option::as_ref) else {
+        return String::new();
+    };
+    publish_tallies();
+    handle.render()
+}
+
+/// One thread's running totals of the request metrics that every request moves. Each worker
+/// adds to its own (on a cache line of its own), and `/metrics` publishes the sums: shared
+/// counters would move one cache line between the workers several times per request.
+#[repr(align(128))]
+#[derive(Default)]
+struct Tally {
+    /// Requests started minus requests ended here (can go below zero on a thread that ends
+    /// requests another started).
+    in_flight: AtomicI64,
+    fallbacks: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+}
+
+/// Every thread's tally. Leaked: one small block per thread that ever served a request.
+static TALLIES: Mutex<Vec<&'static Tally>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static TALLY: &'static Tally = {
+        let t: &'static Tally = Box::leak(Box::default());
+        TALLIES.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        t
+    };
+}
+
+/// Adds `n` to a counter only this thread writes: a plain load and store, no locked
+/// instruction (`/metrics` only reads it).
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// The threads' tallies added up: (in flight, fallbacks, prompt tokens, completion tokens).
+fn tally_sums() -> (i64, u64, u64, u64) {
+    let (mut in_flight, mut fallbacks, mut prompt, mut completion) = (0i64, 0u64, 0u64, 0u64);
+    for t in TALLIES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        in_flight += t.in_flight.load(Ordering::Relaxed);
+        fallbacks = fallbacks.wrapping_add(t.fallbacks.load(Ordering::Relaxed));
+        prompt = prompt.wrapping_add(t.prompt_tokens.load(Ordering::Relaxed));
+        completion = completion.wrapping_add(t.completion_tokens.load(Ordering::Relaxed));
+    }
+    (in_flight, fallbacks, prompt, completion)
+}
+
+/// Sets the exported metrics to the sums of the threads' tallies.
+fn publish_tallies() {
+    let (in_flight, fallbacks, prompt, completion) = tally_sums();
+    metrics::gauge!("llmux_in_flight_requests").set(in_flight.max(0) as f64);
+    metrics::counter!("llmux_fallbacks_total").absolute(fallbacks);
+    metrics::counter!("llmux_tokens_total", "kind" => "prompt").absolute(prompt);
+    metrics::counter!("llmux_tokens_total", "kind" => "completion").absolute(completion);
 }
 
 /// Metric handles cached per worker thread. Looking a metric up by name builds, hashes and
 /// compares its label strings in the shared registry; at tens of thousands of requests per
 /// second that showed in profiles, a cached handle is one atomic add.
 struct Handles {
-    in_flight: Gauge,
-    fallbacks: Counter,
-    prompt_tokens: Counter,
-    completion_tokens: Counter,
     /// Per config id: (status, endpoint, requests counter, duration histogram).
     by_config: HashMap<String, Vec<ConfigHandles>, foldhash::fast::RandomState>,
 }
@@ -98,10 +149,6 @@ fn with_handles<R>(f: impl FnOnce(&mut Handles) -> R) -> R {
     HANDLES.with(|h| {
         let mut h = h.borrow_mut();
         let h = h.get_or_insert_with(|| Handles {
-            in_flight: metrics::gauge!("llmux_in_flight_requests"),
-            fallbacks: metrics::counter!("llmux_fallbacks_total"),
-            prompt_tokens: metrics::counter!("llmux_tokens_total", "kind" => "prompt"),
-            completion_tokens: metrics::counter!("llmux_tokens_total", "kind" => "completion"),
             by_config: HashMap::default(),
         });
         f(h)
@@ -148,11 +195,11 @@ pub fn record_request(m: RequestMetrics<'_>) {
         };
         row[i].2.increment(1);
         row[i].3.record(m.seconds);
-        if m.fallbacks > 0 {
-            h.fallbacks.increment(m.fallbacks);
-        }
-        h.prompt_tokens.increment(m.prompt_tokens);
-        h.completion_tokens.increment(m.completion_tokens);
+    });
+    TALLY.with(|t| {
+        bump(&t.fallbacks, m.fallbacks);
+        bump(&t.prompt_tokens, m.prompt_tokens);
+        bump(&t.completion_tokens, m.completion_tokens);
     })
 }
 
@@ -161,13 +208,52 @@ pub struct InFlight(());
 
 impl InFlight {
     pub fn start() -> InFlight {
-        with_handles(|h| h.in_flight.increment(1.0));
+        TALLY.with(|t| t.in_flight.fetch_add(1, Ordering::Relaxed));
         InFlight(())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        with_handles(|h| h.in_flight.decrement(1.0));
+        // On the thread that ends it: a read-modify-write, as another thread may have started
+        // it (the sum over all threads is what counts).
+        TALLY.with(|t| t.in_flight.fetch_sub(1, Ordering::Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request started on one thread and ended on another nets zero in flight, and every
+    /// thread's tokens reach the sums (no other test in this binary moves these tallies).
+    #[test]
+    fn tallies_add_up_across_threads() {
+        let before = tally_sums();
+        let started = std::thread::spawn(InFlight::start).join().unwrap();
+        assert_eq!(tally_sums().0, before.0 + 1);
+        let record = |prompt, completion, fallbacks| {
+            std::thread::spawn(move || {
+                record_request(RequestMetrics {
+                    config: "tally-test",
+                    status: 200,
+                    endpoint: "chat.completions",
+                    seconds: 0.01,
+                    fallbacks,
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                })
+            })
+            .join()
+            .unwrap()
+        };
+        record(3, 5, 0);
+        record(7, 11, 2);
+        std::thread::spawn(move || drop(started)).join().unwrap();
+        let after = tally_sums();
+        assert_eq!(after.0, before.0);
+        assert_eq!(after.1, before.1 + 2);
+        assert_eq!(after.2, before.2 + 10);
+        assert_eq!(after.3, before.3 + 16);
     }
 }
