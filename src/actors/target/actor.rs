@@ -109,9 +109,11 @@ impl TargetActor {
         // With a cluster, budgets are admitted by Redis: only the actor talks to it.
         let budgets_shared = self.cluster.is_some() && self.shared.budgets.is_limited();
         self.shared
+            .published
             .open
             .store(healthy && !budgets_shared, Ordering::SeqCst);
         self.shared
+            .published
             .quiet
             .store(healthy && self.breaker.quiet(), Ordering::SeqCst);
     }
@@ -436,7 +438,7 @@ impl Handler<GetStatus> for TargetActor {
             _ => Some(self.breaker.unavailable_until().saturating_sub(now)),
         };
         let shared = &self.shared;
-        let successes = shared.successes.load(Ordering::Relaxed);
+        let successes = shared.counters.successes.load(Ordering::Relaxed);
         let mut by_status = self.by_status.clone();
         if successes > 0 {
             by_status.insert(200, successes);
@@ -458,7 +460,7 @@ impl Handler<GetStatus> for TargetActor {
                     .map(|d| d.as_millis() as u64)
             }),
             in_flight: shared.in_flight(),
-            requests: shared.requests.load(Ordering::Relaxed),
+            requests: shared.counters.requests.load(Ordering::Relaxed),
             successes,
             failures: self.failures,
             by_status,

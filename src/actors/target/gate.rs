@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use super::budget::{Budgets, Refused, Which};
 use super::Refusal;
 use crate::clock::now_ms;
@@ -19,11 +21,25 @@ use crate::clock::now_ms;
 const LATENCY_WINDOW: usize = 512;
 
 pub struct TargetShared {
+    /// What the actor publishes and every request reads, on a cache line of its own: the
+    /// counters every request writes would otherwise take it from the other workers' caches
+    /// (a miss on each read).
+    pub(super) published: CachePadded<Published>,
+    /// Written by every request (shared by design: a target's counts are the target's).
+    pub(super) counters: CachePadded<Counters>,
+    pub(super) budgets: Budgets,
+    pub(super) latency: Mutex<Latency>,
+    /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
+    pub(super) attempts_ok: metrics::Counter,
+    pub(super) attempt_seconds: metrics::Histogram,
+}
+
+pub(super) struct Published {
     /// `now_ms()` before which the target should not be selected; 0 = available.
-    unavailable_until: AtomicU64,
+    pub(super) unavailable_until: AtomicU64,
     /// Why it is unavailable (a [`Refusal`] as `u8`), so the walk can tell a spent budget (429
     /// to a client) from an open circuit (503) without asking the actor.
-    reason: AtomicU8,
+    pub(super) reason: AtomicU8,
     /// Permits may be granted without asking the actor.
     pub(super) open: AtomicBool,
     /// Successes and cancellations need not be reported to the actor.
@@ -31,29 +47,31 @@ pub struct TargetShared {
     /// Outcomes sent to the actor and not yet handled. While any is pending, permits go
     /// through the mailbox, behind them: a request that starts after another's failure was
     /// answered is decided with that failure known (the mailbox is FIFO).
-    pending: AtomicU32,
-    pub(super) budgets: Budgets,
-    in_flight: AtomicU32,
+    pub(super) pending: AtomicU32,
+}
+
+pub(super) struct Counters {
+    pub(super) in_flight: AtomicU32,
     pub(super) requests: AtomicU64,
     pub(super) successes: AtomicU64,
-    pub(super) latency: Mutex<Latency>,
-    /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
-    pub(super) attempts_ok: metrics::Counter,
-    pub(super) attempt_seconds: metrics::Histogram,
 }
 
 impl TargetShared {
     pub(super) fn new(name: &str, budgets: Budgets) -> TargetShared {
         TargetShared {
-            unavailable_until: AtomicU64::new(0),
-            reason: AtomicU8::new(Refusal::RateLimited as u8),
-            open: AtomicBool::new(false),
-            quiet: AtomicBool::new(false),
-            pending: AtomicU32::new(0),
+            published: CachePadded::new(Published {
+                unavailable_until: AtomicU64::new(0),
+                reason: AtomicU8::new(Refusal::RateLimited as u8),
+                open: AtomicBool::new(false),
+                quiet: AtomicBool::new(false),
+                pending: AtomicU32::new(0),
+            }),
+            counters: CachePadded::new(Counters {
+                in_flight: AtomicU32::new(0),
+                requests: AtomicU64::new(0),
+                successes: AtomicU64::new(0),
+            }),
             budgets,
-            in_flight: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
-            successes: AtomicU64::new(0),
             latency: Mutex::new(Latency {
                 ewma_ms: None,
                 window: VecDeque::with_capacity(LATENCY_WINDOW),
@@ -66,21 +84,23 @@ impl TargetShared {
     }
 
     pub fn available_at(&self, now: u64) -> bool {
-        self.unavailable_until.load(Ordering::Relaxed) <= now
+        self.published.unavailable_until.load(Ordering::Relaxed) <= now
     }
 
     pub fn unavailable_until(&self) -> u64 {
-        self.unavailable_until.load(Ordering::Relaxed)
+        self.published.unavailable_until.load(Ordering::Relaxed)
     }
 
     /// Why the target is unavailable, when it is.
     pub fn unavailable_reason(&self) -> Refusal {
-        Refusal::from_u8(self.reason.load(Ordering::Relaxed))
+        Refusal::from_u8(self.published.reason.load(Ordering::Relaxed))
     }
 
     pub(super) fn publish(&self, until: u64, reason: Refusal) {
-        self.reason.store(reason as u8, Ordering::Relaxed);
-        self.unavailable_until.store(until, Ordering::Relaxed);
+        self.published.reason.store(reason as u8, Ordering::Relaxed);
+        self.published
+            .unavailable_until
+            .store(until, Ordering::Relaxed);
     }
 
     /// Takes one request and `tokens` from the local budgets, or says which refused and until
@@ -98,8 +118,14 @@ impl TargetShared {
         match r.which {
             Which::Requests => {
                 // Raise only, never lower: the actor may have published a longer cooldown.
-                if self.unavailable_until.fetch_max(until, Ordering::Relaxed) < until {
-                    self.reason
+                if self
+                    .published
+                    .unavailable_until
+                    .fetch_max(until, Ordering::Relaxed)
+                    < until
+                {
+                    self.published
+                        .reason
                         .store(Refusal::RateLimited as u8, Ordering::Relaxed);
                 }
                 (Refusal::RateLimited, until)
@@ -111,33 +137,35 @@ impl TargetShared {
     /// The lock-free grant. `None` when the actor must decide (not healthy, retiring, or its
     /// budgets live in Redis).
     pub(super) fn try_grant(&self, tokens: u32) -> Option<Result<(), (Refusal, u64)>> {
-        if !self.open.load(Ordering::Acquire) || self.pending.load(Ordering::SeqCst) > 0 {
+        if !self.published.open.load(Ordering::Acquire)
+            || self.published.pending.load(Ordering::SeqCst) > 0
+        {
             return None;
         }
         // Counted before the second look, so a retiring actor that closes the gate and then
         // reads in_flight either sees this request or makes it ask (SeqCst on both sides).
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if !self.open.load(Ordering::SeqCst) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.counters.in_flight.fetch_add(1, Ordering::SeqCst);
+        if !self.published.open.load(Ordering::SeqCst) {
+            self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
         if let Err(refused) = self.take_budgets(tokens) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Some(Err(refused));
         }
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
 
     /// A grant the actor decided.
     pub(super) fn count_grant(&self) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Books a success: counters, latency, and the token correction.
     pub(super) fn settle_success(&self, latency: Duration, estimated: u32, used: Option<u64>) {
-        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.counters.successes.fetch_add(1, Ordering::Relaxed);
         self.record_latency(latency);
         self.correct_tokens(estimated, used);
     }
@@ -158,23 +186,24 @@ impl TargetShared {
 
     /// An outcome is on its way to the actor (call before sending it).
     pub(super) fn outcome_sent(&self) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.published.pending.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The actor is handling an outcome.
     pub(super) fn outcome_handled(&self) {
         // Saturating: never wraps, whatever the interleaving.
         let _ = self
+            .published
             .pending
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     pub(super) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::SeqCst)
+        self.counters.in_flight.load(Ordering::SeqCst)
     }
 }
 

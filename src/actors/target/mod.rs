@@ -223,6 +223,7 @@ impl Permit {
                 OutcomeKind::Success => self
                     .target
                     .shared
+                    .published
                     .quiet
                     .load(std::sync::atomic::Ordering::SeqCst),
                 OutcomeKind::Cancelled => true,
