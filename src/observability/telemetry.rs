@@ -42,6 +42,7 @@ pub fn init(telemetry: Option<&crate::config::TelemetrySettings>) -> Option<supe
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -50,6 +51,12 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// How often the recorder's histograms are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds of the recorder's histograms done by the upkeep thread (for its test).
+static UPKEEPS: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the Prometheus recorder (once per process); `/metrics` renders it.
 pub fn install_metrics() {
@@ -61,8 +68,28 @@ pub fn install_metrics() {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .ok()?;
-        builder.install_recorder().ok()
+        let handle = builder.install_recorder().ok()?;
+        spawn_upkeep(handle.clone(), UPKEEP_EVERY);
+        Some(handle)
     });
+}
+
+/// The recorder keeps every histogram sample until it folds them into buckets, which it does
+/// only when rendered or told to (`install_recorder` starts no upkeep task of its own). Unscraped,
+/// two samples a request piled up without bound (hundreds of MB an hour at full load), so a
+/// thread of its own folds them on a timer, off the request path.
+fn spawn_upkeep(handle: PrometheusHandle, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("llmux-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            handle.run_upkeep();
+            UPKEEPS.fetch_add(1, Ordering::Relaxed);
+        });
+    if let Err(e) = spawned {
+        // Without it /metrics still works; only unscraped histograms grow.
+        tracing::warn!("could not start the metrics upkeep thread: {e}");
+    }
 }
 
 /// The Prometheus text exposition of every metric.
@@ -224,6 +251,21 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upkeep_thread_folds_histograms_on_its_timer() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let before = UPKEEPS.load(Ordering::Relaxed);
+        spawn_upkeep(handle, Duration::from_millis(5));
+        let t0 = std::time::Instant::now();
+        while UPKEEPS.load(Ordering::Relaxed) < before + 3 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the upkeep thread never ran"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     /// A request started on one thread and ended on another nets zero in flight, and every
     /// thread's tokens reach the sums (no other test in this binary moves these tallies).
