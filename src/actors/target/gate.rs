@@ -107,6 +107,10 @@ impl TargetShared {
     /// when. Only a request-budget refusal is published: every request needs a request cell,
     /// but a token refusal says nothing about a smaller request, which may still fit.
     pub(super) fn take_budgets(&self, tokens: u32) -> Result<(), (Refusal, u64)> {
+        // No clock read for a target without budgets (~25 ns, on every request).
+        if !self.budgets.is_limited() {
+            return Ok(());
+        }
         let now = now_ms();
         self.budgets
             .take(now, tokens)
@@ -172,7 +176,7 @@ impl TargetShared {
 
     /// Lands reported usage in the local token budget (debt or refund).
     pub(super) fn correct_tokens(&self, estimated: u32, used: Option<u64>) {
-        if let Some(used) = used {
+        if let Some(used) = used.filter(|_| self.budgets.is_limited()) {
             self.budgets.correct(now_ms(), estimated, used);
         }
     }
