@@ -80,8 +80,8 @@ def paired_section(raw, meta, targets):
     if not pairs:
         return []
     L = ["## llmux against its floor, paired rounds (issue 15)", "",
-         f"The floor (`examples/floor.rs`: actix-web + reqwest forwarding, nothing else) and llmux run back "
-         f"to back in each round, the order alternating; each round gives one ratio (throughput) or one "
+         f"The floor (`examples/floor.rs`: actix-web + reqwest forwarding, nothing else) and a fresh llmux "
+         f"process on the `single` config run back to back in each round, the order alternating; each round gives one ratio (throughput) or one "
          f"difference (p50 at {int(meta.get('pair_rate', 5000)):,} RPS, 50 connections), and the target is "
          f"judged on their median. {meta.get('pair_duration_s', '?')} s per run.", ""]
     rows = []

@@ -316,6 +316,7 @@ alloc_port FLOOR_PORT
 alloc_port FLOOR_HYPER_PORT
 alloc_port LLMUX_BEFORE_PORT
 alloc_port LLMUX_FRESH_PORT
+alloc_port LLMUX_PAIR_PORT
 alloc_port LLMUX_KEYS_PORT
 alloc_port LLMUX_OTEL_PORT
 MOCK=http://127.0.0.1:$MOCK_PORT
@@ -800,22 +801,31 @@ thread_snap "wrk runs"
 # llmux against its floor (issue 15's targets), paired: in each round the two run back to back,
 # the order alternating, so a drift of the shared machine between rounds cancels in that
 # round's ratio. Single runs here move by ±15 % from one minute to the next; the report takes
-# the median of PAIR_ROUNDS per-round ratios and shows their spread.
+# the median of PAIR_ROUNDS per-round ratios and shows their spread. The llmux here is a
+# process of its own on the `single` config (files still say `llmux`), as the floor only ever
+# serves that one path: by now the main llmux has also served trees, the cache and Gemini,
+# and it runs with every contender's config (its numbers are in the tables above).
 if [ -n "${URL[floor]:-}" ] && [ "$PAIR_ROUNDS" -gt 0 ]; then
+  write_llmux_config "$LLMUX_PAIR_PORT" "$WORK/llmux-pair.toml"
+  RUST_LOG=warn start_bg llmux-pair "$BIN/llmux" --config "$WORK/llmux-pair.toml"
+  wait_ok llmux-pair "http://127.0.0.1:$LLMUX_PAIR_PORT/v1/models" 100 || true
+  reg llmux-pair "http://127.0.0.1:$LLMUX_PAIR_PORT/v1/chat/completions"
+  lg "$WORK/warm__llmux-pair.json" llmux-pair 30 closed --conns 32 --duration-s 1 --body-file "$WORK/body.json" >/dev/null || true
   for round in $(seq 1 "$PAIR_ROUNDS"); do
-    pair=(floor llmux)
-    [ $((round % 2)) = 0 ] && pair=(llmux floor)
+    pair=(floor llmux-pair)
+    [ $((round % 2)) = 0 ] && pair=(llmux-pair floor)
     say "llmux vs floor, round $round/$PAIR_ROUNDS: $PAIR_RATE RPS, then wrk -t2 at $CONNS connections, ${PDUR}s each (load $(loadavg))"
     for n in "${pair[@]}"; do
-      lg "$RAW/pair-rate__${n}__r$round.json" "$n" $((PDUR + 20)) rate --rps "$PAIR_RATE" \
+      lg "$RAW/pair-rate__${n%-pair}__r$round.json" "$n" $((PDUR + 20)) rate --rps "$PAIR_RATE" \
         --duration-s "$PDUR" --conns 50 --body-file "$WORK/body.json" || true
     done
     for c in $CONNS; do
       for n in "${pair[@]}"; do
-        wrk_run "$RAW/pair-c${c}__${n}__r$round.json" "$n" "$c" "$PDUR"
+        wrk_run "$RAW/pair-c${c}__${n%-pair}__r$round.json" "$n" "$c" "$PDUR"
       done
     done
   done
+  stop_bg llmux-pair
   echo "pair_rate=$PAIR_RATE" >>"$RAW/meta.env"
   echo "pair_duration_s=$PDUR" >>"$RAW/meta.env"
 fi
