@@ -168,10 +168,10 @@ enum LeafError {
     Failed { error: AttemptError, retries: u32 },
 }
 
-/// What the data path keeps across requests.
+/// What the data path keeps across requests, borrowed from the server's state for the
+/// request: cloning these `Arc`s would touch reference counts that every worker shares (a
+/// cache-line transfer each).
 #[derive(Default, Clone)]
-/// Borrowed from the server's state for the request: cloning these `Arc`s would touch
-/// reference counts that every worker shares (a cache-line transfer each).
 pub struct Services<'a> {
     /// The response cache, for leaves whose tree says `cache`.
     pub cache: Option<&'a Arc<Cache>>,
