@@ -808,10 +808,15 @@ thread_snap "wrk runs"
 if [ -n "${URL[floor]:-}" ] && [ "$PAIR_ROUNDS" -gt 0 ]; then
   write_llmux_config "$LLMUX_PAIR_PORT" "$WORK/llmux-pair.toml"
   RUST_LOG=warn start_bg llmux-pair "$BIN/llmux" --config "$WORK/llmux-pair.toml"
-  wait_ok llmux-pair "http://127.0.0.1:$LLMUX_PAIR_PORT/v1/models" 100 || true
   reg llmux-pair "http://127.0.0.1:$LLMUX_PAIR_PORT/v1/chat/completions"
-  lg "$WORK/warm__llmux-pair.json" llmux-pair 30 closed --conns 32 --duration-s 1 --body-file "$WORK/body.json" >/dev/null || true
-  for round in $(seq 1 "$PAIR_ROUNDS"); do
+  pair_rounds=$PAIR_ROUNDS
+  if wait_ok llmux-pair "http://127.0.0.1:$LLMUX_PAIR_PORT/v1/models" 100; then
+    lg "$WORK/warm__llmux-pair.json" llmux-pair 30 closed --conns 32 --duration-s 1 --body-file "$WORK/body.json" >/dev/null || true
+  else
+    note pairs "not run: the paired llmux did not start (see logs/llmux-pair.log)"
+    pair_rounds=0
+  fi
+  for round in $(seq 1 "$pair_rounds"); do
     pair=(floor llmux-pair)
     [ $((round % 2)) = 0 ] && pair=(llmux-pair floor)
     say "llmux vs floor, round $round/$PAIR_ROUNDS: $PAIR_RATE RPS, then wrk -t2 at $CONNS connections, ${PDUR}s each (load $(loadavg))"
