@@ -10,6 +10,7 @@ the same test; throughput ratios are against nginx in the same test.
 
 import json
 import os
+import math
 import statistics
 import re
 import sys
@@ -74,6 +75,20 @@ def paired(raw):
     return out
 
 
+def median_interval(vals, level=0.95):
+    """A distribution-free interval for the median of what the rounds sample: the k-th smallest
+    and k-th largest of n rounds hold it with probability 1 − 2·P(Binomial(n, ½) < k); k is the
+    largest with at least `level`. None when n is too small for `level` (n < 6 at 95 %)."""
+    xs = sorted(vals)
+    n = len(xs)
+    best = None
+    for k in range(1, n // 2 + 1):
+        tail = sum(math.comb(n, i) for i in range(k)) / 2 ** n
+        if 1 - 2 * tail >= level:
+            best = (xs[k - 1], xs[n - k], 1 - 2 * tail)
+    return best
+
+
 def paired_section(raw, meta, targets):
     """Issue 15's targets, each from the median of per-round comparisons of llmux with the floor."""
     pairs = paired(raw)
@@ -94,12 +109,15 @@ def paired_section(raw, meta, targets):
             med = statistics.median(vals)
             floor50 = statistics.median(pct(r["floor"], "latency_us", "p50") for r in rounds)
             llmux50 = statistics.median(pct(r["llmux"], "latency_us", "p50") for r in rounds)
+            ci = median_interval(vals)
+            span = f"{signed_us(ci[0])} … {signed_us(ci[1])}" if ci else "–"
             rows.append([f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS, llmux − floor", len(vals),
-                         ", ".join(signed_us(v) for v in vals), f"**{signed_us(med)}**",
+                         ", ".join(signed_us(v) for v in vals), f"**{signed_us(med)}**", span,
                          f"{us(floor50)} / {us(llmux50)}"])
             targets.append((f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS within "
                             f"{T_FLOOR_ADDED_P50_US} µs of the floor's (median of {len(vals)} paired rounds)",
-                            signed_us(med), med <= T_FLOOR_ADDED_P50_US))
+                            signed_us(med) + (f" (95 % interval {span})" if ci else ""),
+                            med <= T_FLOOR_ADDED_P50_US))
         else:
             c = int(t[6:])
             rps = lambda d: d.get("rps", d.get("achieved_rps", 0))
@@ -109,12 +127,20 @@ def paired_section(raw, meta, targets):
             med = statistics.median(vals)
             floor_rps = statistics.median(rps(r["floor"]) for r in rounds)
             llmux_rps = statistics.median(rps(r["llmux"]) for r in rounds)
+            ci = median_interval(vals)
+            span = f"{ci[0]:.2f} … {ci[1]:.2f}" if ci else "–"
             rows.append([f"throughput at {c} connections, llmux ÷ floor", len(vals),
-                         ", ".join(f"{v:.2f}" for v in vals), f"**{med:.2f}×**",
+                         ", ".join(f"{v:.2f}" for v in vals), f"**{med:.2f}×**", span,
                          f"{floor_rps:,.0f} / {llmux_rps:,.0f} RPS"])
             targets.append((f"throughput at {c} connections ≥ {T_FLOOR_THROUGHPUT}× the floor's "
-                            f"(median of {len(vals)} paired rounds)", f"{med:.2f}×", med >= T_FLOOR_THROUGHPUT))
-    L += table(["comparison", "rounds", "per round", "median", "floor / llmux (medians)"], rows)
+                            f"(median of {len(vals)} paired rounds)",
+                            f"{med:.2f}×" + (f" (95 % interval {span})" if ci else ""),
+                            med >= T_FLOOR_THROUGHPUT))
+    L += table(["comparison", "rounds", "per round", "median", "95 % interval of the median",
+                "floor / llmux (medians)"], rows)
+    L += ["", "The interval is distribution-free (order statistics of the rounds): it assumes only "
+          "that rounds are independent. A target whose line lies inside it is not settled by this run; "
+          "more rounds (`BENCH_PAIR_ROUNDS`) narrow it."]
     L.append("")
     return L
 

@@ -23,7 +23,8 @@
 #   BENCH_PAIR_ROUNDS    rounds of the paired llmux-vs-floor runs (issue 15's targets): in
 #                        each, the floor and llmux run back to back (order alternating) at
 #                        BENCH_PAIR_RATE RPS and at each BENCH_CONNS; the report takes the
-#                        median of the per-round ratios (default 6; 0 skips them)
+#                        median of the per-round ratios, with a distribution-free 95 %
+#                        interval for it (default 10; 0 skips them)
 #   BENCH_PAIR_RATE      fixed rate of the paired latency runs (default 5000)
 #   BENCH_PAIR_DURATION_S  seconds per paired run (default 3)
 #   BENCH_SETTLE_S       pause after each max-throughput run of a contender faster than any
@@ -64,7 +65,7 @@ HOLD_STREAMS=${BENCH_HOLD_STREAMS:-2000 9500}
 PEERS=${BENCH_PEERS:-1}
 ROUNDS=${BENCH_ROUNDS:-2}
 SETTLE=${BENCH_SETTLE_S:-3}
-PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-6}
+PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-10}
 PAIR_RATE=${BENCH_PAIR_RATE:-5000}
 PDUR=${BENCH_PAIR_DURATION_S:-3}
 PERF=${BENCH_PERF:-1}
