@@ -41,8 +41,11 @@ pub fn init(telemetry: Option<&crate::config::TelemetrySettings>) -> Option<supe
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use thread_local::ThreadLocal;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -83,6 +86,7 @@ fn spawn_upkeep(handle: PrometheusHandle, every: Duration) {
         .name("llmux-metrics".into())
         .spawn(move || loop {
             std::thread::sleep(every);
+            publish_splits();
             handle.run_upkeep();
             UPKEEPS.fetch_add(1, Ordering::Relaxed);
         });
@@ -98,7 +102,113 @@ pub fn render_metrics() -> String {
         return String::new();
     };
     publish_tallies();
+    publish_splits();
     handle.render()
+}
+
+/// A counter each thread adds to on a cache line of its own; `/metrics` and the upkeep thread
+/// publish the sum to the recorder's counter. A recorder counter that both workers add to on
+/// every request moves its cache line between the cores each time.
+pub struct SplitCounter {
+    shared: Counter,
+    parts: ThreadLocal<CachePadded<AtomicU64>>,
+}
+
+impl SplitCounter {
+    pub fn increment(&self, n: u64) {
+        // Only this thread writes its part (a thread that ends hands its slot to the next
+        // thread that starts, which goes on adding to it).
+        bump(self.parts.get_or_default(), n);
+    }
+
+    fn publish(&self) {
+        let sum = self
+            .parts
+            .iter()
+            .fold(0u64, |a, p| a.wrapping_add(p.load(Ordering::Relaxed)));
+        self.shared.absolute(sum);
+    }
+}
+
+/// A histogram whose samples each thread keeps in a buffer of its own until `/metrics` or the
+/// upkeep thread hands them to the recorder's histogram (whose own buffer every worker would
+/// otherwise append to). At most one upkeep period of samples waits in the buffers.
+pub struct SplitHistogram {
+    shared: Histogram,
+    parts: ThreadLocal<CachePadded<Mutex<Vec<f64>>>>,
+}
+
+impl SplitHistogram {
+    pub fn record(&self, v: f64) {
+        // Uncontended but for the moment a publish takes the batch.
+        lock(self.parts.get_or_default()).push(v);
+    }
+
+    fn publish(&self) {
+        for part in self.parts.iter() {
+            let batch = std::mem::take(&mut *lock(part));
+            for v in batch {
+                self.shared.record(v);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every split metric, by its name and labels: one per series, whoever asks for it (a target
+/// rebuilt by a reload adds to the same series as the one it replaced). Like the recorder's
+/// own registry, it keeps every series it was ever given.
+#[derive(Default)]
+struct Splits {
+    counters: HashMap<String, Arc<SplitCounter>>,
+    histograms: HashMap<String, Arc<SplitHistogram>>,
+}
+
+static SPLITS: Mutex<Option<Splits>> = Mutex::new(None);
+
+/// The split counter of the series `key` (its name and labels, spelled the same by every
+/// caller), made with `counter` the first time.
+pub fn split_counter(key: String, counter: impl FnOnce() -> Counter) -> Arc<SplitCounter> {
+    let mut splits = lock(&SPLITS);
+    let splits = splits.get_or_insert_with(Splits::default);
+    splits
+        .counters
+        .entry(key)
+        .or_insert_with(|| {
+            Arc::new(SplitCounter {
+                shared: counter(),
+                parts: ThreadLocal::new(),
+            })
+        })
+        .clone()
+}
+
+/// The split histogram of the series `key`, made with `histogram` the first time.
+pub fn split_histogram(key: String, histogram: impl FnOnce() -> Histogram) -> Arc<SplitHistogram> {
+    let mut splits = lock(&SPLITS);
+    let splits = splits.get_or_insert_with(Splits::default);
+    splits
+        .histograms
+        .entry(key)
+        .or_insert_with(|| {
+            Arc::new(SplitHistogram {
+                shared: histogram(),
+                parts: ThreadLocal::new(),
+            })
+        })
+        .clone()
+}
+
+/// Hands every split metric's threads' counts and samples to the recorder.
+fn publish_splits() {
+    let splits = lock(&SPLITS);
+    if let Some(splits) = splits.as_ref() {
+        splits.counters.values().for_each(|c| c.publish());
+        splits.histograms.values().for_each(|h| h.publish());
+    }
 }
 
 /// One thread's running totals of the request metrics that every request moves. Each worker
@@ -155,14 +265,14 @@ fn publish_tallies() {
 
 /// Metric handles cached per worker thread. Looking a metric up by name builds, hashes and
 /// compares its label strings in the shared registry; at tens of thousands of requests per
-/// second that showed in profiles, a cached handle is one atomic add.
+/// second that showed in profiles, a cached handle adds to this thread's part of the metric.
 struct Handles {
     /// Per config id: (status, endpoint, requests counter, duration histogram).
     by_config: HashMap<String, Vec<ConfigHandles>, foldhash::fast::RandomState>,
 }
 
 /// One config's request handles: (status, endpoint, requests counter, duration histogram).
-type ConfigHandles = (u16, &'static str, Counter, Histogram);
+type ConfigHandles = (u16, &'static str, Arc<SplitCounter>, Arc<SplitHistogram>);
 
 /// Distinct config ids cached per thread before the cache starts over (inline configs can
 /// bring many).
@@ -208,14 +318,24 @@ pub fn record_request(m: RequestMetrics<'_>) {
         {
             Some(i) => i,
             None => {
-                let config = m.config.to_owned();
+                let (config, status, endpoint) = (m.config.to_owned(), m.status, m.endpoint);
                 row.push((
-                    m.status,
-                    m.endpoint,
-                    metrics::counter!("llmux_requests_total", "config" => config.clone(),
-                        "status" => m.status.to_string(), "endpoint" => m.endpoint),
-                    metrics::histogram!("llmux_request_duration_seconds", "config" => config,
-                        "endpoint" => m.endpoint),
+                    status,
+                    endpoint,
+                    split_counter(
+                        format!("llmux_requests_total\0{config}\0{status}\0{endpoint}"),
+                        || {
+                            metrics::counter!("llmux_requests_total", "config" => config.clone(),
+                                "status" => status.to_string(), "endpoint" => endpoint)
+                        },
+                    ),
+                    split_histogram(
+                        format!("llmux_request_duration_seconds\0{config}\0{endpoint}"),
+                        || {
+                            metrics::histogram!("llmux_request_duration_seconds",
+                                "config" => config.clone(), "endpoint" => endpoint)
+                        },
+                    ),
                 ));
                 row.len() - 1
             }
@@ -265,6 +385,59 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The value of the one exported sample of `name` whose labels include `config`.
+    fn sample(text: &str, name: &str, config: &str) -> Option<f64> {
+        let label = format!("config=\"{config}\"");
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Requests counted and timed on several threads reach `/metrics` summed, a second render
+    /// counts nothing twice, and every caller of one series shares one split metric (a
+    /// reloaded target adds to the series of the one it replaced).
+    #[test]
+    fn split_metrics_add_up_across_threads_and_reach_the_recorder() {
+        install_metrics();
+        let config = "split-test";
+        let threads: Vec<_> = (0..3)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    for _ in 0..=i {
+                        record_request(RequestMetrics {
+                            config,
+                            status: 200,
+                            endpoint: "chat.completions",
+                            seconds: 0.002,
+                            fallbacks: 0,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                        });
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        for _ in 0..2 {
+            let text = render_metrics();
+            assert_eq!(
+                sample(&text, "llmux_requests_total", config),
+                Some(6.0),
+                "{text}"
+            );
+            assert_eq!(
+                sample(&text, "llmux_request_duration_seconds_count", config),
+                Some(6.0),
+                "{text}"
+            );
+        }
+        let key = || format!("llmux_attempts_total\0{config}\0200");
+        let a = split_counter(key(), || metrics::counter!("split_test_a"));
+        let b = split_counter(key(), || unreachable!("the series exists"));
+        assert!(Arc::ptr_eq(&a, &b));
     }
 
     /// A request started on one thread and ended on another nets zero in flight, and every

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
@@ -16,6 +16,9 @@ use crossbeam_utils::CachePadded;
 use super::budget::{Budgets, Refused, Which};
 use super::Refusal;
 use crate::clock::now_ms;
+use crate::observability::telemetry::{
+    split_counter, split_histogram, SplitCounter, SplitHistogram,
+};
 
 /// Latency samples kept for recent percentiles.
 const LATENCY_WINDOW: usize = 512;
@@ -30,8 +33,8 @@ pub struct TargetShared {
     pub(super) budgets: Budgets,
     pub(super) latency: Mutex<Latency>,
     /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
-    pub(super) attempts_ok: metrics::Counter,
-    pub(super) attempt_seconds: metrics::Histogram,
+    pub(super) attempts_ok: Arc<SplitCounter>,
+    pub(super) attempt_seconds: Arc<SplitHistogram>,
 }
 
 pub(super) struct Published {
@@ -76,10 +79,17 @@ impl TargetShared {
                 ewma_ms: None,
                 window: VecDeque::with_capacity(LATENCY_WINDOW),
             }),
-            attempts_ok: metrics::counter!("llmux_attempts_total",
-                "virtual_key" => name.to_owned(), "status" => "200"),
-            attempt_seconds: metrics::histogram!("llmux_attempt_duration_seconds",
-                "virtual_key" => name.to_owned()),
+            attempts_ok: split_counter(format!("llmux_attempts_total\0{name}\0200"), || {
+                metrics::counter!("llmux_attempts_total",
+                    "virtual_key" => name.to_owned(), "status" => "200")
+            }),
+            attempt_seconds: split_histogram(
+                format!("llmux_attempt_duration_seconds\0{name}"),
+                || {
+                    metrics::histogram!("llmux_attempt_duration_seconds",
+                        "virtual_key" => name.to_owned())
+                },
+            ),
         }
     }
 
