@@ -169,37 +169,42 @@ struct Splits {
 
 static SPLITS: Mutex<Option<Splits>> = Mutex::new(None);
 
+/// The split metric of the series `key` in `pick(splits)`, made with `make` the first time.
+fn split<T>(
+    key: String,
+    pick: impl FnOnce(&mut Splits) -> &mut HashMap<String, Arc<T>>,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut splits = lock(&SPLITS);
+    pick(splits.get_or_insert_with(Splits::default))
+        .entry(key)
+        .or_insert_with(|| Arc::new(make()))
+        .clone()
+}
+
 /// The split counter of the series `key` (its name and labels, spelled the same by every
 /// caller), made with `counter` the first time.
 pub fn split_counter(key: String, counter: impl FnOnce() -> Counter) -> Arc<SplitCounter> {
-    let mut splits = lock(&SPLITS);
-    let splits = splits.get_or_insert_with(Splits::default);
-    splits
-        .counters
-        .entry(key)
-        .or_insert_with(|| {
-            Arc::new(SplitCounter {
-                shared: counter(),
-                parts: ThreadLocal::new(),
-            })
-        })
-        .clone()
+    split(
+        key,
+        |s| &mut s.counters,
+        || SplitCounter {
+            shared: counter(),
+            parts: ThreadLocal::new(),
+        },
+    )
 }
 
 /// The split histogram of the series `key`, made with `histogram` the first time.
 pub fn split_histogram(key: String, histogram: impl FnOnce() -> Histogram) -> Arc<SplitHistogram> {
-    let mut splits = lock(&SPLITS);
-    let splits = splits.get_or_insert_with(Splits::default);
-    splits
-        .histograms
-        .entry(key)
-        .or_insert_with(|| {
-            Arc::new(SplitHistogram {
-                shared: histogram(),
-                parts: ThreadLocal::new(),
-            })
-        })
-        .clone()
+    split(
+        key,
+        |s| &mut s.histograms,
+        || SplitHistogram {
+            shared: histogram(),
+            parts: ThreadLocal::new(),
+        },
+    )
 }
 
 /// Hands every split metric's threads' counts and samples to the recorder.
