@@ -230,16 +230,8 @@ struct Tally {
     completion_tokens: AtomicU64,
 }
 
-/// Every thread's tally. Leaked: one small block per thread that ever served a request.
-static TALLIES: Mutex<Vec<&'static Tally>> = Mutex::new(Vec::new());
-
-thread_local! {
-    static TALLY: &'static Tally = {
-        let t: &'static Tally = Box::leak(Box::default());
-        TALLIES.lock().unwrap_or_else(|e| e.into_inner()).push(t);
-        t
-    };
-}
+/// Every thread's tally (a thread that ends hands its tally to the next thread that starts).
+static TALLY: ThreadLocal<Tally> = ThreadLocal::new();
 
 /// Adds `n` to a counter only this thread writes: a plain load and store, no locked
 /// instruction (`/metrics` only reads it).
@@ -250,7 +242,7 @@ fn bump(c: &AtomicU64, n: u64) {
 /// The threads' tallies added up: (in flight, fallbacks, prompt tokens, completion tokens).
 fn tally_sums() -> (i64, u64, u64, u64) {
     let (mut in_flight, mut fallbacks, mut prompt, mut completion) = (0i64, 0u64, 0u64, 0u64);
-    for t in TALLIES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for t in TALLY.iter() {
         in_flight += t.in_flight.load(Ordering::Relaxed);
         fallbacks = fallbacks.wrapping_add(t.fallbacks.load(Ordering::Relaxed));
         prompt = prompt.wrapping_add(t.prompt_tokens.load(Ordering::Relaxed));
@@ -348,11 +340,10 @@ pub fn record_request(m: RequestMetrics<'_>) {
         row[i].2.increment(1);
         row[i].3.record(m.seconds);
     });
-    TALLY.with(|t| {
-        bump(&t.fallbacks, m.fallbacks);
-        bump(&t.prompt_tokens, m.prompt_tokens);
-        bump(&t.completion_tokens, m.completion_tokens);
-    })
+    let t = TALLY.get_or_default();
+    bump(&t.fallbacks, m.fallbacks);
+    bump(&t.prompt_tokens, m.prompt_tokens);
+    bump(&t.completion_tokens, m.completion_tokens);
 }
 
 /// Counts a request as in flight until dropped (a stream carries it until it ends).
@@ -360,7 +351,10 @@ pub struct InFlight(());
 
 impl InFlight {
     pub fn start() -> InFlight {
-        TALLY.with(|t| t.in_flight.fetch_add(1, Ordering::Relaxed));
+        TALLY
+            .get_or_default()
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
         InFlight(())
     }
 }
@@ -369,7 +363,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // On the thread that ends it: a read-modify-write, as another thread may have started
         // it (the sum over all threads is what counts).
-        TALLY.with(|t| t.in_flight.fetch_sub(1, Ordering::Relaxed));
+        TALLY
+            .get_or_default()
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
