@@ -933,4 +933,50 @@ mod tests {
         assert_eq!((e.status, e.class), (400, FailureClass::Client));
         assert_eq!(e.code.as_deref(), Some("invalid_json"));
     }
+
+    /// The vendored reqwest's patch (vendor/README.md) skips the redirect layer's URL re-parses
+    /// for `Policy::none()`: the answer must still name the URL that was sent, query included,
+    /// and a redirect must come back as the 3xx it is, its Location never asked.
+    #[tokio::test]
+    async fn the_client_reports_the_sent_url_and_never_follows_a_redirect() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_at = elsewhere.local_addr().unwrap();
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = server.accept().await else {
+                    return;
+                };
+                let mut head = vec![0u8; 4096];
+                let n = s.read(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).into_owned();
+                let answer = if head.starts_with("GET /moved") {
+                    format!(
+                        "HTTP/1.1 302 Found\r\nlocation: http://{elsewhere_at}/x\r\n\
+                         content-length: 0\r\n\r\n"
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string()
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let c = client();
+        let url = reqwest::Url::parse(&format!("http://{at}/v1/models?key=a%20b")).unwrap();
+        let r = c.get(url.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.url(), &url);
+        let moved = reqwest::Url::parse(&format!("http://{at}/moved")).unwrap();
+        // Following would connect to `elsewhere`, which never answers: bound the wait.
+        let r = tokio::time::timeout(Duration::from_secs(10), c.get(moved.clone()).send())
+            .await
+            .expect("the redirect was followed")
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.url(), &moved);
+        let asked = futures_util::future::poll_immediate(elsewhere.accept()).await;
+        assert!(asked.is_none(), "the redirect's Location was asked");
+    }
 }
