@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use thread_local::ThreadLocal;
 
 use crate::config::{Price, Pricing};
 
@@ -249,16 +250,32 @@ fn undated(model: &str) -> Option<&str> {
 }
 
 pub struct RequestLog {
-    /// The entries and the traffic series under one lock: a finished request takes it once.
-    inner: Mutex<Inner>,
+    /// One ring per thread that finishes requests (each HTTP worker), each holding up to
+    /// `capacity` entries and its own traffic series. A finished request takes only its own
+    /// thread's lock, so the workers never wait on each other or pass its cache lines back and
+    /// forth, and an entry is freed on the thread that made it. Readers (the admin API) merge
+    /// the rings, newest first.
+    rings: ThreadLocal<Mutex<Inner>>,
     capacity: usize,
     /// Hourly aggregates for `/admin/usage`.
     pub usage: Option<Arc<super::usage::Usage>>,
 }
 
 struct Inner {
-    entries: VecDeque<Arc<Entry>>,
+    /// `(when it was pushed, in ns of the process clock, entry)`, oldest first.
+    entries: VecDeque<(u64, Arc<Entry>)>,
     traffic: Traffic,
+}
+
+/// Nanoseconds since the first call, on the monotonic clock: orders entries across rings.
+fn stamp() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        BASE.get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 impl RequestLog {
@@ -267,9 +284,6 @@ impl RequestLog {
         entry.price(pricing);
         if let (Some(spend), Some(usd)) = (entry.spend.take(), entry.cost_usd) {
             spend.record(usd);
-        }
-        if let Some(usage) = &self.usage {
-            usage.record(&entry);
         }
         if let Some(span) = entry.otel.take() {
             super::otel::finish_request(&span, &entry);
@@ -307,15 +321,16 @@ impl RequestLog {
             error = entry.error.as_deref().unwrap_or(""),
             "request finished"
         );
+        let entry = Arc::new(entry);
+        if let Some(usage) = &self.usage {
+            usage.record_batched(&entry);
+        }
         self.push(entry);
     }
 
     pub fn new(capacity: usize) -> RequestLog {
         RequestLog {
-            inner: Mutex::new(Inner {
-                entries: VecDeque::with_capacity(capacity.min(4096)),
-                traffic: Traffic::default(),
-            }),
+            rings: ThreadLocal::new(),
             capacity: capacity.max(1),
             usage: None,
         }
@@ -327,26 +342,35 @@ impl RequestLog {
         self
     }
 
-    pub fn push(&self, e: Entry) {
+    pub fn push(&self, e: Arc<Entry>) {
         let error = !(200..300).contains(&e.status) || e.error.is_some();
         let secs = e.time / 1000;
-        let e = Arc::new(e);
+        let at = stamp();
+        let ring = self.rings.get_or(|| {
+            Mutex::new(Inner {
+                entries: VecDeque::with_capacity(self.capacity.min(4096)),
+                traffic: Traffic::default(),
+            })
+        });
         let evicted = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = ring.lock().unwrap_or_else(|e| e.into_inner());
             inner.traffic.record(secs, error);
             let q = &mut inner.entries;
             let evicted = (q.len() >= self.capacity).then(|| q.pop_front()).flatten();
-            q.push_back(e);
+            q.push_back((at, e));
             evicted
         };
-        // Freed outside the lock: the other workers wait on it.
+        // Freed outside the lock: a reader may be waiting on it.
         drop(evicted);
     }
 
-    /// The traffic series (see [`Traffic::series`]).
+    /// The traffic series of all threads, added up (see [`Traffic::series`]).
     pub fn traffic(&self) -> Vec<Bucket> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.traffic.series()
+        let mut all = Traffic::default();
+        for ring in self.rings.iter() {
+            all.add(&ring.lock().unwrap_or_else(|e| e.into_inner()).traffic);
+        }
+        all.series()
     }
 
     /// Newest first, optionally only one trace id.
@@ -370,15 +394,21 @@ impl RequestLog {
                     .is_some_and(|x| x == v)
             })
         };
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| trace_id.is_none_or(|t| &*e.trace_id == t) && has(e))
-            .take(limit)
-            .cloned()
-            .collect()
+        let mut found: Vec<(u64, Arc<Entry>)> = Vec::new();
+        for ring in self.rings.iter() {
+            let inner = ring.lock().unwrap_or_else(|e| e.into_inner());
+            found.extend(
+                inner
+                    .entries
+                    .iter()
+                    .rev()
+                    .filter(|(_, e)| trace_id.is_none_or(|t| &*e.trace_id == t) && has(e))
+                    .take(limit)
+                    .cloned(),
+            );
+        }
+        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.into_iter().take(limit).map(|(_, e)| e).collect()
     }
 }
 
@@ -430,6 +460,29 @@ impl Traffic {
         }
     }
 
+    /// Adds another thread's series: counts of the same second are summed, and the result
+    /// keeps the window that ends at the newest second of either.
+    pub fn add(&mut self, other: &Traffic) {
+        let mut by_second: BTreeMap<u64, Bucket> = self.buckets.iter().map(|b| (b.t, *b)).collect();
+        for b in &other.buckets {
+            let sum = by_second.entry(b.t).or_insert(Bucket {
+                t: b.t,
+                requests: 0,
+                errors: 0,
+            });
+            sum.requests += b.requests;
+            sum.errors += b.errors;
+        }
+        let newest = by_second.keys().next_back().copied().unwrap_or(0);
+        self.buckets = by_second
+            .into_values()
+            .filter(|b| b.t + (Traffic::WINDOW as u64) >= newest)
+            .collect();
+        while self.buckets.len() > Traffic::WINDOW {
+            self.buckets.pop_front();
+        }
+    }
+
     /// Seconds with traffic, oldest first (seconds without any are absent).
     pub fn series(&self) -> Vec<Bucket> {
         self.buckets.iter().copied().collect()
@@ -467,6 +520,74 @@ mod tests {
             total_tokens: prompt + completion,
             ..Entry::new(0, "".into(), "chat.completions")
         }
+    }
+
+    fn at(time: u64, trace: &str, status: u16) -> Arc<Entry> {
+        Arc::new(Entry {
+            status,
+            ..Entry::new(time, trace.into(), "chat.completions")
+        })
+    }
+
+    /// Each thread keeps its own ring; readers see all of them, newest first, filtered and
+    /// cut to the limit, and each ring keeps at most `capacity` entries.
+    #[test]
+    fn the_rings_of_every_thread_read_as_one_log_newest_first() {
+        let log = RequestLog::new(3);
+        log.push(at(1_000, "main-1", 200));
+        std::thread::scope(|s| {
+            s.spawn(|| log.push(at(1_000, "other-1", 200)));
+        });
+        log.push(at(1_000, "main-2", 500));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                log.push(at(2_000, "other-2", 200));
+                log.push(at(2_000, "other-3", 200));
+            });
+        });
+        let ids = |v: Vec<Arc<Entry>>| v.iter().map(|e| e.trace_id.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(log.recent(None, 10)),
+            ["other-3", "other-2", "main-2", "other-1", "main-1"]
+        );
+        assert_eq!(ids(log.recent(None, 2)), ["other-3", "other-2"]);
+        assert_eq!(ids(log.recent(Some("main-1"), 10)), ["main-1"]);
+        // A ring past its capacity drops its own oldest.
+        for i in 0..3 {
+            log.push(at(3_000, &format!("main-{}", 3 + i), 200));
+        }
+        let all = ids(log.recent(None, 10));
+        assert_eq!(all.len(), 6, "{all:?}");
+        assert!(
+            !all.iter().any(|t| t == "main-1" || t == "main-2"),
+            "{all:?}"
+        );
+        // The traffic series adds up the threads' seconds.
+        let series: Vec<(u64, u32, u32)> = log
+            .traffic()
+            .iter()
+            .map(|b| (b.t, b.requests, b.errors))
+            .collect();
+        assert_eq!(series, [(1, 3, 1), (2, 2, 0), (3, 3, 0)]);
+    }
+
+    #[test]
+    fn traffic_of_two_threads_adds_up_within_the_window() {
+        let mut a = Traffic::default();
+        let mut b = Traffic::default();
+        a.record(10, false);
+        a.record(10, true);
+        b.record(10, false);
+        b.record(12, false);
+        b.record(10 + Traffic::WINDOW as u64 + 1, false);
+        a.add(&b);
+        let s: Vec<(u64, u32, u32)> = a
+            .series()
+            .iter()
+            .map(|x| (x.t, x.requests, x.errors))
+            .collect();
+        // Second 10 fell out of the window that ends at the newest second.
+        assert_eq!(s, [(12, 1, 0), (10 + Traffic::WINDOW as u64 + 1, 1, 0)]);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use thread_local::ThreadLocal;
 
 use super::requestlog::Entry;
 
@@ -245,6 +246,9 @@ impl<'a> DimsOf<'a> {
 
 pub struct Usage {
     store: Mutex<(Store, Index)>,
+    /// Finished requests not yet added to `store`, per thread ([`Usage::record_batched`]): a
+    /// worker takes the shared lock once per [`BATCH`] requests instead of once per request.
+    pending: ThreadLocal<Mutex<Vec<Arc<Entry>>>>,
     /// The key of the row fingerprints in the index.
     seed: Seed,
     path: Option<PathBuf>,
@@ -309,6 +313,9 @@ pub struct Line {
 
 const HOUR: u64 = 3_600_000;
 
+/// Requests a thread gathers before it takes the store's lock to add them.
+const BATCH: usize = 32;
+
 impl Usage {
     /// Usage aggregates, read back from `path` when given and present (an unreadable file is
     /// set aside and a warning logged: usage is a report, never a reason not to start).
@@ -337,19 +344,55 @@ impl Usage {
         }
         Usage {
             store: Mutex::new((store, index)),
+            pending: ThreadLocal::new(),
             seed,
             path,
         }
     }
 
-    /// Adds one finished request. The common case (a row that exists) looks it up by the
-    /// entry's borrowed fields: no allocation.
+    /// Adds one finished request now.
     pub fn record(&self, e: &Entry) {
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        self.add(&mut guard, e);
+    }
+
+    /// Adds one finished request with the next [`BATCH`] of this thread's, or when a report or
+    /// snapshot is taken, whichever comes first: reports always include it.
+    pub fn record_batched(&self, e: &Arc<Entry>) {
+        let mine = self
+            .pending
+            .get_or(|| Mutex::new(Vec::with_capacity(BATCH)));
+        let full = {
+            let mut pending = mine.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(e.clone());
+            (pending.len() >= BATCH).then(|| std::mem::take(&mut *pending))
+        };
+        if let Some(batch) = full {
+            let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &batch {
+                self.add(&mut guard, e);
+            }
+        }
+    }
+
+    /// Adds every thread's pending requests to the store (under its lock, which the caller
+    /// holds, so a report sees each request exactly once).
+    fn flush(&self, guard: &mut (Store, Index)) {
+        for pending in self.pending.iter() {
+            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+            for e in &batch {
+                self.add(guard, e);
+            }
+        }
+    }
+
+    /// The common case (a row that exists) looks the row up by the entry's borrowed fields:
+    /// no allocation.
+    fn add(&self, guard: &mut (Store, Index), e: &Entry) {
         let hour = e.time / HOUR;
         let dims = DimsOf::of(e);
         let fp = dims.fingerprint(&self.seed);
-        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        let (store, index) = &mut *guard;
+        let (store, index) = guard;
         let rows = store.hours.entry(hour).or_default();
         let at = find(index, rows, hour, fp, |d| dims.matches(d));
         let (at, fp, owned) = match at {
@@ -393,7 +436,8 @@ impl Usage {
     /// UTC midnight) and group value, oldest first.
     pub fn report(&self, group: &GroupBy, from: u64, to: u64, day: bool) -> Vec<Line> {
         let span = if day { 24 * HOUR } else { HOUR };
-        let guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush(&mut guard);
         let mut out: BTreeMap<(u64, String), Sums> = BTreeMap::new();
         for (hour, rows) in guard.0.hours.range(from / HOUR..to.div_ceil(HOUR)) {
             let start = hour * HOUR / span * span;
@@ -423,7 +467,8 @@ impl Usage {
             return Ok(());
         };
         let json = {
-            let guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            self.flush(&mut guard);
             serde_json::to_vec(&guard.0).map_err(std::io::Error::other)?
         };
         write_atomically(path, &json)
@@ -524,6 +569,53 @@ mod tests {
         assert_eq!(find(&index, &rows, 1, 7, |d| of.matches(d)), Some(1));
         assert_eq!(find(&index, &rows, 1, 8, |d| *d == a), None);
         assert_eq!(find(&index, &rows, 2, 7, |d| *d == a), None);
+    }
+
+    /// Batched requests from several threads: each counts exactly once, in a report taken
+    /// before any batch filled, in one taken after some did, and in the saved snapshot.
+    #[test]
+    fn batched_requests_from_every_thread_are_in_every_report_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        let u = Usage::new(Some(path.clone()));
+        let t0 = 2_000 * HOUR;
+        let requests = |u: &Usage| -> u64 {
+            u.report(&GroupBy::Key, t0, t0 + HOUR, false)
+                .iter()
+                .map(|l| l.requests)
+                .sum()
+        };
+        let send = |u: &Usage, n: usize, key: &'static str| {
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for i in 0..n {
+                            u.record_batched(&Arc::new(entry(
+                                t0 + i as u64,
+                                key,
+                                "m",
+                                0.1,
+                                2.0,
+                                200,
+                            )));
+                        }
+                    });
+                }
+            });
+        };
+        send(&u, 3, "a");
+        assert_eq!(
+            requests(&u),
+            6,
+            "pending requests are flushed by the report"
+        );
+        assert_eq!(requests(&u), 6, "and counted once");
+        send(&u, BATCH + 5, "b");
+        assert_eq!(requests(&u), 6 + 2 * (BATCH as u64 + 5));
+        send(&u, 1, "c");
+        u.save().unwrap();
+        let again = Usage::new(Some(path));
+        assert_eq!(requests(&again), 6 + 2 * (BATCH as u64 + 5) + 2);
     }
 
     #[test]
