@@ -407,7 +407,7 @@ impl RequestLog {
                     .cloned(),
             );
         }
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         found.into_iter().take(limit).map(|(_, e)| e).collect()
     }
 }

@@ -438,13 +438,12 @@ impl Handler<GetStatus> for TargetActor {
             _ => Some(self.breaker.unavailable_until().saturating_sub(now)),
         };
         let shared = &self.shared;
-        let successes = shared.counters.successes.load(Ordering::Relaxed);
+        let successes = shared.successes();
         let mut by_status = self.by_status.clone();
         if successes > 0 {
             by_status.insert(200, successes);
         }
-        let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let [p50, p99] = latency.percentiles([0.5, 0.99]);
+        let (ewma, [p50, p99]) = shared.latency();
         let rpm = shared.budgets.requests(now);
         let tpm = shared.budgets.tokens_status(now);
         let (rpm_rate, tpm_rate) = shared.budgets.rates();
@@ -460,7 +459,7 @@ impl Handler<GetStatus> for TargetActor {
                     .map(|d| d.as_millis() as u64)
             }),
             in_flight: shared.in_flight(),
-            requests: shared.counters.requests.load(Ordering::Relaxed),
+            requests: shared.requests(),
             successes,
             failures: self.failures,
             by_status,
@@ -472,11 +471,7 @@ impl Handler<GetStatus> for TargetActor {
                 tpm_burst: tpm.map(|r| r.0),
                 tpm_remaining: tpm.map(|r| r.1),
             },
-            latency_ms: LatencyStatus {
-                ewma: latency.ewma_ms,
-                p50,
-                p99,
-            },
+            latency_ms: LatencyStatus { ewma, p50, p99 },
             retry_in_ms,
             state_source: self.source,
         })

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
+use thread_local::ThreadLocal;
 
 use super::budget::{Budgets, Refused, Which};
 use super::Refusal;
@@ -28,10 +29,12 @@ pub struct TargetShared {
     /// counters every request writes would otherwise take it from the other workers' caches
     /// (a miss on each read).
     pub(super) published: CachePadded<Published>,
-    /// Written by every request (shared by design: a target's counts are the target's).
+    /// Written by every request, and read by the retiring actor: shared by design.
     pub(super) counters: CachePadded<Counters>,
+    /// What every request adds and only `/admin/targets` reads: per thread, added up when read,
+    /// so the workers do not pass these cache lines back and forth on every request.
+    local: ThreadLocal<CachePadded<Local>>,
     pub(super) budgets: Budgets,
-    pub(super) latency: Mutex<Latency>,
     /// `llmux_attempts_total{status="200"}` and `llmux_attempt_duration_seconds` of this target.
     pub(super) attempts_ok: Arc<SplitCounter>,
     pub(super) attempt_seconds: Arc<SplitHistogram>,
@@ -55,8 +58,13 @@ pub(super) struct Published {
 
 pub(super) struct Counters {
     pub(super) in_flight: AtomicU32,
-    pub(super) requests: AtomicU64,
-    pub(super) successes: AtomicU64,
+}
+
+#[derive(Default)]
+struct Local {
+    requests: AtomicU64,
+    successes: AtomicU64,
+    latency: Mutex<Latency>,
 }
 
 impl TargetShared {
@@ -71,14 +79,9 @@ impl TargetShared {
             }),
             counters: CachePadded::new(Counters {
                 in_flight: AtomicU32::new(0),
-                requests: AtomicU64::new(0),
-                successes: AtomicU64::new(0),
             }),
+            local: ThreadLocal::new(),
             budgets,
-            latency: Mutex::new(Latency {
-                ewma_ms: None,
-                window: VecDeque::with_capacity(LATENCY_WINDOW),
-            }),
             attempts_ok: split_counter(format!("llmux_attempts_total\0{name}\0200"), || {
                 metrics::counter!("llmux_attempts_total",
                     "virtual_key" => name.to_owned(), "status" => "200")
@@ -167,21 +170,55 @@ impl TargetShared {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Some(Err(refused));
         }
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.mine().requests.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
 
     /// A grant the actor decided.
     pub(super) fn count_grant(&self) {
         self.counters.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.mine().requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Books a success: counters, latency, and the token correction.
     pub(super) fn settle_success(&self, latency: Duration, estimated: u32, used: Option<u64>) {
-        self.counters.successes.fetch_add(1, Ordering::Relaxed);
+        self.mine().successes.fetch_add(1, Ordering::Relaxed);
         self.record_latency(latency);
         self.correct_tokens(estimated, used);
+    }
+
+    fn mine(&self) -> &Local {
+        self.local.get_or_default()
+    }
+
+    /// Permits granted, over all threads.
+    pub fn requests(&self) -> u64 {
+        self.local
+            .iter()
+            .map(|l| l.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Successes booked, over all threads.
+    pub fn successes(&self) -> u64 {
+        self.local
+            .iter()
+            .map(|l| l.successes.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The EWMA, p50 and p99 of recent latencies (ms). Each thread keeps its own EWMA and
+    /// window: the EWMA shown is their mean, the percentiles are over all windows together.
+    pub fn latency(&self) -> (Option<f64>, [Option<f64>; 2]) {
+        let mut ewmas = Vec::new();
+        let mut all = Vec::new();
+        for l in self.local.iter() {
+            let l = l.latency.lock().unwrap_or_else(|e| e.into_inner());
+            ewmas.extend(l.ewma_ms);
+            all.extend(l.window.iter().copied());
+        }
+        let ewma = (!ewmas.is_empty()).then(|| ewmas.iter().sum::<f64>() / ewmas.len() as f64);
+        (ewma, percentiles(all, [0.5, 0.99]))
     }
 
     /// Lands reported usage in the local token budget (debt or refund).
@@ -192,7 +229,8 @@ impl TargetShared {
     }
 
     pub(super) fn record_latency(&self, latency: Duration) {
-        self.latency
+        self.mine()
+            .latency
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(latency);
@@ -222,8 +260,9 @@ impl TargetShared {
 }
 
 /// Recent latencies: an EWMA and a window for percentiles.
-pub(super) struct Latency {
-    pub(super) ewma_ms: Option<f64>,
+#[derive(Default)]
+struct Latency {
+    ewma_ms: Option<f64>,
     window: VecDeque<f32>,
 }
 
@@ -237,13 +276,54 @@ impl Latency {
         }
         self.window.push_back(ms as f32);
     }
+}
 
-    pub(super) fn percentiles(&self, qs: [f64; 2]) -> [Option<f64>; 2] {
-        if self.window.is_empty() {
-            return [None, None];
-        }
-        let mut v: Vec<f32> = self.window.iter().copied().collect();
-        v.sort_unstable_by(f32::total_cmp);
-        qs.map(|q| Some(v[((v.len() - 1) as f64 * q).round() as usize] as f64))
+/// The `qs` quantiles of `v` (nearest rank), `None` when it is empty.
+fn percentiles(mut v: Vec<f32>, qs: [f64; 2]) -> [Option<f64>; 2] {
+    if v.is_empty() {
+        return [None, None];
+    }
+    v.sort_unstable_by(f32::total_cmp);
+    qs.map(|q| Some(v[((v.len() - 1) as f64 * q).round() as usize] as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests, successes and latencies booked on several threads add up when read; the
+    /// percentiles span every thread's window and the EWMA is the threads' mean.
+    #[test]
+    fn per_thread_counts_and_latencies_read_as_the_targets() {
+        let t = TargetShared::new("gate-test", Budgets::new(None, None, 1.0));
+        t.published.open.store(true, Ordering::SeqCst);
+        assert_eq!((t.requests(), t.successes()), (0, 0));
+        assert_eq!(t.latency(), (None, [None, None]));
+        // Both threads stay alive until both are done: a thread that ended could hand its
+        // slot (its thread id) to the next one.
+        let both = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for ms in [10u64, 30] {
+                let (t, both) = (&t, &both);
+                s.spawn(move || {
+                    both.wait();
+                    for _ in 0..5 {
+                        assert_eq!(t.try_grant(0), Some(Ok(())));
+                        t.settle_success(Duration::from_millis(ms), 0, None);
+                        t.release();
+                    }
+                    both.wait();
+                });
+            }
+        });
+        t.count_grant();
+        t.release();
+        assert_eq!(t.requests(), 11);
+        assert_eq!(t.successes(), 10);
+        assert_eq!(t.in_flight(), 0);
+        let (ewma, [p50, p99]) = t.latency();
+        assert!((ewma.unwrap() - 20.0).abs() < 1e-9, "{ewma:?}");
+        // Ten samples, five of each: nearest rank puts p50 on the 6th (30 ms), p99 on the 10th.
+        assert_eq!((p50, p99), (Some(30.0), Some(30.0)));
     }
 }
