@@ -365,7 +365,9 @@ impl Usage {
         let full = {
             let mut pending = mine.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(e.clone());
-            (pending.len() >= BATCH).then(|| std::mem::take(&mut *pending))
+            // The next batch gets a buffer of its own size: no regrowing on the request path.
+            (pending.len() >= BATCH)
+                .then(|| std::mem::replace(&mut *pending, Vec::with_capacity(BATCH)))
         };
         if let Some(batch) = full {
             let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
