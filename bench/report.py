@@ -75,6 +75,24 @@ def paired(raw):
     return out
 
 
+def interleaved(raw):
+    """The interleaved fixed-rate runs, one per round: [(llmux p50 − floor p50, floor p50, llmux p50)]."""
+    out = []
+    for f in sorted(os.listdir(raw)):
+        m = re.fullmatch(r"pair-mix__both__r(\d+)\.json", f)
+        if not m:
+            continue
+        try:
+            d = json.load(open(os.path.join(raw, f)))
+            side = {d["label"]: d, d["b"]["label"]: d["b"]}
+            fl, lx = pct(side["floor"], "latency_us", "p50"), pct(side["llmux"], "latency_us", "p50")
+        except (ValueError, OSError, KeyError, TypeError):
+            continue
+        if fl is not None and lx is not None:
+            out.append((lx - fl, fl, lx))
+    return out
+
+
 def median_interval(vals, level=0.95):
     """A distribution-free interval for the median of what the rounds sample: the k-th smallest
     and k-th largest of n rounds hold it with probability 1 − 2·P(Binomial(n, ½) < k); k is the
@@ -98,7 +116,10 @@ def paired_section(raw, meta, targets):
          f"The floor (`examples/floor.rs`: actix-web + reqwest forwarding, nothing else) and a fresh llmux "
          f"process on the `single` config run back to back in each round, the order alternating; each round gives one ratio (throughput) or one "
          f"difference (p50 at {int(meta.get('pair_rate', 5000)):,} RPS, 50 connections), and the target is "
-         f"judged on their median. {meta.get('pair_duration_s', '?')} s per run.", ""]
+         f"judged on their median. {meta.get('pair_duration_s', '?')} s per run. The p50 is also measured "
+         f"interleaved: one loadgen run of twice that length sends to one of the two in even 200-ms slices "
+         f"and to the other in odd ones (who goes first alternates with the round), so a drift of the "
+         f"machine between two back-to-back runs cannot land on one of them; the target is judged on that row.", ""]
     rows = []
     for t in sorted(pairs, key=lambda t: (t != "pair-rate", int(t[6:]) if t[6:].isdigit() else 0)):
         rounds = [r for _, r in sorted(pairs[t].items()) if "floor" in r and "llmux" in r]
@@ -111,11 +132,27 @@ def paired_section(raw, meta, targets):
             llmux50 = statistics.median(pct(r["llmux"], "latency_us", "p50") for r in rounds)
             ci = median_interval(vals)
             span = f"{signed_us(ci[0])} … {signed_us(ci[1])}" if ci else "–"
-            rows.append([f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS, llmux − floor", len(vals),
-                         ", ".join(signed_us(v) for v in vals), f"**{signed_us(med)}**", span,
+            rows.append([f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS, llmux − floor, back to back", len(vals),
+                         ", ".join(signed_us(v) for v in vals), f"{signed_us(med)}", span,
                          f"{us(floor50)} / {us(llmux50)}"])
+            mixed = interleaved(raw)
+            if not mixed:
+                targets.append((f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS within "
+                                f"{T_FLOOR_ADDED_P50_US} µs of the floor's (median of {len(vals)} paired rounds)",
+                                signed_us(med) + (f" (95 % interval {span})" if ci else ""),
+                                med <= T_FLOOR_ADDED_P50_US))
+                continue
+            # The target is judged on the interleaved runs: the same schedule, the two
+            # contenders alternating every 200 ms, so drift between runs cancels.
+            vals = [m[0] for m in mixed]
+            med = statistics.median(vals)
+            ci = median_interval(vals)
+            span = f"{signed_us(ci[0])} … {signed_us(ci[1])}" if ci else "–"
+            rows.append([f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS, llmux − floor, interleaved every 200 ms",
+                         len(vals), ", ".join(signed_us(v) for v in vals), f"**{signed_us(med)}**", span,
+                         f"{us(statistics.median(m[1] for m in mixed))} / {us(statistics.median(m[2] for m in mixed))}"])
             targets.append((f"p50 at {int(meta.get('pair_rate', 5000)):,} RPS within "
-                            f"{T_FLOOR_ADDED_P50_US} µs of the floor's (median of {len(vals)} paired rounds)",
+                            f"{T_FLOOR_ADDED_P50_US} µs of the floor's (median of {len(vals)} interleaved rounds)",
                             signed_us(med) + (f" (95 % interval {span})" if ci else ""),
                             med <= T_FLOOR_ADDED_P50_US))
         else:

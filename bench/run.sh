@@ -825,6 +825,23 @@ if [ -n "${URL[floor]:-}" ] && [ "$PAIR_ROUNDS" -gt 0 ]; then
       lg "$RAW/pair-rate__${n%-pair}__r$round.json" "$n" $((PDUR + 20)) rate --rps "$PAIR_RATE" \
         --duration-s "$PDUR" --conns 50 --body-file "$WORK/body.json" || true
     done
+    # The same rate, the two interleaved: one loadgen sends to one contender in even 200-ms
+    # slices and to the other in odd ones, so the machine's drift between two runs (which
+    # moves the sequential runs' p50 by ±100 µs) hits both alike. Who takes the even slices
+    # alternates with the round.
+    if timeout $((2 * PDUR + 20)) "$LOADGEN" rate --url "${URL[${pair[0]}]}" --label "${pair[0]%-pair}" \
+      --url-b "${URL[${pair[1]}]}" --label-b "${pair[1]%-pair}" --slice-ms 200 --rps "$PAIR_RATE" \
+      --duration-s $((2 * PDUR)) --conns 50 --body-file "$WORK/body.json" \
+      >"$RAW/pair-mix__both__r$round.json.tmp" 2>>"$LOGS/loadgen.err"; then
+      mv "$RAW/pair-mix__both__r$round.json.tmp" "$RAW/pair-mix__both__r$round.json"
+      printf '    %-13s %s\n' interleaved "$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1])); b = d["b"]
+print(f"{d[\"label\"]} p50 {d[\"latency_us\"][\"p50\"]} µs, {b[\"label\"]} p50 {b[\"latency_us\"][\"p50\"]} µs, errors {d[\"errors\"][\"total\"] + b[\"errors\"][\"total\"]}")' \
+        "$RAW/pair-mix__both__r$round.json" 2>/dev/null)"
+    else
+      rm -f "$RAW/pair-mix__both__r$round.json.tmp"
+      printf '    %-13s loadgen failed or timed out (see logs/loadgen.err)\n' interleaved
+    fi
     for c in $CONNS; do
       for n in "${pair[@]}"; do
         wrk_run "$RAW/pair-c${c}__${n%-pair}__r$round.json" "$n" "$c" "$PDUR"

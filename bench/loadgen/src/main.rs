@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! loadgen rate   --url URL --rps R --duration-s D [--conns C]     fixed-rate (open-loop per connection, wrk2-style)
+//!                [--url-b URL [--label-b L] [--slice-ms 200]]    … alternating between two targets
 //! loadgen closed --url URL --conns C --duration-s D               closed-loop max throughput
 //! loadgen stream --url URL --concurrency C --count N [--expect-chunks K]   SSE TTFT / total time
 //! loadgen hold   --url URL --streams N [--pid P]... [--hold-ms H] open N streams, sample RSS, drop them
@@ -18,6 +19,12 @@
 //! `latency_us` runs from the actual send; `corrected_us` adds the time a request waited
 //! behind a slow predecessor on its connection (coordinated omission, as wrk2 counts it), but
 //! not the up-to-1 ms slack of tokio's millisecond timer when the connection was idle.
+//! With `--url-b`, each connection also connects to the second target, and each request goes
+//! to `--url` when its scheduled time falls in an even slice of `--slice-ms` (counted from the
+//! start) and to `--url-b` in an odd one: the two are compared under the same schedule, with
+//! any drift of the machine slower than a slice hitting both alike. The second target's
+//! numbers are under `b` (its `achieved_rps` over its half of the time); `slice_p50_diff_us`
+//! compares each even slice's p50 with the odd slice right after it (b − a).
 //!
 //! `stream`: TTFT is the time from sending the request to the first SSE `data:` event whose
 //! `choices[0].delta.content` is a non-empty string; `total` to the end of the body. A stream
@@ -109,7 +116,11 @@ struct Target {
 
 impl Target {
     fn from_args(a: &Args) -> Result<Target, String> {
-        let url = a.get("url").ok_or("--url is required")?;
+        Target::for_url(a, a.get("url").ok_or("--url is required")?)
+    }
+
+    /// `url` with the body and headers of the other arguments.
+    fn for_url(a: &Args, url: &str) -> Result<Target, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or("only http:// URLs are supported")?;
@@ -317,7 +328,20 @@ fn percentiles(v: &mut [u64]) -> Value {
 // rate / closed
 
 async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
-    let t = Arc::new(Target::from_args(a)?);
+    // With `--url-b`, the schedule alternates between the two targets every `--slice-ms`:
+    // slices 0, 2, 4, … go to `--url`, 1, 3, 5, … to `--url-b`.
+    let mut targets = vec![Arc::new(Target::from_args(a)?)];
+    if let Some(b) = a.get("url-b") {
+        if closed {
+            return Err("--url-b is for rate mode only".into());
+        }
+        targets.push(Arc::new(Target::for_url(a, b)?));
+    }
+    let slice = Duration::from_millis(a.num("slice-ms", 200)?);
+    if targets.len() == 2 && slice.is_zero() {
+        return Err("--slice-ms must be > 0".into());
+    }
+    let sides = targets.len();
     let conns: usize = a.num("conns", 64)?;
     let dur = Duration::from_secs_f64(a.num("duration-s", 5.0)?);
     let timeout = Duration::from_millis(a.num("timeout-ms", 5000)?);
@@ -338,12 +362,17 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
     let start_slot = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut handles = Vec::with_capacity(conns);
     for k in 0..conns {
-        let t = t.clone();
+        let targets = targets.clone();
         let barrier = barrier.clone();
         let start_slot = start_slot.clone();
         handles.push(tokio::spawn(async move {
-            let mut rec = Rec::default();
-            let mut conn = connect(&t).await.ok();
+            let mut recs: Vec<Rec> = (0..sides).map(|_| Rec::default()).collect();
+            // (slice, latency) of every ok request, for the per-slice comparison.
+            let mut by_slice: Vec<(u64, u64)> = Vec::new();
+            let mut conn = Vec::with_capacity(sides);
+            for t in &targets {
+                conn.push(connect(t).await.ok());
+            }
             barrier.wait().await;
             let start = *start_slot.get().expect("start set before the barrier opens");
             let end = start + dur;
@@ -351,7 +380,7 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
             // When the previous request on this connection ended after this one's scheduled
             // time, the wait is real queueing (counted in `corrected_us`); otherwise any gap
             // between schedule and send is timer slack and is not counted.
-            let mut prev_done = start;
+            let mut prev_done = vec![start; sides];
             loop {
                 let sched = if closed {
                     let now = Instant::now();
@@ -368,11 +397,18 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                     tokio::time::sleep_until(s.into()).await;
                     s
                 };
+                let slice_no = if sides == 2 {
+                    (sched.saturating_duration_since(start).as_nanos() / slice.as_nanos()) as u64
+                } else {
+                    0
+                };
+                let side = (slice_no % sides as u64) as usize;
+                let (t, rec, conn) = (&targets[side], &mut recs[side], &mut conn[side]);
                 let sent = Instant::now();
-                let res = tokio::time::timeout(timeout, one_request(&t, &mut conn)).await;
+                let res = tokio::time::timeout(timeout, one_request(t, conn)).await;
                 let done = Instant::now();
-                let queued = prev_done.saturating_duration_since(sched);
-                prev_done = done;
+                let queued = prev_done[side].saturating_duration_since(sched);
+                prev_done[side] = done;
                 match res {
                     Ok(Ok(status)) => {
                         *rec.statuses.entry(status).or_default() += 1;
@@ -380,11 +416,14 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                             rec.ok += 1;
                             rec.lat.push(micros(done - sent));
                             rec.corr.push(micros(done - sent + queued));
+                            if sides == 2 {
+                                by_slice.push((slice_no, micros(done - sent)));
+                            }
                         }
                     }
                     Ok(Err(e)) => {
                         *rec.errors.entry(e).or_default() += 1;
-                        conn = None;
+                        *conn = None;
                         if e == ErrKind::Connect {
                             // Do not spin on a dead server.
                             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -392,42 +431,81 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                     }
                     Err(_) => {
                         *rec.errors.entry(ErrKind::Timeout).or_default() += 1;
-                        conn = None;
+                        *conn = None;
                     }
                 }
                 i += conns as u64;
             }
-            rec
+            (recs, by_slice)
         }));
     }
     let _ = start_slot.set(Instant::now() + Duration::from_millis(20));
     barrier.wait().await;
     let start = *start_slot.get().expect("set above");
-    let mut rec = Rec::default();
+    let mut recs: Vec<Rec> = (0..sides).map(|_| Rec::default()).collect();
+    let mut by_slice: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for h in handles {
-        rec.merge(h.await.map_err(|e| e.to_string())?);
+        let (rs, bs) = h.await.map_err(|e| e.to_string())?;
+        for (rec, r) in recs.iter_mut().zip(rs) {
+            rec.merge(r);
+        }
+        for (s, l) in bs {
+            by_slice.entry(s).or_default().push(l);
+        }
     }
     let elapsed = start.elapsed().as_secs_f64();
     let measured = if closed { dur.as_secs_f64() } else { elapsed };
-    let mut out = json!({
-        "mode": if closed { "closed" } else { "rate" },
-        "label": a.get("label").unwrap_or(""),
-        "url": a.get("url"),
-        "conns": conns,
-        "duration_s": dur.as_secs_f64(),
-        "elapsed_s": elapsed,
-        "sent": rec.ok + rec.non2xx() + rec.errors.values().sum::<u64>(),
-        "ok": rec.ok,
-        "achieved_rps": rec.ok as f64 / measured,
-        "errors": rec.errors_json(),
-        "statuses": rec.statuses_json(),
-        "latency_us": percentiles(&mut rec.lat),
-    });
+    let side_json = |rec: &mut Rec, url: Option<&str>, label: Option<&str>, share: f64| {
+        let mut out = json!({
+            "label": label.unwrap_or(""),
+            "url": url,
+            "sent": rec.ok + rec.non2xx() + rec.errors.values().sum::<u64>(),
+            "ok": rec.ok,
+            "achieved_rps": rec.ok as f64 / (measured * share),
+            "errors": rec.errors_json(),
+            "statuses": rec.statuses_json(),
+            "latency_us": percentiles(&mut rec.lat),
+        });
+        if !closed {
+            out["corrected_us"] = percentiles(&mut rec.corr);
+        }
+        out
+    };
+    let share = 1.0 / sides as f64;
+    let mut out = side_json(&mut recs[0], a.get("url"), a.get("label"), share);
+    out["mode"] = json!(if closed { "closed" } else { "rate" });
+    out["conns"] = json!(conns);
+    out["duration_s"] = json!(dur.as_secs_f64());
+    out["elapsed_s"] = json!(elapsed);
     if !closed {
-        let sent = out["sent"].as_u64().unwrap_or(0);
+        let sent: u64 = recs.iter().map(|r| r.ok + r.non2xx() + r.errors.values().sum::<u64>()).sum();
         out["target_rps"] = json!(rps);
         out["unsent"] = json!(total.saturating_sub(sent));
-        out["corrected_us"] = percentiles(&mut rec.corr);
+    }
+    if sides == 2 {
+        out["slice_ms"] = json!(slice.as_millis() as u64);
+        out["b"] = side_json(&mut recs[1], a.get("url-b"), a.get("label-b"), share);
+        // Each slice of `--url` against the `--url-b` slice right after it: p50 (b − a).
+        let mut diffs: Vec<i64> = Vec::new();
+        let p50 = |v: &mut Vec<u64>| {
+            v.sort_unstable();
+            v[(v.len() - 1) / 2] as i64
+        };
+        let mut s = 0;
+        while let (Some(x), Some(y)) = (by_slice.get(&s).cloned(), by_slice.get(&(s + 1)).cloned()) {
+            let (mut x, mut y) = (x, y);
+            if !x.is_empty() && !y.is_empty() {
+                diffs.push(p50(&mut y) - p50(&mut x));
+            }
+            s += 2;
+        }
+        diffs.sort_unstable();
+        out["slice_pairs"] = json!(diffs.len());
+        out["slice_p50_diff_us"] = json!({
+            "median": diffs.get(diffs.len().saturating_sub(1) / 2),
+            "min": diffs.first(),
+            "max": diffs.last(),
+        });
     }
     Ok(out)
 }
