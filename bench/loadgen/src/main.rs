@@ -51,8 +51,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self as client_http1, SendRequest};
-use hyper::server::conn::http1;
 use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -70,7 +70,9 @@ struct Args {
 impl Args {
     fn parse() -> Result<Args, String> {
         let mut it = std::env::args().skip(1);
-        let mode = it.next().ok_or("usage: loadgen rate|closed|stream|hold --url URL ...")?;
+        let mode = it
+            .next()
+            .ok_or("usage: loadgen rate|closed|stream|hold --url URL ...")?;
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         while let Some(k) = it.next() {
             let key = match k.as_str() {
@@ -190,7 +192,9 @@ impl Target {
 type Conn = SendRequest<Full<Bytes>>;
 
 async fn connect(t: &Target) -> Result<Conn, String> {
-    let s = TcpStream::connect(t.addr).await.map_err(|e| e.to_string())?;
+    let s = TcpStream::connect(t.addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
     let (sender, conn) = client_http1::handshake(TokioIo::new(s))
         .await
@@ -235,10 +239,7 @@ async fn send(t: &Target, conn: &mut Option<Conn>) -> Result<Response<Incoming>,
 async fn one_request(t: &Target, conn: &mut Option<Conn>) -> Result<u16, ErrKind> {
     let resp = send(t, conn).await?;
     let status = resp.status().as_u16();
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|_| ErrKind::Io)?;
+    resp.into_body().collect().await.map_err(|_| ErrKind::Io)?;
     Ok(status)
 }
 
@@ -374,7 +375,9 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
                 conn.push(connect(t).await.ok());
             }
             barrier.wait().await;
-            let start = *start_slot.get().expect("start set before the barrier opens");
+            let start = *start_slot
+                .get()
+                .expect("start set before the barrier opens");
             let end = start + dur;
             let mut i = k as u64;
             // When the previous request on this connection ended after this one's scheduled
@@ -478,7 +481,10 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
     out["duration_s"] = json!(dur.as_secs_f64());
     out["elapsed_s"] = json!(elapsed);
     if !closed {
-        let sent: u64 = recs.iter().map(|r| r.ok + r.non2xx() + r.errors.values().sum::<u64>()).sum();
+        let sent: u64 = recs
+            .iter()
+            .map(|r| r.ok + r.non2xx() + r.errors.values().sum::<u64>())
+            .sum();
         out["target_rps"] = json!(rps);
         out["unsent"] = json!(total.saturating_sub(sent));
     }
@@ -492,7 +498,8 @@ async fn rate(a: &Args, closed: bool) -> Result<Value, String> {
             v[(v.len() - 1) / 2] as i64
         };
         let mut s = 0;
-        while let (Some(x), Some(y)) = (by_slice.get(&s).cloned(), by_slice.get(&(s + 1)).cloned()) {
+        while let (Some(x), Some(y)) = (by_slice.get(&s).cloned(), by_slice.get(&(s + 1)).cloned())
+        {
             let (mut x, mut y) = (x, y);
             if !x.is_empty() && !y.is_empty() {
                 diffs.push(p50(&mut y) - p50(&mut x));
@@ -727,11 +734,13 @@ async fn hold(a: &Args) -> Result<Value, String> {
 
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
+    let (opened_tx, mut opened_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
     let start = Instant::now();
     let mut handles = Vec::with_capacity(n);
     for _ in 0..n {
-        let (t, sem, mut stop, opened) = (t.clone(), sem.clone(), stop_rx.clone(), opened_tx.clone());
+        let (t, sem, mut stop, opened) =
+            (t.clone(), sem.clone(), stop_rx.clone(), opened_tx.clone());
         handles.push(tokio::spawn(async move {
             let conn = {
                 let _permit = sem.acquire().await;
@@ -881,7 +890,10 @@ impl hyper::body::Body for SseBody {
                     return Poll::Pending;
                 }
                 this.sleep = None;
-                let (_, b) = this.frames.pop_front().expect("a frame waits behind the sleep");
+                let (_, b) = this
+                    .frames
+                    .pop_front()
+                    .expect("a frame waits behind the sleep");
                 return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
             }
             match this.frames.front() {
@@ -904,9 +916,15 @@ fn sse_frames(chunks: usize, interval: Duration) -> std::collections::VecDeque<(
         Bytes::from(format!("data: {v}\n\n"))
     };
     let mut f = std::collections::VecDeque::with_capacity(chunks + 3);
-    f.push_back((Duration::ZERO, event(json!({"role": "assistant", "content": ""}), Value::Null)));
+    f.push_back((
+        Duration::ZERO,
+        event(json!({"role": "assistant", "content": ""}), Value::Null),
+    ));
     for i in 0..chunks {
-        f.push_back((interval, event(json!({"content": format!("tok{i} ")}), Value::Null)));
+        f.push_back((
+            interval,
+            event(json!({"content": format!("tok{i} ")}), Value::Null),
+        ));
     }
     let mut tail = event(json!({}), json!("stop")).to_vec();
     tail.extend_from_slice(b"data: [DONE]\n\n");
@@ -916,7 +934,9 @@ fn sse_frames(chunks: usize, interval: Duration) -> std::collections::VecDeque<(
 
 async fn sse_server(a: &Args) -> Result<Value, String> {
     let listen = a.get("listen").unwrap_or("127.0.0.1:0");
-    let addr: SocketAddr = listen.parse().map_err(|e| format!("--listen {listen}: {e}"))?;
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("--listen {listen}: {e}"))?;
     if !addr.ip().is_loopback() {
         return Err(format!("refusing to listen on non-loopback {addr}"));
     }
@@ -928,8 +948,13 @@ async fn sse_server(a: &Args) -> Result<Value, String> {
     let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
     let _ = socket.set_reuseaddr(true);
     socket.bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    let listener = socket.listen(4096).map_err(|e| format!("listen {addr}: {e}"))?;
-    println!("loadgen sse-server listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+    let listener = socket
+        .listen(4096)
+        .map_err(|e| format!("listen {addr}: {e}"))?;
+    println!(
+        "loadgen sse-server listening on {}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
     let accept = async {
         loop {
             let Ok((sock, _)) = listener.accept().await else {
@@ -944,11 +969,16 @@ async fn sse_server(a: &Args) -> Result<Value, String> {
                         Response::builder()
                             .header(hyper::header::CONTENT_TYPE, "text/event-stream")
                             .header(hyper::header::CACHE_CONTROL, "no-cache")
-                            .body(SseBody { frames: sse_frames(chunks, interval), sleep: None })
+                            .body(SseBody {
+                                frames: sse_frames(chunks, interval),
+                                sleep: None,
+                            })
                             .expect("static response parts"),
                     )
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
             });
         }
     };
