@@ -627,6 +627,16 @@ lg() { # lg OUT NAME BOUND_S MODE ARGS...: loadgen against contender NAME
   fi
 }
 
+mix_summary() { # mix_summary FILE: one console line for an interleaved run (loadgen --url-b)
+  python3 - "$1" <<'EOF' 2>/dev/null || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+b = d["b"]
+print(f"{d['label']} p50 {d['latency_us']['p50']} µs, {b['label']} p50 {b['latency_us']['p50']} µs, "
+      f"errors {d['errors']['total'] + b['errors']['total']}")
+EOF
+}
+
 wrk_run() { # wrk_run OUT NAME CONNS [SECONDS]
   local out=$1 name=$2 c=$3 d=${4:-$DUR}
   if command -v wrk >/dev/null; then
@@ -834,10 +844,7 @@ if [ -n "${URL[floor]:-}" ] && [ "$PAIR_ROUNDS" -gt 0 ]; then
       --duration-s $((2 * PDUR)) --conns 50 --body-file "$WORK/body.json" \
       >"$RAW/pair-mix__both__r$round.json.tmp" 2>>"$LOGS/loadgen.err"; then
       mv "$RAW/pair-mix__both__r$round.json.tmp" "$RAW/pair-mix__both__r$round.json"
-      printf '    %-13s %s\n' interleaved "$(python3 -c 'import json, sys
-d = json.load(open(sys.argv[1])); b = d["b"]
-print(f"{d[\"label\"]} p50 {d[\"latency_us\"][\"p50\"]} µs, {b[\"label\"]} p50 {b[\"latency_us\"][\"p50\"]} µs, errors {d[\"errors\"][\"total\"] + b[\"errors\"][\"total\"]}")' \
-        "$RAW/pair-mix__both__r$round.json" 2>/dev/null)"
+      printf '    %-13s %s\n' interleaved "$(mix_summary "$RAW/pair-mix__both__r$round.json")"
     else
       rm -f "$RAW/pair-mix__both__r$round.json.tmp"
       printf '    %-13s loadgen failed or timed out (see logs/loadgen.err)\n' interleaved
