@@ -224,7 +224,7 @@ impl ErrKind {
 
 /// Sends one request on `conn` (reconnecting if it is closed) and returns the response head.
 async fn send(t: &Target, conn: &mut Option<Conn>) -> Result<Response<Incoming>, ErrKind> {
-    if conn.as_ref().map_or(true, |c| c.is_closed()) {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(connect(t).await.map_err(|_| ErrKind::Connect)?);
     }
     let c = conn.as_mut().expect("connection just ensured");
