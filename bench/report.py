@@ -598,7 +598,10 @@ def main():
     if smoke:
         L.append("## Smoke")
         L.append("")
-        bad = [n for t in runs for n, d in runs[t].items() if (d.get("errors") or {}).get("total", 0)]
+        # An interleaved run (loadgen --url-b) holds its second contender's errors under `b`.
+        bad = [n for t in runs for n, d in runs[t].items()
+               if (d.get("errors") or {}).get("total", 0)
+               or ((d.get("b") or {}).get("errors") or {}).get("total", 0)]
         L.append("All requests succeeded." if not bad else f"Failures in: {', '.join(sorted(set(bad)))}")
         L.append("")
 
