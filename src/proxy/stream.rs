@@ -40,8 +40,9 @@ pub struct ClientStream {
     ended: bool,
     _in_flight: Option<InFlight>,
     grace_end: GraceEnd,
-    /// A cache miss being recorded: stored if the stream completes.
-    recording: Option<(Recorder, super::cache::Pending)>,
+    /// A cache miss being recorded: stored if the stream completes. Boxed: most streams
+    /// record nothing, and every open stream holds this struct (~340 bytes inline).
+    recording: Option<Box<(Recorder, super::cache::Pending)>>,
     /// A Responses stream: its id (and translated conversation) remembered if it completes.
     conversation: Option<super::responses::StreamDone>,
     /// The gateway key's concurrency slot, held until the stream ends.
@@ -68,8 +69,8 @@ impl ClientStream {
         lease: Option<crate::tenancy::Lease>,
     ) -> ClientStream {
         let mut recording =
-            store.map(|p| (Recorder::new(p.endpoint, p.cache.max_entry_bytes()), p));
-        if let Some((r, _)) = &mut recording {
+            store.map(|p| Box::new((Recorder::new(p.endpoint, p.cache.max_entry_bytes()), p)));
+        if let Some((r, _)) = recording.as_deref_mut() {
             head.iter().for_each(|b| r.feed(b));
         }
         ClientStream {
@@ -110,13 +111,13 @@ impl ClientStream {
             };
             match frame {
                 Some(Frame::Data(b)) => {
-                    if let Some((r, _)) = &mut s.recording {
+                    if let Some((r, _)) = s.recording.as_deref_mut() {
                         r.feed(&b);
                     }
                     Some((Ok(b), s))
                 }
                 Some(Frame::Done(b)) => {
-                    if let Some((mut r, pending)) = s.recording.take() {
+                    if let Some((mut r, pending)) = s.recording.take().map(|b| *b) {
                         r.feed(&b);
                         let usage = s.upstream.usage();
                         let used = usage.prompt_tokens + usage.completion_tokens;
