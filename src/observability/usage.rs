@@ -365,12 +365,17 @@ impl Usage {
         let full = {
             let mut pending = mine.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(e.clone());
-            // The next batch gets a buffer of its own size: no regrowing on the request path.
-            (pending.len() >= BATCH)
-                .then(|| std::mem::replace(&mut *pending, Vec::with_capacity(BATCH)))
+            pending.len() >= BATCH
         };
-        if let Some(batch) = full {
+        if full {
+            // The batch leaves the thread's buffer only under the store's lock (taken first,
+            // as `flush` does): a report never runs between the two and misses it.
             let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+            // The next batch gets a buffer of its own size: no regrowing on the request path.
+            let batch = std::mem::replace(
+                &mut *mine.lock().unwrap_or_else(|p| p.into_inner()),
+                Vec::with_capacity(BATCH),
+            );
             for e in &batch {
                 self.add(&mut guard, e);
             }
