@@ -500,3 +500,76 @@ async fn a_flowing_stream_outlives_request_timeout() {
         .count();
     assert_eq!(content, 8, "{datas:?}");
 }
+
+/// A client that does not ask for usage still gets none, but llmux asks the target for it
+/// (budgets and the request log count tokens), together with the leaf's `override_params`:
+/// spliced in front of the client's bytes when the body lacks them, merged when it has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_asked_for_usage_upstream_and_counted_without_showing_it() {
+    let m = mock();
+    let llmux = Llmux::start(&config(&m));
+    let c = client();
+    let inline = |over: Value| {
+        json!({"strategy": {"mode": "single"},
+               "targets": [{"virtual_key": "solo", "override_params": over}]})
+        .to_string()
+    };
+    let cases = [
+        ("usage-only", None),
+        (
+            "spliced",
+            Some(json!({"temperature": 0.25, "user": "u\"1"})),
+        ),
+        (
+            "merged",
+            Some(json!({"temperature": 0.25, "model": "gpt-4o-mini"})),
+        ),
+    ];
+    for (trace, over) in cases {
+        let cfg = over.clone().map_or_else(|| "solo".to_owned(), inline);
+        let headers = [
+            ("x-portkey-config", cfg.as_str()),
+            ("x-portkey-trace-id", trace),
+        ];
+        let resp = chat(&c, &llmux, &headers, &stream_body()).await;
+        assert_eq!(resp.status(), 200, "{trace}");
+        let (datas, _) = read_sse(resp).await;
+        assert_eq!(datas.last().map(String::as_str), Some("[DONE]"), "{trace}");
+        assert!(text_of(&datas).contains("Hello"), "{trace}: {datas:?}");
+        // The client did not ask: no usage chunk and no usage field reach it.
+        for d in &datas[..datas.len() - 1] {
+            let v: Value = serde_json::from_str(d).unwrap();
+            assert!(v.get("usage").is_none_or(Value::is_null), "{trace}: {d}");
+            assert!(!v["choices"].as_array().unwrap().is_empty(), "{trace}: {d}");
+        }
+        let up = m.stats("solo").last_body.expect("the upstream body");
+        assert_eq!(
+            up["stream_options"],
+            json!({"include_usage": true}),
+            "{trace}: {up}"
+        );
+        assert_eq!(up["stream"], true, "{trace}: {up}");
+        assert_eq!(up["messages"], stream_body()["messages"], "{trace}: {up}");
+        let want_model = over
+            .as_ref()
+            .and_then(|o| o.get("model"))
+            .unwrap_or(&json!("gpt-4o"))
+            .clone();
+        assert_eq!(up["model"], want_model, "{trace}: {up}");
+        for (k, v) in over.iter().flat_map(|o| o.as_object().unwrap()) {
+            assert_eq!(&up[k], v, "{trace}: {k} in {up}");
+        }
+        let e = get_json(
+            &c,
+            &llmux.admin_url(&format!("/admin/requests?trace_id={trace}")),
+        )
+        .await["requests"][0]
+            .clone();
+        assert_eq!(e["status"], 200, "{e}");
+        assert!(
+            e["prompt_tokens"].as_u64().unwrap() > 0
+                && e["completion_tokens"].as_u64().unwrap() > 0,
+            "{trace}: {e}"
+        );
+    }
+}

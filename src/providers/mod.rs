@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+mod body;
 pub mod gemini;
 pub mod headers;
 pub mod openai;
@@ -13,6 +14,7 @@ pub mod responses;
 pub mod stream;
 pub mod vertex;
 
+pub use body::{Body, Merged};
 pub use provider::{provider, Provider};
 
 use std::cell::RefCell;
@@ -21,8 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{ProviderKind, Secret, TargetSpec};
 
@@ -420,115 +421,6 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A client's request body: the bytes as sent, and the JSON map parsed from them only when a
-/// translation or an override needs it. An OpenAI-shaped target without overrides forwards the
-/// bytes, so the common path never builds the map (the front validates the body with a
-/// streaming probe that allocates nothing for the content).
-pub struct Body {
-    raw: Bytes,
-    map: std::cell::OnceCell<Result<Map<String, Value>, String>>,
-}
-
-impl Body {
-    pub fn new(raw: Bytes) -> Body {
-        Body {
-            raw,
-            map: std::cell::OnceCell::new(),
-        }
-    }
-
-    pub fn raw(&self) -> &Bytes {
-        &self.raw
-    }
-
-    /// The body as a JSON map, parsed on first use. The front has validated it as an object;
-    /// a body its probe accepts but a full parse does not (e.g. a lone UTF-16 surrogate in a
-    /// string) is the client's 400.
-    pub fn map(&self) -> Result<&Map<String, Value>, AttemptError> {
-        let parsed = self
-            .map
-            .get_or_init(|| match serde_json::from_slice::<Value>(&self.raw) {
-                Ok(Value::Object(m)) => Ok(m),
-                Ok(_) => Err("request body must be a JSON object".to_owned()),
-                Err(e) => Err(format!("request body is not valid JSON: {e}")),
-            });
-        parsed.as_ref().map_err(|e| {
-            let mut err = AttemptError::new(
-                400,
-                FailureClass::Client,
-                "invalid_request_error",
-                e.clone(),
-            );
-            err.code = Some("invalid_json".into());
-            err
-        })
-    }
-}
-
-/// The request body with a leaf's `override_params` laid over it (overrides win per key, as
-/// in Portkey).
-pub struct Merged<'a> {
-    pub body: &'a Body,
-    pub overrides: &'a Map<String, Value>,
-}
-
-/// A parsed body and overrides, serialized as one map without copying either.
-struct Overlay<'a> {
-    body: &'a Map<String, Value>,
-    overrides: &'a Map<String, Value>,
-}
-
-impl Serialize for Overlay<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let extra = self
-            .overrides
-            .keys()
-            .filter(|k| !self.body.contains_key(*k))
-            .count();
-        let mut m = s.serialize_map(Some(self.body.len() + extra))?;
-        for (k, v) in self.body {
-            m.serialize_entry(k, self.overrides.get(k).unwrap_or(v))?;
-        }
-        for (k, v) in self.overrides {
-            if !self.body.contains_key(k) {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.end()
-    }
-}
-
-impl Merged<'_> {
-    /// An OpenAI-shaped JSON body on `req`. With nothing to lay over it, the client's bytes
-    /// go upstream as they came: no parse and no re-serialization on the common path.
-    pub fn attach(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::RequestBuilder, AttemptError> {
-        Ok(if self.overrides.is_empty() {
-            req.header(
-                reqwest::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .body(self.body.raw().clone())
-        } else {
-            req.json(&Overlay {
-                body: self.body.map()?,
-                overrides: self.overrides,
-            })
-        })
-    }
-
-    /// An owned merged map, for translations that rebuild the body anyway.
-    pub fn to_map(&self) -> Result<Map<String, Value>, AttemptError> {
-        let mut m = self.body.map()?.clone();
-        for (k, v) in self.overrides {
-            m.insert(k.clone(), v.clone());
-        }
-        Ok(m)
-    }
-}
-
 thread_local! {
     // One client (and so one connection pool) per worker thread: connections stay on the
     // runtime that created them, and workers never contend on a shared pool.
@@ -901,37 +793,6 @@ mod tests {
         let d = retry_after_for(&huge, FailureClass::RateLimited, Some(Duration::MAX)).unwrap();
         assert_eq!(d, headers::HARD_CAP);
         let _ = std::time::Instant::now() + d;
-    }
-
-    #[test]
-    fn merged_overrides_win() {
-        let body = Body::new(Bytes::from_static(br#"{"model":"a","messages":[]}"#));
-        let over: Map<String, Value> =
-            serde_json::from_str(r#"{"model":"b","max_tokens":5}"#).unwrap();
-        let merged = Merged {
-            body: &body,
-            overrides: &over,
-        };
-        let v = Value::Object(merged.to_map().unwrap());
-        assert_eq!(v["model"], "b");
-        assert_eq!(v["max_tokens"], 5);
-        assert_eq!(v["messages"], serde_json::json!([]));
-        let v = serde_json::to_value(Overlay {
-            body: body.map().unwrap(),
-            overrides: &over,
-        })
-        .unwrap();
-        assert_eq!(v["model"], "b");
-        assert_eq!(v["max_tokens"], 5);
-    }
-
-    #[test]
-    fn a_body_the_full_parse_refuses_is_the_clients_400() {
-        // serde_json skips a lone surrogate when ignoring a string but refuses it in a map.
-        let body = Body::new(Bytes::from_static(br#"{"x":"\ud800"}"#));
-        let e = body.map().unwrap_err();
-        assert_eq!((e.status, e.class), (400, FailureClass::Client));
-        assert_eq!(e.code.as_deref(), Some("invalid_json"));
     }
 
     /// The vendored reqwest's patch (vendor/README.md) skips the redirect layer's URL re-parses

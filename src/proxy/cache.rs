@@ -86,12 +86,9 @@ async fn lookup_inner(
     let view: &Map<String, Value> = if leaf.override_params.is_empty() {
         body
     } else {
-        merged = Merged {
-            body: &req.body,
-            overrides: &leaf.override_params,
-        }
-        .to_map()
-        .map_err(|e| Error::invalid(e.message, None))?;
+        merged = Merged::new(&req.body, &leaf.override_params)
+            .to_map()
+            .map_err(|e| Error::invalid(e.message, None))?;
         &merged
     };
     let Some(text) = semantic::prompt(view) else {

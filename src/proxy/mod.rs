@@ -679,20 +679,16 @@ async fn attempt(
                 &adjusted
             }
         }
-    } else if req.stream && !req.include_usage && providers::asks_usage(spec) {
-        let mut o = Map::clone(&leaf.override_params);
-        o.insert(
-            "stream_options".into(),
-            serde_json::json!({"include_usage": true}),
-        );
-        adjusted = o;
-        &adjusted
     } else {
         &leaf.override_params
     };
     let body = Merged {
         body: &req.body,
         overrides,
+        ask_usage: req.endpoint != Endpoint::Responses
+            && req.stream
+            && !req.include_usage
+            && providers::asks_usage(spec),
     };
     let mut upstream = providers::build(spec, req.endpoint, &body).map_err(Attempt::Refused)?;
     if !span.is_none() {
@@ -770,10 +766,7 @@ async fn attempt_translated(
     let t = responses::translate(&req.body, leaf, turn, req.model.as_deref())
         .map_err(Attempt::Refused)?;
     let none = Map::new();
-    let chat = Merged {
-        body: &t.chat,
-        overrides: &none,
-    };
+    let chat = Merged::new(&t.chat, &none);
     // The chat translation names chat fields; the client sent Responses ones.
     let mut upstream = providers::build(spec, Endpoint::Chat, &chat)
         .map_err(|e| Attempt::Refused(responses::responses_param(e)))?;

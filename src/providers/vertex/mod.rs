@@ -327,10 +327,7 @@ mod tests {
             .to_string(),
         ));
         let over = serde_json::Map::from_iter([("model".to_owned(), json!(model))]);
-        let merged = Merged {
-            body: &body,
-            overrides: &over,
-        };
+        let merged = Merged::new(&body, &over);
         let req = Vertex
             .build(&reqwest::Client::new(), &up, Endpoint::Chat, &merged)
             .unwrap()
