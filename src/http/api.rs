@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::dev::{fn_service, Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
@@ -34,12 +35,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // One handler per path, checking the method itself: a method guard costs every request
     // an allocation (actix records each guard's method in the request's extensions). A known
     // path with the wrong method gets an OpenAI-shaped 405 naming the right one.
-    cfg.service(web::resource("/v1/chat/completions").to(chat))
-        .service(web::resource("/v1/completions").to(completions))
-        .service(web::resource("/v1/embeddings").to(embeddings))
-        .service(web::resource("/v1/responses").to(responses))
+    cfg.service(web::resource("/v1/chat/completions").route(routed(Endpoint::Chat)))
+        .service(web::resource("/v1/completions").route(routed(Endpoint::Completions)))
+        .service(web::resource("/v1/embeddings").route(routed(Endpoint::Embeddings)))
+        .service(web::resource("/v1/responses").route(routed(Endpoint::Responses)))
         .service(web::resource("/v1/models").to(models))
         .configure(super::responses::routes);
+}
+
+/// A routed endpoint's handler, as a service owning its request rather than an actix handler
+/// (`.to(f)`): actix's handler wrapper keeps its own copy of the request until the answer, and
+/// with it the request's header map (~6.7 kB: actix sizes every map for 16 headers) for as long
+/// as the upstream takes, for a stream until its first content. Owning the request lets
+/// [`handle`] free the map as soon as everything it needs from the headers is read.
+fn routed(endpoint: Endpoint) -> actix_web::Route {
+    web::route().service(fn_service(move |req: ServiceRequest| handle(endpoint, req)))
 }
 
 fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
@@ -51,27 +61,6 @@ fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
             "param": null,
             "code": "method_not_allowed",
         }}))
-}
-
-/// The handlers of the routed endpoints (POST only). Plain async fns, not boxed closures:
-/// actix boxes a handler's future already, and a second box would copy it once more.
-macro_rules! endpoint_handlers {
-    ($($name:ident => $endpoint:expr),* $(,)?) => {$(
-        async fn $name(
-            req: HttpRequest,
-            body: web::Payload,
-            state: web::Data<AppState>,
-        ) -> HttpResponse {
-            handle($endpoint, req, body, state).await
-        }
-    )*};
-}
-
-endpoint_handlers! {
-    chat => Endpoint::Chat,
-    completions => Endpoint::Completions,
-    embeddings => Endpoint::Embeddings,
-    responses => Endpoint::Responses,
 }
 
 async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -132,7 +121,7 @@ pub(crate) fn authenticate<'a>(
 /// Reads the whole request body, at most `limit` bytes, within `within`.
 async fn read_body(
     content_length: Option<&HeaderValue>,
-    mut payload: web::Payload,
+    mut payload: Payload,
     limit: usize,
     within: Duration,
 ) -> Result<Bytes, Error> {
@@ -312,54 +301,58 @@ fn inline_tree(state: &AppState, runtime: &Runtime, json: &str) -> Result<Arc<Tr
 
 async fn handle(
     endpoint: Endpoint,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> HttpResponse {
+    req: ServiceRequest,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let (req, payload) = req.into_parts();
     if req.method() != Method::POST {
-        return method_not_allowed(&req, "POST");
+        let resp = method_not_allowed(&req, "POST");
+        return Ok(ServiceResponse::new(req, resp));
     }
-    let started = Instant::now();
-    let in_flight = InFlight::start();
-    let h = req.headers();
-    let known = Known::of(h);
-    let trace_id = trace_id(&known);
-    let runtime = current(&state.current);
-    let mut entry = Some(Entry::new(
-        unix_ms(),
-        trace_id.clone(),
-        endpoint_name(endpoint),
-    ));
-    if otel::enabled() {
-        if let Some(e) = &mut entry {
-            e.otel = otel::request_span(endpoint, h, &trace_id);
-        }
-    }
-    let mut in_flight = Some(in_flight);
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        let resp = Error::Internal("the API has no state".into()).error_response();
+        return Ok(ServiceResponse::new(req, resp));
+    };
     // Each API worker has its own (see `Grace::for_this_worker`); a server without one
     // (embedded use) never ends a grace period.
-    let never;
-    let grace_end = match req.app_data::<GraceEnd>() {
-        Some(g) => g,
-        None => {
-            never = GraceEnd::never();
-            &never
+    let grace_end = req
+        .app_data::<GraceEnd>()
+        .cloned()
+        .unwrap_or_else(GraceEnd::never);
+    let started = Instant::now();
+    let in_flight = InFlight::start();
+    let runtime = current(&state.current);
+    // Everything llmux needs of the headers is read in this block.
+    let (trace_id, mut entry, admitted) = {
+        let h = req.headers();
+        let known = Known::of(h);
+        let trace_id = trace_id(&known);
+        let mut entry = Entry::new(unix_ms(), trace_id.clone(), endpoint_name(endpoint));
+        if otel::enabled() {
+            entry.otel = otel::request_span(endpoint, h, &trace_id);
         }
+        let admitted = admit(
+            endpoint, h, &known, payload, &state, &runtime, &trace_id, &mut entry,
+        )
+        .await;
+        (trace_id, Some(entry), admitted)
     };
-    let result = serve(
-        endpoint,
-        h,
-        &known,
-        payload,
-        &state,
-        &runtime,
-        &trace_id,
-        &mut entry,
-        started,
-        &mut in_flight,
-        grace_end,
-    )
-    .await;
+    let req = without_headers(req);
+    let mut in_flight = Some(in_flight);
+    let result = match admitted {
+        Ok(admitted) => {
+            serve(
+                admitted,
+                &state,
+                &runtime,
+                &mut entry,
+                started,
+                &mut in_flight,
+                grace_end,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let mut resp = result.unwrap_or_else(|e| {
         if let Some(entry) = &mut entry {
             entry.error = Some(e.to_string());
@@ -375,7 +368,17 @@ async fn handle(
         entry.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         state.log.finish(entry, &runtime.config.pricing);
     }
-    resp
+    Ok(ServiceResponse::new(req, resp))
+}
+
+/// The request with its header map freed (see [`routed`]). The map is taken through a
+/// `ServiceRequest`, actix's one way to a request's head: it requires that no other copy of
+/// the request exists, which holds here (no middleware, and `handle` keeps no copy). The
+/// emptied map goes back to actix's pool with the request and grows again for the next one.
+fn without_headers(req: HttpRequest) -> HttpRequest {
+    let mut req = ServiceRequest::from_request(req);
+    drop(std::mem::take(req.headers_mut()));
+    req.into_parts().0
 }
 
 /// The headers that say how a request was routed: on every response that reached a leaf.
@@ -470,22 +473,16 @@ fn endpoint_name(e: Endpoint) -> &'static str {
     clippy::too_many_arguments,
     reason = "one request's parts and the handler's state, passed from its single caller"
 )]
-async fn serve(
+async fn admit(
     endpoint: Endpoint,
     h: &HeaderMap,
     known: &Known<'_>,
-    payload: web::Payload,
+    payload: Payload,
     state: &AppState,
     runtime: &Arc<Runtime>,
     trace_id: &Arc<str>,
-    slot: &mut Option<Entry>,
-    started: Instant,
-    in_flight: &mut Option<InFlight>,
-    grace_end: &GraceEnd,
-) -> Result<HttpResponse, Error> {
-    let entry = slot
-        .as_mut()
-        .expect("entry present until a stream takes it");
+    entry: &mut Entry,
+) -> Result<Admitted, Error> {
     let settings = &runtime.config.server;
     if known.bytes > settings.max_header_bytes {
         return Err(Error::HeadersTooLarge {
@@ -576,6 +573,40 @@ async fn serve(
         pinned,
         otel: entry.otel.clone(),
     };
+    Ok(Admitted {
+        prepared,
+        tree,
+        lease,
+    })
+}
+
+/// An admitted request: validated, within its key's limits, its tree chosen.
+struct Admitted {
+    prepared: Prepared,
+    tree: Arc<Tree>,
+    /// The gateway key's concurrency slot, held until the answer (or the stream) ends.
+    lease: Option<crate::tenancy::Lease>,
+}
+
+/// Routes an admitted request and writes its answer.
+async fn serve(
+    admitted: Admitted,
+    state: &AppState,
+    runtime: &Arc<Runtime>,
+    slot: &mut Option<Entry>,
+    started: Instant,
+    in_flight: &mut Option<InFlight>,
+    grace_end: GraceEnd,
+) -> Result<HttpResponse, Error> {
+    let entry = slot
+        .as_mut()
+        .expect("entry present until a stream takes it");
+    let Admitted {
+        prepared,
+        tree,
+        mut lease,
+    } = admitted;
+    let (endpoint, stream) = (prepared.endpoint, prepared.stream);
     let services = proxy::Services {
         // Responses are not cached (their ids and stored state are per response).
         cache: (endpoint != Endpoint::Responses).then_some(&state.cache),
@@ -584,7 +615,6 @@ async fn serve(
     let routed = proxy::route(runtime.clone(), tree, &prepared, &services);
     // A request still routing when the shutdown grace period ends answers 503 `shutting_down`
     // before the listener closes its connection (dropping the routing cancels its permits).
-    let grace_end = grace_end.clone();
     let routed = tokio::select! {
         r = routed => r,
         _ = grace_end.ended() => return Err(Error::ShuttingDown),
@@ -711,6 +741,22 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_web::test]
+    async fn a_request_leaves_routing_without_its_header_map_and_with_the_rest() {
+        let req = actix_web::test::TestRequest::post()
+            .uri("/v1/chat/completions?x=1")
+            .insert_header(("authorization", "Bearer k"))
+            .insert_header(("x-portkey-config", "main"))
+            .to_http_request();
+        assert_eq!(req.headers().len(), 2);
+        let req = without_headers(req);
+        assert!(req.headers().is_empty());
+        assert_eq!(req.headers().capacity(), 0, "the map's memory is freed");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.path(), "/v1/chat/completions");
+        assert_eq!(req.query_string(), "x=1");
+    }
 
     #[test]
     fn a_trace_id_is_the_clients_when_sane_else_32_fresh_hex_digits() {
