@@ -384,6 +384,22 @@ mod tests {
     }
 
     #[test]
+    fn a_body_deeper_than_a_map_parse_allows_is_spliced_as_written() {
+        // serde_json skips nested values without recursing, so the scan passes a body deeper
+        // than its map parse's limit (128): it goes upstream as the client wrote it, as it
+        // does with nothing laid over, where the map path would have refused it.
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(5_000), "]".repeat(5_000));
+        let body = Body::new(Bytes::from(deep.clone()));
+        assert!(body.map().is_err(), "too deep for the map path");
+        let over = map(r#"{"max_tokens":5}"#);
+        let spliced = Merged::new(&body, &over).spliced().expect("spliced");
+        assert_eq!(
+            &spliced[..],
+            format!("{{\"max_tokens\":5,{}", &deep[1..]).as_bytes()
+        );
+    }
+
+    #[test]
     fn merged_overrides_win_in_the_owned_map() {
         let body = Body::new(Bytes::from_static(br#"{"model":"a","messages":[]}"#));
         let over = map(r#"{"model":"b","max_tokens":5}"#);
