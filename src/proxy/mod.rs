@@ -704,10 +704,15 @@ async fn attempt(
             upstream,
         );
     }
-    let call = async {
-        let upstream = authorized(spec, upstream).await?;
-        let resp = providers::send(spec, upstream, timeout).await?;
-        if req.stream {
+    // request_timeout bounds the time to a complete answer, or for a stream to its first
+    // content; after that the stream's idle timeout applies. Each call is boxed for the reason
+    // the leaf run is (see `route`), and a stream's apart from a full answer's: a stream
+    // waiting for its first content (for as long as a model thinks) then holds what priming
+    // needs, not also the room `finish` takes.
+    let called = if req.stream {
+        let call = async {
+            let upstream = authorized(spec, upstream).await?;
+            let resp = providers::send(spec, upstream, timeout).await?;
             let mut s = if req.endpoint == Endpoint::Responses {
                 providers::open_responses_stream(spec, resp, req.idle_timeout)
             } else {
@@ -721,16 +726,19 @@ async fn attempt(
             };
             let head = s.prime(timeout).await?;
             Ok(Reply::Stream { head, upstream: s })
-        } else {
+        };
+        tokio::time::timeout_at(until, Box::pin(call)).await
+    } else {
+        let call = async {
+            let upstream = authorized(spec, upstream).await?;
+            let resp = providers::send(spec, upstream, timeout).await?;
             providers::finish(spec, req.endpoint, resp, timeout, max_body)
                 .await
                 .map(Reply::Full)
-        }
+        };
+        tokio::time::timeout_at(until, Box::pin(call)).await
     };
-    // request_timeout bounds the time to a complete answer, or for a stream to its first
-    // content; after that the stream's idle timeout applies. The call is boxed for the reason
-    // the leaf run is (see `route`).
-    match tokio::time::timeout_at(until, Box::pin(call)).await {
+    match called {
         Ok(r) => r.map_err(Attempt::Failed),
         Err(_) => Err(Attempt::Failed(AttemptError::timeout(timeout))),
     }
