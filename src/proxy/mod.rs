@@ -520,37 +520,42 @@ async fn run_leaf(
             ),
             None => tracing::Span::none(),
         };
-        let result = attempt(permit.spec(), leaf, req, t0, deadline, max_body, &span).await;
-        let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let err = match result {
-            Ok(reply) => {
-                if !span.is_none() {
-                    let (model, usage) = match &reply {
-                        Reply::Full(a) => (a.model.as_deref(), Some(a.usage)),
-                        _ => (None, None),
-                    };
-                    otel::attempt_finished(&span, 200, None, model, usage);
-                }
-                permit.record_attempt(200, latency_ms / 1000.0);
-                attempts.push(AttemptRecord {
-                    path: leaf.path.clone(),
-                    virtual_key: leaf.virtual_key.clone(),
-                    status: 200,
-                    latency_ms,
-                    error: None,
-                });
-                return Ok(match reply {
-                    Reply::Full(answer) => {
-                        let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
-                        permit.report(OutcomeKind::Success, (used > 0).then_some(used), None);
-                        (Reply::Full(answer), retries, None)
+        // The result is read in a block of its own, so its room is not kept across a retry's
+        // wait below.
+        let latency_ms;
+        let err = {
+            let result = attempt(permit.spec(), leaf, req, t0, deadline, max_body, &span).await;
+            latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(reply) => {
+                    if !span.is_none() {
+                        let (model, usage) = match &reply {
+                            Reply::Full(a) => (a.model.as_deref(), Some(a.usage)),
+                            _ => (None, None),
+                        };
+                        otel::attempt_finished(&span, 200, None, model, usage);
                     }
-                    stream => (stream, retries, Some(permit)),
-                });
+                    permit.record_attempt(200, latency_ms / 1000.0);
+                    attempts.push(AttemptRecord {
+                        path: leaf.path.clone(),
+                        virtual_key: leaf.virtual_key.clone(),
+                        status: 200,
+                        latency_ms,
+                        error: None,
+                    });
+                    return Ok(match reply {
+                        Reply::Full(answer) => {
+                            let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
+                            permit.report(OutcomeKind::Success, (used > 0).then_some(used), None);
+                            (Reply::Full(answer), retries, None)
+                        }
+                        stream => (stream, retries, Some(permit)),
+                    });
+                }
+                // Nothing was sent: the permit goes back as cancelled, neutral for health.
+                Err(Attempt::Refused(e)) if retries == 0 => return Err(LeafError::Unsupported(e)),
+                Err(Attempt::Refused(e)) | Err(Attempt::Failed(e)) => e,
             }
-            // Nothing was sent: the permit goes back as cancelled, neutral for health.
-            Err(Attempt::Refused(e)) if retries == 0 => return Err(LeafError::Unsupported(e)),
-            Err(Attempt::Refused(e)) | Err(Attempt::Failed(e)) => e,
         };
         permit.record_attempt(err.status, latency_ms / 1000.0);
         if !span.is_none() {
@@ -592,9 +597,10 @@ async fn run_leaf(
         if !fits(wait, deadline) {
             return Err(failed(err));
         }
-        tokio::time::sleep(wait).await;
         let tokens = req.estimate.for_leaf(leaf, &target.spec);
-        permit = match acquire_before(target, tokens, deadline).await {
+        // Boxed: retries are rare, and this wait inline (a sleep, then a re-acquire) would be
+        // room every leaf run carries while it waits for its upstream (~0.4 kB each).
+        permit = match Box::pin(retry_permit(wait, target, tokens, deadline)).await {
             Some(p) => p,
             // Circuit open, retired, or the budget frees too late: let the tree move on.
             None => return Err(failed(err)),
@@ -612,6 +618,17 @@ fn fits(wait: Duration, deadline: Instant) -> bool {
     Instant::now()
         .checked_add(wait)
         .is_some_and(|at| at < deadline)
+}
+
+/// After `wait`, a permit for the leaf's next try ([`acquire_before`]).
+async fn retry_permit(
+    wait: Duration,
+    target: &TargetHandle,
+    tokens: u32,
+    deadline: Instant,
+) -> Option<Permit> {
+    tokio::time::sleep(wait).await;
+    acquire_before(target, tokens, deadline).await
 }
 
 /// A permit for a leaf's own retry: waits out a refusal that frees up by itself (budget,
