@@ -246,26 +246,31 @@ pub async fn route(
                     }
                 }
             }
-            // If only budgets stood in the way, maybe wait for one.
-            let error = match skipped_error(&route, refusal.take()) {
-                Error::NoCapacity { retry_after } => {
-                    if let Some(limit) = queue_until {
-                        let at = Instant::now() + retry_after.max(Duration::from_millis(5));
-                        if at <= limit && at < deadline {
-                            tokio::time::sleep_until(at.into()).await;
-                            route.walk.restart();
-                            continue;
-                        }
+            // If only budgets stood in the way, maybe wait for one. The error lives in a block
+            // of its own, so the routing future keeps no room for it across the wait.
+            let at = {
+                let error = skipped_error(&route, refusal.take());
+                let queue = match (&error, queue_until) {
+                    (Error::NoCapacity { retry_after }, Some(limit)) => {
+                        let at = Instant::now() + (*retry_after).max(Duration::from_millis(5));
+                        (at <= limit && at < deadline).then_some(at)
                     }
-                    Error::NoCapacity { retry_after }
+                    _ => None,
+                };
+                match queue {
+                    Some(at) => at,
+                    None => {
+                        return Err(Unserved {
+                            error,
+                            attempts,
+                            last,
+                        })
+                    }
                 }
-                other => other,
             };
-            return Err(Unserved {
-                error,
-                attempts,
-                last,
-            });
+            tokio::time::sleep_until(at.into()).await;
+            route.walk.restart();
+            continue;
         };
         // The cache is asked before the permit: a hit spends no budget.
         let mut pending = None;

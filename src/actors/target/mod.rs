@@ -69,7 +69,9 @@ impl TargetHandle {
         if let Some(answer) = self.try_acquire(tokens) {
             return answer;
         }
-        match self.addr.send(Acquire { tokens }).await {
+        // The mailbox path, boxed: inline, its message future (~0.2 kB) would be room every
+        // request's routing carries, though the fast path above answers most of them.
+        match Box::pin(self.addr.send(Acquire { tokens })).await {
             Ok(answer) => answer,
             // The actor is gone (retired mid-request): unavailable.
             Err(_) => Err(Unavailable {
