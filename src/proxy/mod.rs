@@ -257,16 +257,14 @@ pub async fn route(
                     }
                     _ => None,
                 };
-                match queue {
-                    Some(at) => at,
-                    None => {
-                        return Err(Unserved {
-                            error,
-                            attempts,
-                            last,
-                        })
-                    }
-                }
+                let Some(at) = queue else {
+                    return Err(Unserved {
+                        error,
+                        attempts,
+                        last,
+                    });
+                };
+                at
             };
             tokio::time::sleep_until(at.into()).await;
             route.walk.restart();
