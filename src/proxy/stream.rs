@@ -13,7 +13,7 @@ use super::GraceEnd;
 use crate::actors::supervisor::Runtime;
 use crate::actors::target::{OutcomeKind, Permit};
 use crate::cache::sse::Recorder;
-use crate::observability::requestlog::{Entry, RequestLog};
+use crate::observability::requestlog::{Draft, RequestLog};
 use crate::observability::telemetry::InFlight;
 use crate::providers::stream::{Frame, UpstreamStream};
 
@@ -33,7 +33,7 @@ pub struct ClientStream {
     head: VecDeque<Bytes>,
     upstream: UpstreamStream,
     permit: Option<Permit>,
-    entry: Option<Entry>,
+    entry: Option<Draft>,
     log: Arc<RequestLog>,
     runtime: Arc<Runtime>,
     started: Instant,
@@ -58,7 +58,7 @@ impl ClientStream {
         head: Vec<Bytes>,
         upstream: UpstreamStream,
         permit: Option<Permit>,
-        entry: Entry,
+        entry: Draft,
         log: Arc<RequestLog>,
         runtime: Arc<Runtime>,
         started: Instant,
@@ -152,7 +152,8 @@ impl ClientStream {
         if let Some(p) = self.permit.take() {
             p.report(kind, (used > 0).then_some(used), error.clone());
         }
-        if let Some(mut entry) = self.entry.take() {
+        if let Some(mut draft) = self.entry.take() {
+            let entry = draft.get();
             entry.status = status;
             entry.error = error;
             entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
@@ -167,7 +168,7 @@ impl ClientStream {
             if let (Some(span), Some(r)) = (&entry.otel, self.upstream.finish_reason()) {
                 span.record("gen_ai.response.finish_reasons", r);
             }
-            self.log.finish(entry, &self.runtime.config.pricing);
+            self.log.finish(draft, &self.runtime.config.pricing);
         }
     }
 }
