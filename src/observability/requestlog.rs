@@ -555,6 +555,23 @@ mod tests {
         })
     }
 
+    /// A draft is filled in where the log keeps it: the entry the log hands out is the very
+    /// allocation the request wrote into (no copy at the end), with what was written.
+    #[test]
+    fn a_draft_is_logged_in_place_with_what_was_written() {
+        let log = RequestLog::new(4);
+        let mut draft = Draft::new(Entry::new(5_000, "t-draft".into(), "chat.completions"));
+        draft.get().status = 201;
+        draft.get().served_by = Some("targets[0]".into());
+        let written: *const Entry = &*draft;
+        log.finish(draft, &Pricing::default());
+        let kept = log.recent(Some("t-draft"), 1);
+        assert_eq!(kept.len(), 1);
+        assert!(std::ptr::eq(Arc::as_ptr(&kept[0]), written));
+        assert_eq!(kept[0].status, 201);
+        assert_eq!(kept[0].served_by.as_deref(), Some("targets[0]"));
+    }
+
     /// Each thread keeps its own ring; readers see all of them, newest first, filtered and
     /// cut to the limit, and each ring keeps at most `capacity` entries.
     #[test]
