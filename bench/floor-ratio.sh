@@ -20,7 +20,7 @@ BEFORE=${BEFORE:-}
 bench_init 19201
 MOCK_PID=$!
 declare -A PORT=([floor]=19202 [llmux]=19203 [before]=19204) PID=()
-"$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" "127.0.0.1:${PORT[floor]}" 2 reqwest >"$W/floor.log" 2>&1 &
+start_floor "${PORT[floor]}"
 PID[floor]=$!
 llmux_config "${PORT[llmux]}" >"$W/llmux.toml"
 RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &

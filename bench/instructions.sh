@@ -29,8 +29,7 @@ WHO=(floor llmux)
 for who in "${WHO[@]}"; do
   if [ "$who" = floor ]; then
     port=19303
-    "${VG[@]}" --callgrind-out-file="$W/cg.$who" "$BIN/examples/floor" \
-      "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" "127.0.0.1:$port" 2 reqwest >"$W/$who.log" 2>&1 &
+    start_floor "$port" "${VG[@]}" --callgrind-out-file="$W/cg.$who"
   else
     port=19302
     bin=$LLMUX

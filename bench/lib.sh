@@ -1,4 +1,4 @@
-# Shared by the small bench scripts (floor-ratio.sh, instructions.sh, order-effect.sh); sourced,
+# Shared by the small bench scripts (floor-ratio.sh, instructions.sh, order-effect.sh, ...); sourced,
 # not run. `bench_init MOCK_PORT` makes the scratch dir $W (removed at exit, with every
 # background job), the request body $W/body.json, and starts llmux-mock from $BIN on MOCK_PORT
 # as bench/run.sh does (~1.3 KB answers, one worker).
@@ -16,4 +16,14 @@ llmux_config() {
   printf '[server]\nlisten = "127.0.0.1:%s"\ndefault_config = "single"\nworkers = 2\n\n' "$1"
   printf '[virtual_keys.bench-a]\nprovider = "openai"\nbase_url = "http://127.0.0.1:%s/bench-a/v1"\n\n' "$MOCK"
   printf '[configs.single]\nstrategy = { mode = "single" }\ntargets = [{ virtual_key = "bench-a" }]\n'
+}
+
+# start_floor PORT [PREFIX...]: the floor (examples/floor.rs from $BIN: actix-web + reqwest
+# forwarding, two workers) on PORT in front of the mock, in the background, run under PREFIX
+# (valgrind, say) when given; its output goes to $W/floor.log, its pid to $!.
+start_floor() {
+  local port=$1
+  shift
+  "$@" "$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" \
+    "127.0.0.1:$port" 2 reqwest >"$W/floor.log" 2>&1 &
 }

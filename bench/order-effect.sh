@@ -14,7 +14,7 @@ PAUSE=${PAUSE:-5}
 . bench/lib.sh
 bench_init 19401
 llmux_config 19403 >"$W/llmux.toml"
-"$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" 127.0.0.1:19402 2 reqwest >"$W/floor.log" 2>&1 &
+start_floor 19402
 RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 sleep 1.5
 D=http://127.0.0.1:$MOCK/bench-a/v1/chat/completions

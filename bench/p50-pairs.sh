@@ -19,7 +19,7 @@ OTHER=${OTHER:-}
 . bench/lib.sh
 bench_init 19501
 declare -A PORT=([floor]=19502 [llmux]=19503 [other]=19504)
-"$BIN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" "127.0.0.1:${PORT[floor]}" 2 reqwest >"$W/floor.log" 2>&1 &
+start_floor "${PORT[floor]}"
 llmux_config "${PORT[llmux]}" >"$W/llmux.toml"
 RUST_LOG=warn "$BIN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 PAIRS=("floor llmux")
