@@ -1,7 +1,7 @@
 # Shared by the small bench scripts (floor-ratio.sh, instructions.sh, p50-pairs.sh and the
-# others beside this file); sourced, not run. `bench_init MOCK_PORT` makes the scratch dir $W (removed at exit, with every
-# background job), the request body $W/body.json, and starts llmux-mock from $BIN on MOCK_PORT
-# as bench/run.sh does (~1.3 KB answers, one worker).
+# others beside this file); sourced, not run. `bench_init MOCK_PORT` makes the scratch dir $W
+# (removed at exit, with every background job), the request body $W/body.json, and starts
+# llmux-mock from $BIN on MOCK_PORT as bench/run.sh does (~1.3 KB answers, one worker).
 bench_init() {
   MOCK=$1
   W=$(mktemp -d)
