@@ -2,7 +2,7 @@
 VENV := .venv
 MOCK_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test venv lint verify-unit deps bench bench-smoke bench-cluster
+.PHONY: run test venv lint verify-unit deps bench bench-smoke bench-cluster release-pgo
 
 run:
 	cargo build --release --workspace --bins
@@ -47,6 +47,10 @@ verify-unit:
 	cargo build --bin llmux
 	@tmp=$$(mktemp -d); sed "s|/usr/local/bin/llmux|$$PWD/target/debug/llmux|" systemd/llmux.service > $$tmp/llmux.service; \
 	systemd-analyze verify $$tmp/llmux.service; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# The profile-guided release build (~15 minutes; BENCHMARKS.md, run AH): target/pgo/release/llmux.
+release-pgo:
+	bash bench/pgo.sh
 
 # Side-by-side load benchmark (≤ 10 minutes; see BENCHMARKS.md) and its few-second smoke mode.
 bench:
