@@ -48,7 +48,7 @@ verify-unit:
 	@tmp=$$(mktemp -d); sed "s|/usr/local/bin/llmux|$$PWD/target/debug/llmux|" systemd/llmux.service > $$tmp/llmux.service; \
 	systemd-analyze verify $$tmp/llmux.service; rc=$$?; rm -rf $$tmp; exit $$rc
 
-# The profile-guided release build (~15 minutes; BENCHMARKS.md, run AH): target/pgo/release/llmux.
+# The profile-guided release build (~30 minutes; BENCHMARKS.md, run AH): target/pgo/release/llmux.
 release-pgo:
 	bash bench/pgo.sh
 

@@ -11,7 +11,7 @@
 #      and the rest moved out of its way (BENCHMARKS.md, run AH).
 # Output: $PGO_DIR/release/{llmux,examples/floor} (default target/pgo), and llmux-mock and
 # loadgen from a plain release build beside them, so `LLMUX_BIN_DIR=target/pgo/release` runs
-# bench/run.sh and the scripts beside this one on the PGO build. ~15 minutes on 2 cores.
+# bench/run.sh and the scripts beside this one on the PGO build. ~30 minutes on 2 cores.
 #   bash bench/pgo.sh    (TRAIN_S=seconds of plain-chat load, default 20; PLAIN_BIN=a directory
 #                         with llmux-mock and loadgen already built)
 set -euo pipefail
@@ -67,19 +67,31 @@ targets = [{ virtual_key = "bench-a" }]
 strategy = { mode = "fallback" }
 targets = [{ virtual_key = "broken" }, { virtual_key = "bench-a" }]
 EOF
+url=http://127.0.0.1:19602/v1/chat/completions
+floor=http://127.0.0.1:19604/v1/chat/completions
+chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}'
 "$GEN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 LLMUX_PID=$!
 "$GEN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" 127.0.0.1:19604 2 \
   reqwest >"$W/floor.log" 2>&1 &
 FLOOR_PID=$!
 sleep 2
+curl -sf --retry 5 --retry-connrefused "$url" -d "$chat" -H 'content-type: application/json' >/dev/null
 curl -sf "http://127.0.0.1:$MOCK/_mock/behavior" -H 'content-type: application/json' \
   -d '{"account":"broken","fail_rate":1.0,"fail_status":500}' >/dev/null
-url=http://127.0.0.1:19602/v1/chat/completions
-floor=http://127.0.0.1:19604/v1/chat/completions
-chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}'
 stream='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"stream":true,"stream_options":{"include_usage":true}}'
-lg() { "$PLAIN/loadgen" "$@" >/dev/null 2>>"$W/loadgen.err"; }
+# One load run; stops the build if it answered nothing (a profile of error paths would be
+# worse than none).
+lg() {
+  "$PLAIN/loadgen" "$@" >"$W/run.json" 2>>"$W/loadgen.err"
+  python3 - "$W/run.json" "$*" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+oks = [d["ok"]] + ([d["b"]["ok"]] if "b" in d else [])
+if min(oks) == 0:
+    sys.exit(f"pgo: no request answered in training run: loadgen {sys.argv[2]}")
+PY
+}
 echo "pgo: training (~$((TRAIN_S + 25)) s)"
 # The hot path, as bench/run.sh loads it: llmux and the floor in alternating slices.
 lg rate --url "$url" --url-b "$floor" --rps 3000 --duration-s "$TRAIN_S" --conns 50 --body "$chat"
