@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A profile-guided (PGO) release build of llmux, and of the floor (examples/floor.rs) from the
-# same profile so that bench/run.sh compares like with like. Three steps:
+# same profile so that bench/run.sh compares like with like (both of the floor's clients are
+# trained). Three steps:
 #   1. build both with `-Cprofile-generate` (counters in every branch and call);
 #   2. train: the mock, then the instrumented llmux and floor under loadgen, on a mix of the
 #      paths production runs (plain chat on one OpenAI leaf, the quick start's loadbalance /
@@ -75,6 +76,10 @@ LLMUX_PID=$!
 "$GEN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" 127.0.0.1:19604 2 \
   reqwest >"$W/floor.log" 2>&1 &
 FLOOR_PID=$!
+# The floor's hyper-util mode too: bench/run.sh runs it as `floor-hyper`.
+"$GEN/examples/floor" "http://127.0.0.1:$MOCK/bench-a/v1/chat/completions" 127.0.0.1:19605 2 \
+  hyper >"$W/floor-hyper.log" 2>&1 &
+HYPER_PID=$!
 sleep 2
 curl -sf --retry 5 --retry-connrefused "$url" -d "$chat" -H 'content-type: application/json' >/dev/null
 curl -sf "http://127.0.0.1:$MOCK/_mock/behavior" -H 'content-type: application/json' \
@@ -92,11 +97,15 @@ if min(oks) == 0:
     sys.exit(f"pgo: no request answered in training run: loadgen {sys.argv[2]}")
 PY
 }
-echo "pgo: training (~$((TRAIN_S + 25)) s)"
+echo "pgo: training (~$((TRAIN_S + 32)) s)"
 # The hot path, as bench/run.sh loads it: llmux and the floor in alternating slices.
 lg rate --url "$url" --url-b "$floor" --rps 3000 --duration-s "$TRAIN_S" --conns 50 --body "$chat"
 lg closed --url "$url" --conns 64 --duration-s 3 --body "$chat"
 lg closed --url "$floor" --conns 64 --duration-s 3 --body "$chat"
+lg rate --url http://127.0.0.1:19605/v1/chat/completions --rps 3000 --duration-s 5 --conns 50 \
+  --body "$chat"
+lg stream --url http://127.0.0.1:19605/v1/chat/completions --concurrency 16 --count 300 \
+  --body "$stream"
 lg stream --url "$url" --concurrency 16 --count 1000 --body "$stream"
 lg stream --url "$floor" --concurrency 16 --count 1000 --body "$stream"
 for cfg in main canary tiered cached falls-back; do
@@ -107,8 +116,8 @@ lg rate --url http://127.0.0.1:19602/v1/responses --rps 200 --duration-s 3 --con
   --body '{"model":"gpt-4o-mini","input":"Say hi"}'
 lg rate --url http://127.0.0.1:19602/v1/embeddings --rps 100 --duration-s 2 --conns 4 \
   --body '{"model":"text-embedding-3-small","input":"Say hi"}'
-kill -TERM "$LLMUX_PID" "$FLOOR_PID"
-wait "$LLMUX_PID" "$FLOOR_PID" || true
+kill -TERM "$LLMUX_PID" "$FLOOR_PID" "$HYPER_PID"
+wait "$LLMUX_PID" "$FLOOR_PID" "$HYPER_PID" || true
 ls "$RAW"/*.profraw >/dev/null || { echo "pgo: no profile was written" >&2; exit 1; }
 "$PROFDATA" merge -o "$OUT/merged.profdata" "$RAW"
 echo "pgo: optimized build"
