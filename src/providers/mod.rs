@@ -203,6 +203,12 @@ impl Urls {
         provider(kind).urls(base_url, deployment, api_version)
     }
 
+    /// Whether the target is reached over plain `http` (every URL of a target is built on its
+    /// `base_url`, so they share its scheme).
+    pub fn plain_http(&self) -> bool {
+        self.health.scheme() == "http"
+    }
+
     /// Parses one upstream URL; the error names it with any userinfo redacted.
     fn parse(s: &str) -> Result<reqwest::Url, String> {
         reqwest::Url::parse(s)
@@ -422,37 +428,67 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 thread_local! {
-    // One client (and so one connection pool) per worker thread: connections stay on the
-    // runtime that created them, and workers never contend on a shared pool.
-    static CLIENT: RefCell<Option<reqwest::Client>> = const { RefCell::new(None) };
+    // One pair of clients (and so of connection pools) per worker thread: connections stay on
+    // the runtime that created them, and workers never contend on a shared pool.
+    static CLIENTS: RefCell<Option<Clients>> = const { RefCell::new(None) };
 }
 
-pub fn client() -> reqwest::Client {
-    CLIENT.with(|c| {
-        c.borrow_mut()
-            .get_or_insert_with(|| {
-                let builder = reqwest::Client::builder()
-                    // Never follow a provider's redirect: it would carry `api-key`/`x-api-key`
-                    // to whatever host the Location names, and turn a POST into a GET on 302.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(256)
-                    .tcp_nodelay(true)
-                    .connect_timeout(Duration::from_secs(10));
-                // With no proxy in the environment, say so: reqwest otherwise consults its
-                // (empty) system proxy matcher on every plain-`http` request (~1.4k
-                // instructions each). With one set, reqwest reads it exactly as before.
-                let builder = if proxy_in_env() {
-                    builder
-                } else {
-                    builder.no_proxy()
-                };
-                builder
-                    .build()
-                    .expect("reqwest client with static settings")
-            })
-            .clone()
+/// A worker's upstream clients.
+struct Clients {
+    /// reqwest's default: an HTTP/2 protocol NACK (a graceful GOAWAY, REFUSED_STREAM), which
+    /// the provider never acted on, is retried on a fresh connection.
+    default: reqwest::Client,
+    /// For plain-`http` targets, which speak HTTP/1.1 only (no ALPN; llmux never assumes
+    /// HTTP/2 without it), so a protocol NACK cannot happen: no retry policy, which spares each
+    /// request the copy of its method, URI, headers and extensions that reqwest's retry layer
+    /// otherwise takes before sending, in case it has to send again.
+    plain_http: reqwest::Client,
+}
+
+fn with_clients<T>(f: impl FnOnce(&Clients) -> T) -> T {
+    CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        f(c.get_or_insert_with(|| Clients {
+            default: client_builder()
+                .build()
+                .expect("reqwest client with static settings"),
+            plain_http: client_builder()
+                .retry(reqwest::retry::never().max_retries_per_request(0))
+                .build()
+                .expect("reqwest client with static settings"),
+        }))
     })
+}
+
+/// The worker's client for requests off the forwarding path (token exchanges, the Responses
+/// API's lookups), to any scheme.
+pub fn client() -> reqwest::Client {
+    with_clients(|c| c.default.clone())
+}
+
+/// The worker's client for a target's requests.
+fn target_client(spec: &Upstream) -> reqwest::Client {
+    let plain = spec.urls.plain_http();
+    with_clients(|c| if plain { &c.plain_http } else { &c.default }.clone())
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        // Never follow a provider's redirect: it would carry `api-key`/`x-api-key` to whatever
+        // host the Location names, and turn a POST into a GET on 302.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10));
+    // With no proxy in the environment, say so: reqwest otherwise consults its (empty) system
+    // proxy matcher on every plain-`http` request (~1.4k instructions each). With one set,
+    // reqwest reads it exactly as before.
+    if proxy_in_env() {
+        builder
+    } else {
+        builder.no_proxy()
+    }
 }
 
 /// Whether the environment names a proxy in any variable reqwest's system proxy reads on Linux
@@ -472,12 +508,12 @@ pub fn build(
     endpoint: Endpoint,
     body: &Merged<'_>,
 ) -> Result<reqwest::RequestBuilder, AttemptError> {
-    provider(spec.provider).build(&client(), spec, endpoint, body)
+    provider(spec.provider).build(&target_client(spec), spec, endpoint, body)
 }
 
 /// The cheap request an active health check sends: the provider's model list.
 pub fn health_request(spec: &Upstream) -> reqwest::RequestBuilder {
-    provider(spec.provider).health(spec, client().get(spec.urls.health.clone()))
+    provider(spec.provider).health(spec, target_client(spec).get(spec.urls.health.clone()))
 }
 
 /// Sends the request and returns the response if it is 2xx; otherwise the error in OpenAI terms.
@@ -692,6 +728,28 @@ pub fn scrub(text: &str, key: Option<&Secret>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_targets_scheme_picks_its_client() {
+        // Only plain-`http` targets go without reqwest's HTTP/2 retry (they never speak HTTP/2).
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::AzureOpenai,
+            ProviderKind::Anthropic,
+            ProviderKind::OpenaiCompatible,
+            ProviderKind::Gemini,
+            ProviderKind::Bedrock,
+        ] {
+            for (base, plain) in [
+                ("http://127.0.0.1:9", true),
+                ("HTTP://127.0.0.1:9", true),
+                ("https://api.example.com", false),
+            ] {
+                let urls = Urls::new(kind, base, Some("dep"), Some("2024-06-01")).unwrap();
+                assert_eq!(urls.plain_http(), plain, "{kind:?} at {base}");
+            }
+        }
+    }
 
     #[test]
     fn scrub_removes_keys() {
