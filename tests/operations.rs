@@ -556,3 +556,112 @@ async fn request_metadata_is_logged_filterable_and_validated() {
         "an invalid request reached the provider"
     );
 }
+
+/// A stand-in egress proxy on loopback: it answers every request itself with a chat completion,
+/// and records each request line with whether the target's key came along.
+/// What [`fake_proxy`] saw: each request line, and whether it carried the key.
+type Seen = Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+fn fake_proxy(key: &'static str) -> (String, Seen) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(conn) = conn else { continue };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                // One request after another on the connection, until the client closes it.
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut keyed) = (0, false);
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (name, value) = h.split_once(':').unwrap();
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap(),
+                            "authorization" => keyed = value.trim() == format!("Bearer {key}"),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    record
+                        .lock()
+                        .unwrap()
+                        .push((line.trim_end().to_owned(), keyed));
+                    let answer = r#"{"id":"chatcmpl-proxy","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"via proxy"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    out.write_all(head.as_bytes()).unwrap();
+                    out.write_all(answer.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_targets_go_through_an_egress_proxy_named_in_the_environment() {
+    const KEY: &str = "sk-llmuxtest-proxy-0123";
+    // Nothing listens at the target's address: only the proxy can answer for it.
+    let target = format!("http://127.0.0.1:{}", free_port());
+    let (proxy, seen) = fake_proxy(KEY);
+    let cfg = format!(
+        r#"
+[virtual_keys.behind-proxy]
+provider = "openai"
+base_url = "{target}/v1"
+api_key_env = "LLMUX_TEST_PROXY_KEY"
+
+[configs.main]
+strategy = {{ mode = "single" }}
+targets = [ {{ virtual_key = "behind-proxy" }} ]
+"#
+    );
+    let env = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("http_proxy", proxy.as_str()),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+        ("LLMUX_TEST_PROXY_KEY", KEY),
+    ];
+    let llmux = Llmux::start_with(&cfg, "default_config = \"main\"", &env);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = client
+            .post(llmux.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", llmux.logs());
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "via proxy");
+    }
+    let seen = seen.lock().unwrap();
+    let want = format!("POST {target}/v1/chat/completions HTTP/1.1");
+    assert_eq!(
+        *seen,
+        vec![(want, true); 3],
+        "absolute-form request lines, key included"
+    );
+}

@@ -438,24 +438,32 @@ struct Clients {
     /// reqwest's default: an HTTP/2 protocol NACK (a graceful GOAWAY, REFUSED_STREAM), which
     /// the provider never acted on, is retried on a fresh connection.
     default: reqwest::Client,
-    /// For plain-`http` targets, which speak HTTP/1.1 only (no ALPN; llmux never assumes
-    /// HTTP/2 without it), so a protocol NACK cannot happen: no retry policy, which spares each
-    /// request the copy of its method, URI, headers and extensions that reqwest's retry layer
-    /// otherwise takes before sending, in case it has to send again.
+    /// For plain-`http` targets. Reached directly they speak HTTP/1.1 only (no TLS, so no ALPN;
+    /// llmux never assumes HTTP/2 without it) and a protocol NACK cannot happen: no retry
+    /// policy, which spares each request the copy of its method, URI, headers and extensions
+    /// that reqwest's retry layer otherwise takes before sending, in case it has to send again.
+    /// Through an egress proxy (which may speak HTTP/2 over its own TLS) it is `default`.
     plain_http: reqwest::Client,
 }
 
 fn with_clients<T>(f: impl FnOnce(&Clients) -> T) -> T {
     CLIENTS.with(|c| {
         let mut c = c.borrow_mut();
-        f(c.get_or_insert_with(|| Clients {
-            default: client_builder()
-                .build()
-                .expect("reqwest client with static settings"),
-            plain_http: client_builder()
-                .retry(reqwest::retry::never().max_retries_per_request(0))
-                .build()
-                .expect("reqwest client with static settings"),
+        f(c.get_or_insert_with(|| {
+            let proxy = proxy_in_env();
+            let plain_http = if proxy {
+                client_builder(proxy)
+            } else {
+                client_builder(proxy).retry(reqwest::retry::never().max_retries_per_request(0))
+            };
+            Clients {
+                default: client_builder(proxy)
+                    .build()
+                    .expect("reqwest client with static settings"),
+                plain_http: plain_http
+                    .build()
+                    .expect("reqwest client with static settings"),
+            }
         }))
     })
 }
@@ -472,7 +480,8 @@ fn target_client(spec: &Upstream) -> reqwest::Client {
     with_clients(|c| if plain { &c.plain_http } else { &c.default }.clone())
 }
 
-fn client_builder() -> reqwest::ClientBuilder {
+/// The settings both clients share; `proxy`: the environment names an egress proxy.
+fn client_builder(proxy: bool) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
         // Never follow a provider's redirect: it would carry `api-key`/`x-api-key` to whatever
         // host the Location names, and turn a POST into a GET on 302.
@@ -484,7 +493,7 @@ fn client_builder() -> reqwest::ClientBuilder {
     // With no proxy in the environment, say so: reqwest otherwise consults its (empty) system
     // proxy matcher on every plain-`http` request (~1.4k instructions each). With one set,
     // reqwest reads it exactly as before.
-    if proxy_in_env() {
+    if proxy {
         builder
     } else {
         builder.no_proxy()
