@@ -442,7 +442,8 @@ struct Clients {
     /// llmux never assumes HTTP/2 without it) and a protocol NACK cannot happen: no retry
     /// policy, which spares each request the copy of its method, URI, headers and extensions
     /// that reqwest's retry layer otherwise takes before sending, in case it has to send again.
-    /// Through an egress proxy (which may speak HTTP/2 over its own TLS) it is `default`.
+    /// Through an egress proxy (which may speak HTTP/2 over its own TLS) it keeps reqwest's
+    /// default retry, as `default` does.
     plain_http: reqwest::Client,
 }
 
