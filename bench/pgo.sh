@@ -70,6 +70,7 @@ targets = [{ virtual_key = "broken" }, { virtual_key = "bench-a" }]
 EOF
 url=http://127.0.0.1:19602/v1/chat/completions
 floor=http://127.0.0.1:19604/v1/chat/completions
+hyper=http://127.0.0.1:19605/v1/chat/completions
 chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":64}'
 "$GEN/llmux" --config "$W/llmux.toml" >"$W/llmux.log" 2>&1 &
 LLMUX_PID=$!
@@ -102,10 +103,8 @@ echo "pgo: training (~$((TRAIN_S + 32)) s)"
 lg rate --url "$url" --url-b "$floor" --rps 3000 --duration-s "$TRAIN_S" --conns 50 --body "$chat"
 lg closed --url "$url" --conns 64 --duration-s 3 --body "$chat"
 lg closed --url "$floor" --conns 64 --duration-s 3 --body "$chat"
-lg rate --url http://127.0.0.1:19605/v1/chat/completions --rps 3000 --duration-s 5 --conns 50 \
-  --body "$chat"
-lg stream --url http://127.0.0.1:19605/v1/chat/completions --concurrency 16 --count 300 \
-  --body "$stream"
+lg rate --url "$hyper" --rps 3000 --duration-s 5 --conns 50 --body "$chat"
+lg stream --url "$hyper" --concurrency 16 --count 300 --body "$stream"
 lg stream --url "$url" --concurrency 16 --count 1000 --body "$stream"
 lg stream --url "$floor" --concurrency 16 --count 1000 --body "$stream"
 for cfg in main canary tiered cached falls-back; do
